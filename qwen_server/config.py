@@ -1,0 +1,231 @@
+"""Typed settings for the analysis server.
+
+Precedence, lowest to highest: built-in defaults, ``config.yaml``, environment variables
+(prefix ``QWEN_``, nested keys joined by ``__``, e.g. ``QWEN_MODEL__NAME``), then ``qwen-server``
+command-line flags. Secrets (API keys, the chat provider key) only ever come from the
+environment or from a key file, and are held as ``SecretStr`` so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "config.yaml"
+
+
+class _Section(BaseModel):
+    # Unknown keys are almost always typos ("max_batchsize"): refuse them by name.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    """HTTP front: bind address, limits on what a caller may send, auth switches."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_key_file: Path | None = None
+    insecure_no_auth: bool = False
+    public_docs: bool = False
+    public_metrics: bool = False
+    max_body_mb: float = Field(64.0, gt=0, le=4096)
+    max_shots_per_request: int = Field(64, ge=1, le=10_000)
+    max_images_per_shot: int = Field(8, ge=1, le=64)
+    max_image_pixels: int = Field(4_000_000, ge=1024)
+    max_queued_shots: int = Field(1024, ge=1)
+    decode_workers: int = Field(4, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout_s: float = Field(60.0, ge=0)
+
+
+class ModelSettings(_Section):
+    """Which checkpoint to load and how to place it on the hardware."""
+
+    name: str = "Qwen/Qwen2-VL-2B-Instruct"
+    path: Path | None = None
+    revision: str | None = None
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    placement: Literal["auto", "shard", "replicate"] = "auto"
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    min_pixels: int = Field(56 * 56, ge=28 * 28)
+    max_pixels: int = Field(448 * 448, ge=28 * 28)
+    max_new_tokens: int = Field(160, ge=16, le=2048)
+    caption_max_chars: int = Field(200, ge=20, le=2000)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    local_files_only: bool = False
+
+    @model_validator(mode="after")
+    def _pixels_ordered(self) -> ModelSettings:
+        if self.min_pixels > self.max_pixels:
+            raise ValueError("min_pixels must not exceed max_pixels")
+        return self
+
+    @property
+    def source(self) -> str:
+        """What ``from_pretrained`` is given: the local path when set, else the hub id."""
+        return str(self.path) if self.path else self.name
+
+
+class BatchingSettings(_Section):
+    """How concurrent requests are merged into GPU batches."""
+
+    max_batch_size: int = Field(16, ge=1, le=512)
+    max_wait_ms: float = Field(15.0, ge=0, le=5000)
+
+
+class FusionSettings(_Section):
+    """Weights that blend the model's scores with measured visual signals and audio cues."""
+
+    temporal_weight: float = Field(0.35, ge=0.0, le=1.0)
+    audio_weight: float = Field(0.25, ge=0.0, le=1.0)
+    enable_audio_fusion: bool = True
+
+    @model_validator(mode="after")
+    def _weights_leave_room_for_model(self) -> FusionSettings:
+        if self.temporal_weight + self.audio_weight > 1.0:
+            raise ValueError("temporal_weight + audio_weight must not exceed 1.0")
+        return self
+
+
+class StoreSettings(_Section):
+    """Where film sessions are kept."""
+
+    path: Path = Path("var/qwen_server.sqlite3")
+
+
+class ChatSettings(_Section):
+    """The OpenAI-compatible chat provider (Nebius AI Studio by default)."""
+
+    base_url: str = "https://api.studio.nebius.com/v1/"
+    model: str = "openai/gpt-oss-120b"
+    timeout_s: float = Field(60.0, gt=0, le=600)
+    max_context_tokens: int = Field(6000, ge=500, le=200_000)
+    max_answer_tokens: int = Field(800, ge=16, le=16_000)
+    temperature: float = Field(0.2, ge=0.0, le=2.0)
+
+
+class Settings(BaseSettings):
+    """All server settings; see ``config.yaml`` for what each key means."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="QWEN_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    server: ServerSettings = ServerSettings()
+    model: ModelSettings = ModelSettings()
+    batching: BatchingSettings = BatchingSettings()
+    fusion: FusionSettings = FusionSettings()
+    store: StoreSettings = StoreSettings()
+    chat: ChatSettings = ChatSettings()
+
+    # Secrets: environment only (QWEN_SERVER_API_KEYS, NEBIUS_API_KEY), never config.yaml.
+    server_api_keys: SecretStr | None = Field(default=None, exclude=True)
+    nebius_api_key: SecretStr | None = Field(
+        default=None, validation_alias="NEBIUS_API_KEY", exclude=True
+    )
+
+    # Set by load_settings before construction; not a setting itself.
+    _yaml_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = _CURRENT_YAML.get("path")
+        if yaml_file is not None:
+            sources.append(_SecretFreeYaml(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    def api_keys(self) -> list[str]:
+        """Every accepted bearer key: ``QWEN_SERVER_API_KEYS`` plus the key file's lines."""
+        keys: list[str] = []
+        if self.server_api_keys is not None:
+            keys += [k.strip() for k in self.server_api_keys.get_secret_value().split(",")]
+        if self.server.api_key_file is not None:
+            try:
+                text = self.server.api_key_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(
+                    f"server.api_key_file: cannot read the key file ({exc.strerror})"
+                ) from None
+            keys += [line.strip() for line in text.splitlines() if not line.startswith("#")]
+        return [k for k in keys if k]
+
+
+# The YAML path travels to settings_customise_sources through this holder because pydantic
+# settings sources are chosen per class, not per instance.
+_CURRENT_YAML: dict[str, Path | None] = {"path": None}
+
+_SECRET_KEYS = {"server_api_keys", "nebius_api_key", "NEBIUS_API_KEY"}
+
+
+class _SecretFreeYaml(YamlConfigSettingsSource):
+    """config.yaml source that refuses secrets: keys belong in the environment or a key file."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        for key in _SECRET_KEYS & set(data):
+            raise ConfigError(
+                f"{key}: secrets must not be put in the config file; "
+                "use the environment (QWEN_SERVER_API_KEYS, NEBIUS_API_KEY) or server.api_key_file"
+            )
+        return data
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        lines.append(f"{key}: {msg}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None, **overrides: Any
+) -> Settings:
+    """Build the settings from defaults, the YAML file, the environment and ``overrides``.
+
+    ``config_file`` defaults to ``$QWEN_CONFIG`` or ``./config.yaml`` when present. ``overrides``
+    are nested dicts as the CLI produces them (``{"model": {"name": ...}}``) and win over all.
+    Raises ConfigError with a message naming the offending key.
+    """
+    if config_file is None:
+        env_path = os.environ.get("QWEN_CONFIG")
+        if env_path:
+            config_file = env_path
+        elif Path(DEFAULT_CONFIG_FILE).is_file():
+            config_file = DEFAULT_CONFIG_FILE
+    path = Path(config_file) if config_file is not None else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    _CURRENT_YAML["path"] = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+    except ValueError as exc:  # YAML syntax errors surface as ValueError subclasses
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    finally:
+        _CURRENT_YAML["path"] = None

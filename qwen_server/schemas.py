@@ -1,0 +1,173 @@
+"""The HTTP contract (v1) as pydantic models: what callers send and what they get back.
+
+Limits that depend on configuration (frames per shot, shots per request) are checked in
+``validation``; everything that is a property of the data itself is checked here, so OpenAPI
+documents it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ATTRIBUTES: tuple[str, ...] = (
+    "suspense",
+    "darkness",
+    "ambiguity",
+    "emotional_tension",
+    "intensity",
+    "motion",
+)
+
+# JSON can carry NaN/Infinity through Python's json module; scores and features never may.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+NonNegFinite = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Score = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+ShotId = Annotated[int, Field(ge=0, le=2**53, description="Caller's shot number, unique per request")]
+
+
+class AudioFeatures(BaseModel):
+    """Per-shot librosa features computed by the client. Every field is optional."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    mfcc_mean: list[FiniteFloat] | None = Field(
+        None, min_length=13, max_length=13, description="13 MFCC means"
+    )
+    mfcc_std: list[FiniteFloat] | None = Field(
+        None, min_length=13, max_length=13, description="13 MFCC standard deviations"
+    )
+    spectral_centroid_mean: NonNegFinite | None = Field(None, description="Hz")
+    spectral_rolloff_mean: NonNegFinite | None = Field(None, description="Hz (85% energy)")
+    spectral_bandwidth_mean: NonNegFinite | None = Field(None, description="Hz")
+    zero_crossing_rate_mean: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = (
+        Field(None, description="Fraction of sign changes per sample, 0..1")
+    )
+    rms_energy_mean: NonNegFinite | None = Field(None, description="Mean RMS of the mono signal (full scale = 1)")
+    rms_energy_std: NonNegFinite | None = Field(None, description="RMS standard deviation")
+    chroma_mean: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
+        None, min_length=12, max_length=12, description="12 chroma bin means"
+    )
+    tempo: NonNegFinite | None = Field(None, description="Beats per minute; 0 or absent when not meaningful")
+
+
+class ShotIn(BaseModel):
+    """One shot: its sampled frames in time order plus optional audio features and timing."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    shot_id: ShotId
+    images: list[str] = Field(
+        ..., min_length=1, description="Base64 JPEG or PNG frames in time order (data: URLs accepted)"
+    )
+    audio_features: AudioFeatures | None = None
+    start_time: NonNegFinite | None = Field(None, description="Seconds from the film's start")
+    end_time: NonNegFinite | None = Field(None, description="Seconds from the film's start")
+    duration: NonNegFinite | None = Field(None, description="Seconds; derived from start/end when absent")
+
+    @model_validator(mode="after")
+    def _times_consistent(self) -> ShotIn:
+        if self.start_time is not None and self.end_time is not None:
+            if self.end_time < self.start_time:
+                raise ValueError(
+                    f"end_time ({self.end_time}) is before start_time ({self.start_time})"
+                )
+            if self.duration is None:
+                self.duration = round(self.end_time - self.start_time, 6)
+        return self
+
+
+class AnalyzeBatchRequest(BaseModel):
+    """A batch of shots, optionally stored under a film session."""
+
+    session_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="Film id: letters, digits, '.', '_', '-'; up to 128 characters",
+    )
+    title: str | None = Field(None, max_length=500, description="Film title or source, stored with the session")
+    shots: list[ShotIn] = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AnalyzeBatchRequest:
+        seen: set[int] = set()
+        dups = sorted({s.shot_id for s in self.shots if s.shot_id in seen or seen.add(s.shot_id)})
+        if dups:
+            raise ValueError(f"duplicate shot_id values: {dups[:10]}")
+        return self
+
+
+class Attributes(BaseModel):
+    """The six scores, each in [0, 1]."""
+
+    suspense: Score
+    darkness: Score
+    ambiguity: Score
+    emotional_tension: Score
+    intensity: Score
+    motion: Score
+
+
+class MeasuredSignals(BaseModel):
+    """Signals measured from the decoded frames, each in [0, 1]."""
+
+    luminance: Score = Field(..., description="Mean luma of the frames (0 black, 1 white)")
+    darkness: Score = Field(..., description="Measured darkness derived from luminance")
+    motion: Score = Field(..., description="Mean normalised inter-frame difference")
+    contrast: Score = Field(..., description="Mean luma standard deviation, normalised")
+    saturation: Score = Field(..., description="Mean HSV saturation")
+
+
+class AudioCues(BaseModel):
+    """What the audio features say, derived by documented rules in ``fusion``."""
+
+    audio_class: str = Field(..., description="silence | speech | music | ambience | loud_action | unknown")
+    loudness: Score = Field(..., description="RMS energy mapped to [0, 1] on a dB scale")
+    brightness: Score = Field(..., description="Spectral centroid mapped to [0, 1]")
+    noisiness: Score = Field(..., description="Zero-crossing rate mapped to [0, 1]")
+    summary: str = Field(..., description="Plain-language summary given to the model")
+
+
+class ShotResult(BaseModel):
+    """The analysis of one shot."""
+
+    shot_id: int
+    caption: str
+    attributes: Attributes = Field(..., description="Fused scores: what callers should use")
+    audio_class: str
+    model_attributes: Attributes = Field(..., description="The model's raw scores before fusion")
+    measured: MeasuredSignals
+    audio: AudioCues | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    duration: float | None = None
+    model: str = Field(..., description="Model id that produced the caption")
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class AnalyzeBatchResponse(BaseModel):
+    """Results in request order."""
+
+    results: list[ShotResult]
+    session_id: str | None = None
+    model: str
+    count: int
+    elapsed_ms: float
+
+
+class HealthResponse(BaseModel):
+    """Liveness and readiness, without secrets or file paths."""
+
+    status: str = Field(..., description="ok | loading | draining | error")
+    model: str
+    version: str
+    device: str
+    placement: str | None = None
+    replicas: int = 0
+    gpu_count: int = 0
+    gpus: list[dict[str, Any]] = Field(default_factory=list)
+    queue_depth: int = 0
+    shots_served: int = 0
+    uptime_s: float = 0.0
+    error: str | None = None
