@@ -88,8 +88,9 @@ class BatchingSettings(_Section):
 class FusionSettings(_Section):
     """Weights that blend the model's scores with measured visual signals and audio cues."""
 
-    temporal_weight: float = Field(0.35, ge=0.0, le=1.0)
+    temporal_weight: float = Field(0.3, ge=0.0, le=1.0)
     audio_weight: float = Field(0.25, ge=0.0, le=1.0)
+    measured_weight: float = Field(0.7, ge=0.0, le=1.0)
     enable_audio_fusion: bool = True
 
     @model_validator(mode="after")
@@ -197,14 +198,12 @@ def _format_validation_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(root)"
-        msg = err["msg"]
-        lines.append(f"{key}: {msg}")
+        env = "QWEN_" + key.upper().replace(".", "__")
+        lines.append(f"{key} (env {env}): {err['msg']}")
     return "invalid settings: " + "; ".join(lines)
 
 
-def load_settings(
-    config_file: str | os.PathLike[str] | None = None, **overrides: Any
-) -> Settings:
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Build the settings from defaults, the YAML file, the environment and ``overrides``.
 
     ``config_file`` defaults to ``$QWEN_CONFIG`` or ``./config.yaml`` when present. ``overrides``

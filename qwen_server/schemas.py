@@ -24,7 +24,9 @@ ATTRIBUTES: tuple[str, ...] = (
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 NonNegFinite = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Score = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
-ShotId = Annotated[int, Field(ge=0, le=2**53, description="Caller's shot number, unique per request")]
+ShotId = Annotated[
+    int, Field(ge=0, le=2**53, description="Caller's shot number, unique per request")
+]
 
 
 class AudioFeatures(BaseModel):
@@ -44,12 +46,16 @@ class AudioFeatures(BaseModel):
     zero_crossing_rate_mean: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = (
         Field(None, description="Fraction of sign changes per sample, 0..1")
     )
-    rms_energy_mean: NonNegFinite | None = Field(None, description="Mean RMS of the mono signal (full scale = 1)")
+    rms_energy_mean: NonNegFinite | None = Field(
+        None, description="Mean RMS of the mono signal (full scale = 1)"
+    )
     rms_energy_std: NonNegFinite | None = Field(None, description="RMS standard deviation")
     chroma_mean: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
         None, min_length=12, max_length=12, description="12 chroma bin means"
     )
-    tempo: NonNegFinite | None = Field(None, description="Beats per minute; 0 or absent when not meaningful")
+    tempo: NonNegFinite | None = Field(
+        None, description="Beats per minute; 0 or absent when not meaningful"
+    )
 
 
 class ShotIn(BaseModel):
@@ -59,12 +65,16 @@ class ShotIn(BaseModel):
 
     shot_id: ShotId
     images: list[str] = Field(
-        ..., min_length=1, description="Base64 JPEG or PNG frames in time order (data: URLs accepted)"
+        ...,
+        min_length=1,
+        description="Base64 JPEG or PNG frames in time order (data: URLs accepted)",
     )
     audio_features: AudioFeatures | None = None
     start_time: NonNegFinite | None = Field(None, description="Seconds from the film's start")
     end_time: NonNegFinite | None = Field(None, description="Seconds from the film's start")
-    duration: NonNegFinite | None = Field(None, description="Seconds; derived from start/end when absent")
+    duration: NonNegFinite | None = Field(
+        None, description="Seconds; derived from start/end when absent"
+    )
 
     @model_validator(mode="after")
     def _times_consistent(self) -> ShotIn:
@@ -86,7 +96,9 @@ class AnalyzeBatchRequest(BaseModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
         description="Film id: letters, digits, '.', '_', '-'; up to 128 characters",
     )
-    title: str | None = Field(None, max_length=500, description="Film title or source, stored with the session")
+    title: str | None = Field(
+        None, max_length=500, description="Film title or source, stored with the session"
+    )
     shots: list[ShotIn] = Field(..., min_length=1)
 
     @model_validator(mode="after")
@@ -122,7 +134,9 @@ class MeasuredSignals(BaseModel):
 class AudioCues(BaseModel):
     """What the audio features say, derived by documented rules in ``fusion``."""
 
-    audio_class: str = Field(..., description="silence | speech | music | ambience | loud_action | unknown")
+    audio_class: str = Field(
+        ..., description="silence | speech | music | ambience | loud_action | unknown"
+    )
     loudness: Score = Field(..., description="RMS energy mapped to [0, 1] on a dB scale")
     brightness: Score = Field(..., description="Spectral centroid mapped to [0, 1]")
     noisiness: Score = Field(..., description="Zero-crossing rate mapped to [0, 1]")

@@ -1,0 +1,180 @@
+"""``qwen-server`` / ``python -m qwen_server``: run the analysis server.
+
+Settings come from config.yaml, then ``QWEN_*`` environment variables, then these flags.
+SIGTERM/SIGINT drain gracefully: new requests get 503, requests in flight finish (up to
+``server.shutdown_timeout_s``), then the process exits; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ConfigError
+
+logger = logging.getLogger("qwen_server")
+
+EXAMPLES = """examples:
+  QWEN_SERVER_API_KEYS=$(cat ~/.config/qwen-server/api_key) qwen-server
+  qwen-server --model Qwen/Qwen2-VL-7B-Instruct --placement replicate --port 8080
+  qwen-server --model ./models/tiny-qwen2-vl --insecure-no-auth     # local development only
+"""
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="qwen-server",
+        description="Qwen2-VL shot analysis server (FastAPI, bearer-key auth).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="YAML settings file (default: $QWEN_CONFIG or ./config.yaml)")
+    p.add_argument("--host", help="bind address (server.host)")
+    p.add_argument("--port", type=int, help="port (server.port)")
+    p.add_argument("--model", help="hub id or local checkpoint directory (model.name / model.path)")
+    p.add_argument("--placement", choices=["auto", "shard", "replicate"], help="model.placement")
+    p.add_argument(
+        "--dtype", choices=["auto", "bfloat16", "float16", "float32"], help="model.dtype"
+    )
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], help="model.device")
+    p.add_argument("--max-batch-size", type=int, help="batching.max_batch_size")
+    p.add_argument("--api-key-file", help="file with one API key per line (server.api_key_file)")
+    p.add_argument("--store", help="SQLite file for film sessions (store.path)")
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        default=None,
+        help="serve without API keys (development only; logs a loud warning)",
+    )
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="version", version=f"qwen-server {__version__}")
+    return p.parse_args(argv)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, dict[str, Any]] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            out.setdefault(section, {})[key] = value
+
+    put("server", "host", args.host)
+    put("server", "port", args.port)
+    put("server", "api_key_file", args.api_key_file)
+    put("server", "insecure_no_auth", args.insecure_no_auth)
+    put("server", "log_level", args.log_level)
+    put("store", "path", args.store)
+    if args.model is not None:
+        # A directory on disk (or anything spelled like a path) is a local checkpoint; anything
+        # else is a hub id, which also clears a model.path set in config.yaml.
+        local = Path(args.model).expanduser()
+        if local.is_dir() or args.model.startswith(("/", ".", "~")):
+            put("model", "path", str(local))
+        else:
+            put("model", "name", args.model)
+            out["model"]["path"] = None
+    put("model", "placement", args.placement)
+    put("model", "dtype", args.dtype)
+    put("model", "device", args.device)
+    put("batching", "max_batch_size", args.max_batch_size)
+    return out
+
+
+def configure_logging(level: str) -> None:
+    """Entry-point logging: one stream handler, timestamps, our loggers at ``level``."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Third-party chatter stays at warning unless debugging.
+    if level != "debug":
+        for name in ("httpx", "httpcore", "urllib3", "filelock", "uvicorn.access"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until signalled; return the process exit code."""
+    args = _parse_args(argv)
+    from .config import load_settings
+
+    try:
+        settings = load_settings(args.config, **_overrides(args))
+    except ConfigError as exc:
+        print(f"qwen-server: error: {exc.message}", file=sys.stderr)
+        return 2
+    configure_logging(settings.server.log_level)
+
+    import uvicorn
+
+    from .app import create_app
+
+    exit_code = {"value": 0}
+    server_box: dict[str, uvicorn.Server] = {}
+
+    def on_fatal(message: str) -> None:
+        logger.error("exiting: %s", message)
+        exit_code["value"] = 1
+        if "server" in server_box:
+            server_box["server"].should_exit = True
+
+    try:
+        app = create_app(settings, on_fatal=on_fatal)
+    except ConfigError as exc:
+        print(f"qwen-server: error: {exc.message}", file=sys.stderr)
+        return 2
+
+    class DrainingServer(uvicorn.Server):
+        """First signal drains (503 to new requests, in-flight finish); second exits now."""
+
+        draining_started = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.draining_started:
+                super().handle_exit(sig, frame)
+                return
+            self.draining_started = True
+            run = app.state.run
+            run.draining = True
+            logger.info("signal %d: draining (%d requests in flight)", sig, run.inflight)
+            threading.Thread(target=self._exit_when_idle, daemon=True).start()
+
+        def _exit_when_idle(self) -> None:
+            deadline = time.monotonic() + settings.server.shutdown_timeout_s
+            run = app.state.run
+            while run.inflight > 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if run.inflight:
+                logger.warning("drain timeout: %d requests still in flight", run.inflight)
+            self.should_exit = True
+
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=max(1, int(settings.server.shutdown_timeout_s)),
+    )
+    server = DrainingServer(config)
+    server_box["server"] = server
+    logger.info(
+        "qwen-server %s starting on %s:%d", __version__, settings.server.host, settings.server.port
+    )
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started and exit_code["value"] == 0:
+        return 1  # e.g. the port was taken; uvicorn already logged why
+    return exit_code["value"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""One analysis request from validated shots to fused results.
+
+Steps: check configured limits → decode frames and measure signals (thread pool) → audio cues →
+batched model generation (engine queue) → fusion. Kept apart from the routes so `/analyze` and
+`/analyze_batch` share one path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from PIL import Image
+
+from .config import Settings
+from .engine import ShotInput
+from .errors import InvalidInput
+from .fusion import audio_cues, fuse
+from .images import decode_image
+from .schemas import Attributes, MeasuredSignals, ShotIn, ShotResult
+from .signals import measure
+
+
+@dataclass
+class _Prepared:
+    frames: list[Image.Image]
+    measured: MeasuredSignals
+    decode_ms: float
+
+
+def check_limits(shots: list[ShotIn], settings: Settings) -> None:
+    """Refuse requests over the configured shot and frame limits, naming the limit."""
+    limit = settings.server.max_shots_per_request
+    if len(shots) > limit:
+        raise InvalidInput(
+            f"too many shots in one request: {len(shots)} > {limit} (server.max_shots_per_request)"
+        )
+    max_images = settings.server.max_images_per_shot
+    for shot in shots:
+        if len(shot.images) > max_images:
+            raise InvalidInput(
+                f"shot {shot.shot_id}: {len(shot.images)} images > {max_images} "
+                "(server.max_images_per_shot)"
+            )
+
+
+def _prepare(shot: ShotIn, max_pixels: int) -> _Prepared:
+    t0 = time.perf_counter()
+    frames = [
+        decode_image(data, max_pixels=max_pixels, where=f"shot {shot.shot_id} image {i}")
+        for i, data in enumerate(shot.images)
+    ]
+    measured = measure(frames)
+    return _Prepared(frames, measured, (time.perf_counter() - t0) * 1000.0)
+
+
+async def analyze_shots(
+    shots: list[ShotIn], *, settings: Settings, engine, pool: Executor
+) -> list[ShotResult]:
+    """Analyse shots and return results in the same order (raises domain errors)."""
+    check_limits(shots, settings)
+    loop = asyncio.get_running_loop()
+    max_pixels = settings.server.max_image_pixels
+    prepared = await asyncio.gather(
+        *(loop.run_in_executor(pool, _prepare, shot, max_pixels) for shot in shots)
+    )
+    cues = [audio_cues(shot.audio_features) for shot in shots]
+    inputs = [
+        ShotInput(
+            shot_id=shot.shot_id,
+            frames=prep.frames,
+            duration=shot.duration,
+            audio_summary=cue.summary if cue is not None else None,
+        )
+        for shot, prep, cue in zip(shots, prepared, cues, strict=True)
+    ]
+    outputs = await engine.analyze(inputs)
+    results = []
+    for shot, prep, cue, out in zip(shots, prepared, cues, outputs, strict=True):
+        fused = fuse(out.scores, prep.measured, cue, settings.fusion)
+        results.append(
+            ShotResult(
+                shot_id=shot.shot_id,
+                caption=out.caption,
+                attributes=Attributes(**fused),
+                audio_class=cue.audio_class if cue is not None else "unknown",
+                model_attributes=Attributes(**out.scores),
+                measured=prep.measured,
+                audio=cue,
+                start_time=shot.start_time,
+                end_time=shot.end_time,
+                duration=shot.duration,
+                model=engine.model_id,
+                timings_ms={"decode_ms": round(prep.decode_ms, 2), **out.timings_ms},
+            )
+        )
+    return results

@@ -1,0 +1,205 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` wires settings, auth, limits, the model engine, the session store and
+the chat service together. The model is loaded in the background from the lifespan so that
+``/health`` can answer 503 "loading" while weights are read, then 200 once serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+
+from . import __version__
+from .auth import ApiKeyVerifier
+from .config import Settings
+from .errors import ConfigError, QwenServerError
+from .middleware import AuthMiddleware, BodySizeLimitMiddleware, RequestContextMiddleware
+
+logger = logging.getLogger("qwen_server")
+
+DOCS_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+
+
+class ServerState:
+    """Mutable run state shared by routes and middleware (kept on ``app.state.run``)."""
+
+    def __init__(self) -> None:
+        self.started_at = time.monotonic()
+        self.draining = False
+        self.inflight = 0  # requests being handled, /health excluded (for graceful drain)
+        self.load_error: str | None = None
+        self.shots_served = 0
+
+
+async def _load_engine(app: FastAPI, on_fatal: Callable[[str], None] | None) -> None:
+    engine = app.state.engine
+    run: ServerState = app.state.run
+    try:
+        await asyncio.to_thread(engine.load)
+        await engine.start()
+        logger.info("model %s ready on %s (%s)", engine.model_id, engine.device, engine.placement)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        # ConfigError carries a user-facing message (e.g. "model not found; set model.path").
+        msg = exc.message if isinstance(exc, QwenServerError) else f"{type(exc).__name__}: {exc}"
+        run.load_error = msg
+        logger.error("model failed to load: %s", msg, exc_info=not isinstance(exc, ConfigError))
+        if on_fatal is not None:
+            on_fatal(msg)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # FastAPI's default echoes the offending input, which for a frame is megabytes of base64.
+    out = []
+    for err in exc.errors():
+        out.append(
+            {
+                "loc": list(err.get("loc", ())),
+                "msg": str(err.get("msg", "invalid value")),
+                "type": err.get("type", "value_error"),
+            }
+        )
+    return out
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Any | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """Build the HTTP app.
+
+    ``engine`` defaults to the Qwen2-VL ``Engine`` built from ``settings``; tests may pass one
+    already built. ``on_fatal`` is called with a message when the model cannot be loaded (the
+    CLI uses it to exit non-zero instead of serving 503 forever).
+    Raises ConfigError when no API key is configured outside insecure development mode.
+    """
+    keys = settings.api_keys()
+    if not keys and not settings.server.insecure_no_auth:
+        raise ConfigError(
+            "no API key configured: set QWEN_SERVER_API_KEYS or server.api_key_file "
+            "(or use --insecure-no-auth for local development only)"
+        )
+    verifier = ApiKeyVerifier(keys)
+    if not verifier.enabled:
+        logger.warning(
+            "INSECURE DEVELOPMENT MODE: no API key is configured, every route is open to anyone "
+            "who can reach %s:%d. Never run like this on a shared network.",
+            settings.server.host,
+            settings.server.port,
+        )
+
+    from .chat import ChatService
+    from .store import SessionStore
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.engine is None:
+            from .engine import Engine
+
+            app.state.engine = Engine(settings)
+        app.state.store.open()
+        app.state.decode_pool = ThreadPoolExecutor(
+            settings.server.decode_workers, thread_name_prefix="decode"
+        )
+        load_task = asyncio.create_task(_load_engine(app, on_fatal))
+        try:
+            yield
+        finally:
+            app.state.run.draining = True
+            load_task.cancel()
+            try:
+                await app.state.engine.stop(timeout=settings.server.shutdown_timeout_s)
+            except Exception:
+                logger.exception("engine did not stop cleanly")
+            app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
+            app.state.store.close()
+
+    app = FastAPI(
+        title="Qwen2-VL shot analysis server",
+        version=__version__,
+        description=(
+            "Per-shot captions and scores (suspense, darkness, ambiguity, emotional tension, "
+            "intensity, motion) for film shots, fusing Qwen2-VL with measured visual and audio "
+            "signals. Every route except `GET /health` needs `Authorization: Bearer <key>`."
+        ),
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url="/redoc",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.run = ServerState()
+    app.state.store = SessionStore(settings.store.path)
+    app.state.chat = ChatService(settings)
+    app.state.metrics = None
+
+    from .routes import analyze, chat, health, sessions
+
+    app.include_router(health.router)
+    app.include_router(analyze.router)
+    app.include_router(sessions.router)
+    app.include_router(chat.router)
+
+    @app.exception_handler(QwenServerError)
+    async def _domain_error(request: Request, exc: QwenServerError) -> JSONResponse:
+        if exc.status_code >= 500:
+            logger.warning("%s: %s", type(exc).__name__, exc.message)
+        return JSONResponse({"detail": exc.message}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_errors(exc)}, 422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = request.scope.get("state", {}).get("request_id", "?")
+        logger.error("unexpected error in request %s", rid, exc_info=exc)
+        return JSONResponse({"detail": f"internal server error (request id {rid})"}, 500)
+
+    def custom_openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"}
+            }
+            schema["security"] = [{"bearer": []}]
+            # /health is the one public route.
+            for op in schema["paths"].get("/health", {}).values():
+                op["security"] = []
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = custom_openapi  # type: ignore[method-assign]
+
+    public = {"/health"}
+    if settings.server.public_docs:
+        public |= DOCS_PATHS
+    if settings.server.public_metrics:
+        public.add("/metrics")
+    # Added innermost first: the request passes RequestContext → Auth → BodySizeLimit → routes.
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=int(settings.server.max_body_mb * 1_048_576)
+    )
+    app.add_middleware(AuthMiddleware, verifier=verifier, public=public)
+    app.add_middleware(
+        RequestContextMiddleware,
+        run=app.state.run,
+        observe=lambda *a: app.state.metrics.observe_request(*a) if app.state.metrics else None,
+    )
+    return app

@@ -1,0 +1,75 @@
+"""POST /analyze and POST /analyze_batch."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from ..analysis import analyze_shots
+from ..errors import NotReady
+from ..schemas import AnalyzeBatchRequest, AnalyzeBatchResponse, ShotIn, ShotResult
+
+router = APIRouter(tags=["analysis"])
+
+_ERRORS = {
+    401: {"description": "Missing or invalid bearer key"},
+    413: {"description": "Body over server.max_body_mb"},
+    422: {"description": "Invalid shot data (bad image, limits, features), naming the shot"},
+    503: {"description": "Model loading, queue full or shutting down (see Retry-After)"},
+}
+
+
+async def _run(request: Request, shots: list[ShotIn]) -> list[ShotResult]:
+    app = request.app
+    engine = app.state.engine
+    if engine is None or not engine.ready:
+        if app.state.run.load_error or (engine is not None and engine.failed):
+            raise NotReady("model is not available: it failed to load or crashed (see server log)")
+        raise NotReady("model is still loading")
+    request.state.shot_count = len(shots)
+    results = await analyze_shots(
+        shots, settings=app.state.settings, engine=engine, pool=app.state.decode_pool
+    )
+    app.state.run.shots_served += len(results)
+    return results
+
+
+@router.post(
+    "/analyze_batch",
+    response_model=AnalyzeBatchResponse,
+    responses=_ERRORS,
+    summary="Analyse a batch of shots (results in request order)",
+)
+async def analyze_batch(body: AnalyzeBatchRequest, request: Request) -> AnalyzeBatchResponse:
+    """Caption and score every shot; with ``session_id`` the results are also stored."""
+    t0 = time.perf_counter()
+    results = await _run(request, body.shots)
+    model = request.app.state.engine.model_id
+    if body.session_id:
+        await run_in_threadpool(
+            request.app.state.store.save_results,
+            body.session_id,
+            [r.model_dump() for r in results],
+            title=body.title,
+            model=model,
+        )
+    return AnalyzeBatchResponse(
+        results=results,
+        session_id=body.session_id,
+        model=model,
+        count=len(results),
+        elapsed_ms=round((time.perf_counter() - t0) * 1000.0, 2),
+    )
+
+
+@router.post(
+    "/analyze",
+    response_model=ShotResult,
+    responses=_ERRORS,
+    summary="Analyse one shot",
+)
+async def analyze_one(shot: ShotIn, request: Request) -> ShotResult:
+    """Caption and score a single shot (not stored)."""
+    return (await _run(request, [shot]))[0]

@@ -1,0 +1,174 @@
+"""Request and response models of ``/sessions`` and ``/chat``.
+
+Kept apart from ``schemas`` (the v1 analysis contract) because these belong to the session store
+and the chat feature; the shapes are documented in the README.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .schemas import ATTRIBUTES
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
+SESSION_ID_RULE = (
+    "1-128 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+)
+
+# Bounds on what a chat caller may send. A feature film has ~1,000-3,000 shots; 20,000 leaves
+# room for long documentaries while keeping one request's work bounded (the body size limit of
+# the server applies as well).
+MAX_INLINE_SHOTS = 20_000
+MAX_QUESTION_CHARS = 4_000
+MAX_HISTORY_MESSAGES = 20
+MAX_HISTORY_MESSAGE_CHARS = 8_000
+MAX_CAPTION_CHARS = 2_000
+
+SessionId = Annotated[
+    str,
+    Field(pattern=SESSION_ID_PATTERN, description=f"Film id: {SESSION_ID_RULE}"),
+]
+Score = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+
+class SessionSummary(BaseModel):
+    """One stored film: what it is and how much of it has been analysed."""
+
+    session_id: str
+    title: str | None = Field(None, description="Film title or source, as last given")
+    model: str = Field(..., description="Model id of the most recent batch stored")
+    shot_count: int = Field(..., ge=0, description="Distinct shots stored")
+    created_at: str = Field(..., description="ISO 8601 UTC, first batch stored")
+    updated_at: str = Field(..., description="ISO 8601 UTC, last batch stored")
+
+
+class SessionDetail(SessionSummary):
+    """A session with its shot results in time order (``start_time``, then ``shot_id``).
+
+    Shots are returned exactly as stored (``ShotResult`` objects as ``/analyze_batch`` returned
+    them), so results written by an older server version still read back.
+    """
+
+    shots: list[dict[str, Any]]
+
+
+class SessionList(BaseModel):
+    """One page of sessions, most recently updated first."""
+
+    items: list[SessionSummary]
+    total: int = Field(..., ge=0, description="Sessions stored in all")
+    limit: int
+    offset: int
+
+
+# --- chat ------------------------------------------------------------------------------------
+
+
+class ChatAttributes(BaseModel):
+    """The six scores of a shot. Missing scores are allowed for partial local results."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    suspense: Score | None = None
+    darkness: Score | None = None
+    ambiguity: Score | None = None
+    emotional_tension: Score | None = None
+    intensity: Score | None = None
+    motion: Score | None = None
+
+
+class ChatShot(BaseModel):
+    """One shot result given inline to ``/chat``: a ``ShotResult`` or a client ``shots.jsonl`` line.
+
+    ``start``/``end`` are accepted as spellings of ``start_time``/``end_time`` so local result files
+    can be sent as they are; unknown fields are ignored.
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    shot_id: int = Field(..., ge=0, le=2**53)
+    caption: str = Field("", max_length=MAX_CAPTION_CHARS)
+    attributes: ChatAttributes = Field(default_factory=ChatAttributes)
+    audio_class: str | None = Field(None, max_length=64)
+    start_time: Seconds | None = Field(None, validation_alias=AliasChoices("start_time", "start"))
+    end_time: Seconds | None = Field(None, validation_alias=AliasChoices("end_time", "end"))
+
+
+class ChatMessage(BaseModel):
+    """One earlier turn of the conversation."""
+
+    role: Literal["user", "assistant"]
+    content: str = Field(..., min_length=1, max_length=MAX_HISTORY_MESSAGE_CHARS)
+
+
+class ChatRequest(BaseModel):
+    """A question about one film, given as a stored session or as inline results."""
+
+    session_id: SessionId | None = None
+    results: list[ChatShot] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_INLINE_SHOTS,
+        description="Shot results inline, instead of session_id",
+    )
+    question: str = Field(..., min_length=1, max_length=MAX_QUESTION_CHARS)
+    history: list[ChatMessage] = Field(default_factory=list, max_length=MAX_HISTORY_MESSAGES)
+    stream: bool = Field(False, description="Answer as Server-Sent Events (see README)")
+
+    @field_validator("question")
+    @classmethod
+    def _question_not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("question must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ChatRequest:
+        if (self.session_id is None) == (self.results is None):
+            raise ValueError("give exactly one of session_id or results")
+        if self.results is not None:
+            seen: set[int] = set()
+            dups = sorted(
+                {s.shot_id for s in self.results if s.shot_id in seen or seen.add(s.shot_id)}
+            )
+            if dups:
+                raise ValueError(f"duplicate shot_id values in results: {dups[:10]}")
+        return self
+
+
+class ChatResponse(BaseModel):
+    """A non-streamed answer."""
+
+    answer: str
+    model: str = Field(..., description="Chat model that answered")
+    session_id: str | None = None
+    shots_in_context: int = Field(..., description="Shot rows sent to the model")
+    shots_total: int = Field(..., description="Shots the film has")
+    cited_shots: list[int] = Field(
+        ..., description="Shot ids the answer cites (by id or timecode), in order of first mention"
+    )
+
+
+__all__ = [
+    "ATTRIBUTES",
+    "ChatAttributes",
+    "ChatMessage",
+    "ChatRequest",
+    "ChatResponse",
+    "ChatShot",
+    "SessionDetail",
+    "SessionList",
+    "SessionSummary",
+    "SESSION_ID_PATTERN",
+    "SESSION_ID_RE",
+    "SESSION_ID_RULE",
+]
