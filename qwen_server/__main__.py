@@ -8,6 +8,7 @@ SIGTERM/SIGINT drain gracefully: new requests get 503, requests in flight finish
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import threading
@@ -167,10 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     logger.info(
         "qwen-server %s starting on %s:%d", __version__, settings.server.host, settings.server.port
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.run()
-    except KeyboardInterrupt:
-        pass
     if not server.started and exit_code["value"] == 0:
         return 1  # e.g. the port was taken; uvicorn already logged why
     return exit_code["value"]

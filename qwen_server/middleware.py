@@ -145,7 +145,8 @@ class BodySizeLimitMiddleware:
         self.max_bytes = max_bytes
 
     def _too_large(self) -> str:
-        return f"request body exceeds the limit of {self.max_bytes / 1_048_576:g} MB (server.max_body_mb)"
+        mb = self.max_bytes / 1_048_576
+        return f"request body exceeds the limit of {mb:g} MB (server.max_body_mb)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

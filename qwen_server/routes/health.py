@@ -19,7 +19,7 @@ router = APIRouter(tags=["operations"])
     summary="Readiness and load (public)",
 )
 def health(request: Request, response: Response) -> HealthResponse:
-    """200 when the model is loaded and serving; 503 while loading, draining or after a fatal error."""
+    """200 when the model is loaded and serving; 503 while loading, draining or failed."""
     app = request.app
     run = app.state.run
     engine = app.state.engine
