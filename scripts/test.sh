@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up from nothing and run the whole test suite:  bash scripts/test.sh [pytest args...]
+# Creates .venv (if missing), installs PyTorch first (TORCH_SPEC, default torch==2.13.0; set
+# TORCH_INDEX_URL to take it from another index), then the project with its test extras, then
+# runs pytest. Fails when any test fails or when no test was collected (pytest exit 5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+VENV=${VENV:-.venv}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating virtualenv $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+
+# Reinstall only when the dependency list changed since the last successful install.
+stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "==> installing PyTorch ($TORCH_SPEC) before the project, so no CUDA build is pulled"
+  if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    if [ -n "${TORCH_INDEX_URL:-}" ]; then
+      "${PIP[@]}" install "$TORCH_SPEC" --index-url "$TORCH_INDEX_URL"
+    else
+      "${PIP[@]}" install "$TORCH_SPEC"
+    fi
+  fi
+  echo "==> installing the project with test extras"
+  "${PIP[@]}" install -e ".[test]"
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+fi
+
+echo "==> running tests"
+export PYTHONUNBUFFERED=1
+exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
