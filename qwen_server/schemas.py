@@ -69,7 +69,9 @@ class ShotIn(BaseModel):
         min_length=1,
         description="Base64 JPEG or PNG frames in time order (data: URLs accepted)",
     )
-    audio_features: AudioFeatures | None = None
+    audio_features: AudioFeatures | None = Field(
+        None, description="Per-shot audio features; absent = analyse from images only"
+    )
     start_time: NonNegFinite | None = Field(None, description="Seconds from the film's start")
     end_time: NonNegFinite | None = Field(None, description="Seconds from the film's start")
     duration: NonNegFinite | None = Field(
@@ -99,7 +101,9 @@ class AnalyzeBatchRequest(BaseModel):
     title: str | None = Field(
         None, max_length=500, description="Film title or source, stored with the session"
     )
-    shots: list[ShotIn] = Field(..., min_length=1)
+    shots: list[ShotIn] = Field(
+        ..., min_length=1, description="Shots to analyse (at most server.max_shots_per_request)"
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> AnalyzeBatchRequest:
@@ -113,12 +117,12 @@ class AnalyzeBatchRequest(BaseModel):
 class Attributes(BaseModel):
     """The six scores, each in [0, 1]."""
 
-    suspense: Score
-    darkness: Score
-    ambiguity: Score
-    emotional_tension: Score
-    intensity: Score
-    motion: Score
+    suspense: Score = Field(..., description="Sense that something is about to happen")
+    darkness: Score = Field(..., description="How dark the image and mood are")
+    ambiguity: Score = Field(..., description="How unclear what is shown or meant is")
+    emotional_tension: Score = Field(..., description="Emotional charge between characters/mood")
+    intensity: Score = Field(..., description="Energy: action, loudness, visual activity")
+    motion: Score = Field(..., description="Camera or subject movement within the shot")
 
 
 class MeasuredSignals(BaseModel):
@@ -146,42 +150,49 @@ class AudioCues(BaseModel):
 class ShotResult(BaseModel):
     """The analysis of one shot."""
 
-    shot_id: int
-    caption: str
+    shot_id: int = Field(..., description="The shot_id sent by the caller")
+    caption: str = Field(..., description="One or two sentences describing the shot")
     attributes: Attributes = Field(..., description="Fused scores: what callers should use")
-    audio_class: str
+    audio_class: str = Field(
+        ..., description="silence | speech | music | ambience | loud_action | unknown"
+    )
     model_attributes: Attributes = Field(..., description="The model's raw scores before fusion")
-    measured: MeasuredSignals
-    audio: AudioCues | None = None
-    start_time: float | None = None
-    end_time: float | None = None
-    duration: float | None = None
+    measured: MeasuredSignals = Field(..., description="Signals measured from the frames")
+    audio: AudioCues | None = Field(None, description="Audio cues; absent without audio features")
+    start_time: float | None = Field(None, description="Echo of the shot's start_time")
+    end_time: float | None = Field(None, description="Echo of the shot's end_time")
+    duration: float | None = Field(None, description="Shot duration in seconds")
     model: str = Field(..., description="Model id that produced the caption")
-    timings_ms: dict[str, float] = Field(default_factory=dict)
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict, description="decode_ms, queue_ms, generate_ms, batch_size"
+    )
 
 
 class AnalyzeBatchResponse(BaseModel):
     """Results in request order."""
 
-    results: list[ShotResult]
-    session_id: str | None = None
-    model: str
-    count: int
-    elapsed_ms: float
+    results: list[ShotResult] = Field(..., description="One result per shot, in request order")
+    session_id: str | None = Field(None, description="Session the results were stored under")
+    model: str = Field(..., description="Model id that produced the captions")
+    count: int = Field(..., description="Number of results")
+    elapsed_ms: float = Field(..., description="Server-side time for the whole request")
 
 
 class HealthResponse(BaseModel):
     """Liveness and readiness, without secrets or file paths."""
 
     status: str = Field(..., description="ok | loading | draining | error")
-    model: str
-    version: str
-    device: str
-    placement: str | None = None
-    replicas: int = 0
-    gpu_count: int = 0
-    gpus: list[dict[str, Any]] = Field(default_factory=list)
-    queue_depth: int = 0
-    shots_served: int = 0
-    uptime_s: float = 0.0
-    error: str | None = None
+    model: str = Field(..., description="Model id (hub id or checkpoint folder name)")
+    version: str = Field(..., description="Server version")
+    device: str = Field(..., description="cuda | cpu | none (not loaded)")
+    placement: str | None = Field(None, description="replicate | shard | cpu")
+    replicas: int = Field(0, description="Model copies serving (one per GPU when replicated)")
+    gpu_count: int = Field(0, description="GPUs in use")
+    gpus: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Per GPU: index, name, memory_used_mb, memory_total_mb, utilization_pct",
+    )
+    queue_depth: int = Field(0, description="Shots waiting for the model")
+    shots_served: int = Field(0, description="Shots analysed since start")
+    uptime_s: float = Field(0.0, description="Seconds since the process started")
+    error: str | None = Field(None, description="Failure category when status is error")
