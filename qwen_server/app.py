@@ -24,6 +24,7 @@ from . import __version__
 from .auth import ApiKeyVerifier
 from .config import Settings
 from .errors import ConfigError, QwenServerError
+from .metrics import Metrics
 from .middleware import AuthMiddleware, BodySizeLimitMiddleware, RequestContextMiddleware
 
 logger = logging.getLogger("qwen_server")
@@ -111,6 +112,7 @@ def create_app(
             from .engine import Engine
 
             app.state.engine = Engine(settings)
+        app.state.engine.on_batch = app.state.metrics.observe_batch
         app.state.store.open()
         app.state.decode_pool = ThreadPoolExecutor(
             settings.server.decode_workers, thread_name_prefix="decode"
@@ -145,11 +147,12 @@ def create_app(
     app.state.run = ServerState()
     app.state.store = SessionStore(settings.store.path)
     app.state.chat = ChatService(settings)
-    app.state.metrics = None
+    app.state.metrics = Metrics(lambda: app.state.engine)
 
-    from .routes import analyze, chat, health, sessions
+    from .routes import analyze, chat, health, metrics, sessions
 
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(analyze.router)
     app.include_router(sessions.router)
     app.include_router(chat.router)
@@ -200,6 +203,6 @@ def create_app(
     app.add_middleware(
         RequestContextMiddleware,
         run=app.state.run,
-        observe=lambda *a: app.state.metrics.observe_request(*a) if app.state.metrics else None,
+        observe=app.state.metrics.observe_request,
     )
     return app

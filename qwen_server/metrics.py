@@ -1,0 +1,100 @@
+"""Prometheus metrics for the server, on a registry of its own per app.
+
+A private registry (not the process-global default) keeps several apps in one process (tests)
+apart and exports only what this server measures. Queue depth, readiness and GPU memory are
+read at scrape time by a collector, so they are never stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
+
+
+class _LiveState(Collector):
+    """Scrape-time gauges: queue depth, readiness, GPU memory."""
+
+    def __init__(self, engine: Callable[[], Any]) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        engine = self._engine()
+        ready = bool(engine is not None and engine.ready and not engine.failed)
+        yield GaugeMetricFamily("qwen_model_ready", "1 when the model is serving", value=ready)
+        yield GaugeMetricFamily(
+            "qwen_queue_depth",
+            "Shots waiting for the model",
+            value=engine.queue_depth if ready else 0,
+        )
+        used = GaugeMetricFamily(
+            "qwen_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu", "name"]
+        )
+        total = GaugeMetricFamily(
+            "qwen_gpu_memory_total_bytes", "GPU memory in all", labels=["gpu", "name"]
+        )
+        for gpu in engine.gpu_info() if ready else []:
+            labels = [str(gpu.get("index")), str(gpu.get("name"))]
+            if gpu.get("memory_used_mb") is not None:
+                used.add_metric(labels, float(gpu["memory_used_mb"]) * 1_048_576)
+            if gpu.get("memory_total_mb") is not None:
+                total.add_metric(labels, float(gpu["memory_total_mb"]) * 1_048_576)
+        yield used
+        yield total
+
+
+class Metrics:
+    """The server's metrics: requests, latency, batches, shots, queue, GPU memory."""
+
+    def __init__(self, engine: Callable[[], Any]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "qwen_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "qwen_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "qwen_batch_size",
+            "Shots per generate() call",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "qwen_batch_generate_seconds",
+            "Time of one generate() call",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.shots = Counter(
+            "qwen_shots_analyzed", "Shots analysed by the model", registry=self.registry
+        )
+        self.registry.register(_LiveState(engine))
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Record one finished HTTP request (route is the template, e.g. /sessions/{id})."""
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        """Record one generate() call of ``size`` shots."""
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)
+        self.shots.inc(size)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
