@@ -1,0 +1,344 @@
+"""SQLite store of film sessions: the shot results of ``/analyze_batch`` kept under a session id.
+
+Decisions:
+
+* **One connection per thread.** The app calls the store from a thread pool; each thread gets its
+  own connection (created on first use, all closed by ``close``). Readers then run in parallel
+  under WAL, and writers are serialised by SQLite itself (``BEGIN IMMEDIATE`` + ``busy_timeout``),
+  which also keeps several server processes sharing one file correct.
+* **Durability.** WAL with ``synchronous=FULL``: a commit is on disk when ``save_results``
+  returns, so neither a crash nor a power cut loses a batch the caller was told is stored.
+  Batches are few and large, so the extra fsync costs nothing noticeable.
+* **Schema versions.** ``PRAGMA user_version`` holds the version; ``MIGRATIONS[i]`` moves a
+  database from version ``i`` to ``i + 1``. Each step runs in its own transaction together with
+  the version bump, so an interrupted upgrade resumes where it stopped. A database newer than this
+  code is refused rather than guessed at.
+* **What is stored.** The whole result JSON per shot (so new result fields need no migration),
+  plus ``shot_id``/``start_time``/``end_time`` as columns for ordering.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, InvalidInput, NotFound
+from .session_schemas import SESSION_ID_RE, SESSION_ID_RULE, SessionDetail, SessionSummary
+
+log = logging.getLogger("qwen_server.store")
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """Version 1: sessions and their shots."""
+    conn.execute(
+        """
+        CREATE TABLE sessions (
+            id          TEXT PRIMARY KEY,
+            title       TEXT,
+            model       TEXT NOT NULL,
+            created_at  TEXT NOT NULL,   -- ISO 8601 UTC
+            updated_at  TEXT NOT NULL,
+            shot_count  INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE shots (
+            session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            shot_id     INTEGER NOT NULL,
+            start_time  REAL,
+            end_time    REAL,
+            result_json TEXT NOT NULL,
+            updated_at  TEXT NOT NULL,
+            PRIMARY KEY (session_id, shot_id)
+        )
+        """
+    )
+    conn.execute("CREATE INDEX shots_by_time ON shots (session_id, start_time, shot_id)")
+    conn.execute("CREATE INDEX sessions_by_updated ON sessions (updated_at DESC, id)")
+
+
+# Ordered: MIGRATIONS[i] upgrades version i to i + 1. Append only; never edit a released step.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1]
+
+
+def schema_version() -> int:
+    """The schema version this code writes."""
+    return len(MIGRATIONS)
+
+
+def check_session_id(session_id: str) -> None:
+    """Raise InvalidInput (422) unless ``session_id`` is a safe, bounded id."""
+    if not isinstance(session_id, str) or not SESSION_ID_RE.fullmatch(session_id):
+        raise InvalidInput(f"invalid session_id: must be {SESSION_ID_RULE}")
+
+
+def _now() -> str:
+    # Millisecond ISO 8601 in UTC sorts lexicographically in time order.
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _optional_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+_SUMMARY_COLUMNS = "id, title, model, shot_count, created_at, updated_at"
+
+
+def _summary(row: sqlite3.Row | tuple[Any, ...]) -> SessionSummary:
+    return SessionSummary(
+        session_id=row[0],
+        title=row[1],
+        model=row[2],
+        shot_count=row[3],
+        created_at=row[4],
+        updated_at=row[5],
+    )
+
+
+class SessionStore:
+    """Thread-safe SQLite store of sessions and their shot results."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._open = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the parent folder and the file if needed, enable WAL, migrate to the current
+        schema. Idempotent; raises ConfigError when the file is unusable or newer than this code.
+        """
+        with self._lock:
+            if self._open:
+                return
+            self._open = True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._conn()
+            # WAL is a property of the file; setting it once is enough, but it is harmless again.
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("SQLite journal mode is %s, not WAL; concurrent reads will block", mode)
+            self._migrate(conn)
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            # ConfigError is raised at start-up only (never to an HTTP caller): the operator
+            # needs the path here.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(
+                f"store.path: cannot open the session database {self.path} ({reason})"
+            ) from None
+        except ConfigError:
+            self.close()
+            raise
+        log.info("session store open (schema version %d)", schema_version())
+
+    def close(self) -> None:
+        """Close every connection this store opened. The store can be opened again."""
+        with self._lock:
+            conns, self._connections = self._connections, []
+            self._open = False
+            self._local = threading.local()
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing never matters at shutdown
+                log.debug("error closing a store connection", exc_info=True)
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query (for ``/health``)."""
+        if not self._open:
+            return False
+        try:
+            self._conn().execute("SELECT 1 FROM sessions LIMIT 1").fetchall()
+            return True
+        except sqlite3.Error:
+            log.warning("session store ping failed", exc_info=True)
+            return False
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection, created on first use."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if not self._open:
+            raise RuntimeError("session store is not open")
+        # isolation_level=None: no implicit transactions; every write below says BEGIN itself.
+        # check_same_thread=False only so close() can close it from the shutdown thread; each
+        # connection is otherwise used by the one thread that created it.
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self._connections.append(conn)
+        self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: BEGIN IMMEDIATE takes the write lock up front, so two writers never
+        both read then both write (no lost updates, no deadlock upgrade)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            # SQLite may already have rolled back (e.g. disk full); that is not a second error.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: one consistent snapshot for several SELECTs."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        target = schema_version()
+        while True:
+            with self._write():
+                # Read inside the write lock: another process may be migrating the same file.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > target:
+                    raise ConfigError(
+                        f"store.path: session database schema version {version} is newer than "
+                        f"this server supports ({target}); upgrade the server"
+                    )
+                if version == target:
+                    return
+                log.info("migrating session database from version %d to %d", version, version + 1)
+                MIGRATIONS[version](conn)
+                # PRAGMA user_version is written in the database header inside this transaction.
+                conn.execute(f"PRAGMA user_version={version + 1}")
+
+    # --- API ------------------------------------------------------------------------------
+
+    def save_results(
+        self, session_id: str, results: list[dict[str, Any]], *, title: str | None, model: str
+    ) -> None:
+        """Store a batch of shot results under ``session_id``, creating the session if needed.
+
+        One transaction for the session row and all its shots: a batch is stored entirely or not
+        at all. A shot already stored (same ``shot_id``) is replaced by the new result. ``title``
+        None keeps the stored title; ``model`` becomes the session's model.
+        """
+        check_session_id(session_id)
+        rows: list[tuple[Any, ...]] = []
+        for result in results:
+            shot_id = result.get("shot_id") if isinstance(result, dict) else None
+            if not isinstance(shot_id, int) or isinstance(shot_id, bool):
+                raise InvalidInput("each stored result needs an integer shot_id")
+            try:
+                blob = json.dumps(result, allow_nan=False, separators=(",", ":"))
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(f"shot {shot_id}: result is not storable JSON ({exc})") from None
+            rows.append(
+                (
+                    session_id,
+                    shot_id,
+                    _optional_float(result.get("start_time")),
+                    _optional_float(result.get("end_time")),
+                    blob,
+                )
+            )
+        now = _now()
+        with self._write() as conn:
+            conn.execute(
+                """
+                INSERT INTO sessions (id, title, model, created_at, updated_at, shot_count)
+                VALUES (?, ?, ?, ?, ?, 0)
+                ON CONFLICT (id) DO UPDATE SET
+                    title = COALESCE(excluded.title, sessions.title),
+                    model = excluded.model,
+                    updated_at = excluded.updated_at
+                """,
+                (session_id, title, model, now, now),
+            )
+            conn.executemany(
+                """
+                INSERT INTO shots
+                    (session_id, shot_id, start_time, end_time, result_json, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (session_id, shot_id) DO UPDATE SET
+                    start_time = excluded.start_time,
+                    end_time = excluded.end_time,
+                    result_json = excluded.result_json,
+                    updated_at = excluded.updated_at
+                """,
+                [row + (now,) for row in rows],
+            )
+            # Recount rather than add: replaced shots must not count twice.
+            conn.execute(
+                "UPDATE sessions SET shot_count = (SELECT COUNT(*) FROM shots WHERE session_id = ?)"
+                " WHERE id = ?",
+                (session_id, session_id),
+            )
+        log.debug("stored %d results in session %s", len(rows), session_id)
+
+    def list_sessions(self, *, limit: int, offset: int) -> tuple[list[SessionSummary], int]:
+        """One page of sessions, most recently updated first, and the total count."""
+        if limit < 0 or offset < 0:
+            raise InvalidInput("limit and offset must not be negative")
+        with self._read() as conn:
+            total = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+            rows = conn.execute(
+                f"SELECT {_SUMMARY_COLUMNS} FROM sessions ORDER BY updated_at DESC, id"
+                " LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
+        return [_summary(r) for r in rows], total
+
+    def get_session(self, session_id: str) -> SessionDetail:
+        """A session with its shots in time order; shots without a start time come last."""
+        check_session_id(session_id)
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_SUMMARY_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"session not found: {session_id}")
+            blobs = conn.execute(
+                "SELECT result_json FROM shots WHERE session_id = ?"
+                " ORDER BY start_time IS NULL, start_time, shot_id",
+                (session_id,),
+            ).fetchall()
+        summary = _summary(row)
+        return SessionDetail(**summary.model_dump(), shots=[json.loads(b[0]) for b in blobs])
+
+    def delete_session(self, session_id: str) -> None:
+        """Delete a session and all its shots; NotFound when there is no such session."""
+        check_session_id(session_id)
+        with self._write() as conn:
+            conn.execute("DELETE FROM shots WHERE session_id = ?", (session_id,))
+            deleted = conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
+        if not deleted:
+            raise NotFound(f"session not found: {session_id}")
+        log.info("deleted session %s", session_id)
