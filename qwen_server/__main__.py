@@ -54,6 +54,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="serve without API keys (development only; logs a loud warning)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the settings (and API keys), print 'HOST PORT' and exit without serving",
+    )
     p.add_argument("--version", action="version", version=f"qwen-server {__version__}")
     return p.parse_args(argv)
 
@@ -110,6 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"qwen-server: error: {exc.message}", file=sys.stderr)
         return 2
+    if args.check_config:
+        if not settings.api_keys() and not settings.server.insecure_no_auth:
+            print(
+                "qwen-server: error: no API key configured: set QWEN_SERVER_API_KEYS or "
+                "server.api_key_file (or --insecure-no-auth for local development only)",
+                file=sys.stderr,
+            )
+            return 2
+        print(settings.server.host, settings.server.port)
+        return 0
     configure_logging(settings.server.log_level)
 
     import uvicorn
