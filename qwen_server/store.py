@@ -47,7 +47,9 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
             model       TEXT NOT NULL,
             created_at  TEXT NOT NULL,   -- ISO 8601 UTC
             updated_at  TEXT NOT NULL,
-            shot_count  INTEGER NOT NULL DEFAULT 0
+            shot_count  INTEGER NOT NULL DEFAULT 0,
+            -- Write order, newest highest: timestamps can tie within a millisecond.
+            write_seq   INTEGER NOT NULL DEFAULT 0
         )
         """
     )
@@ -65,7 +67,7 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         """
     )
     conn.execute("CREATE INDEX shots_by_time ON shots (session_id, start_time, shot_id)")
-    conn.execute("CREATE INDEX sessions_by_updated ON sessions (updated_at DESC, id)")
+    conn.execute("CREATE INDEX sessions_by_write ON sessions (write_seq DESC)")
 
 
 # Ordered: MIGRATIONS[i] upgrades version i to i + 1. Append only; never edit a released step.
@@ -273,12 +275,13 @@ class SessionStore:
         with self._write() as conn:
             conn.execute(
                 """
-                INSERT INTO sessions (id, title, model, created_at, updated_at, shot_count)
-                VALUES (?, ?, ?, ?, ?, 0)
+                INSERT INTO sessions (id, title, model, created_at, updated_at, write_seq)
+                VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(write_seq), 0) + 1 FROM sessions))
                 ON CONFLICT (id) DO UPDATE SET
                     title = COALESCE(excluded.title, sessions.title),
                     model = excluded.model,
-                    updated_at = excluded.updated_at
+                    updated_at = excluded.updated_at,
+                    write_seq = excluded.write_seq
                 """,
                 (session_id, title, model, now, now),
             )
@@ -310,8 +313,7 @@ class SessionStore:
         with self._read() as conn:
             total = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
             rows = conn.execute(
-                f"SELECT {_SUMMARY_COLUMNS} FROM sessions ORDER BY updated_at DESC, id"
-                " LIMIT ? OFFSET ?",
+                f"SELECT {_SUMMARY_COLUMNS} FROM sessions ORDER BY write_seq DESC LIMIT ? OFFSET ?",
                 (limit, offset),
             ).fetchall()
         return [_summary(r) for r in rows], total
