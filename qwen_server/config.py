@@ -65,6 +65,10 @@ class ModelSettings(_Section):
     caption_max_chars: int = Field(200, ge=20, le=2000)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     local_files_only: bool = False
+    # How a shot's frames reach the model: "video" (one clip; Qwen2-VL fuses frame pairs in its
+    # temporal patches, ~40% fewer visual tokens for 5 frames: the fast default) or "images"
+    # (one image per frame: every frame seen on its own, slower).
+    frames_as: Literal["video", "images"] = "video"
 
     @model_validator(mode="after")
     def _pixels_ordered(self) -> ModelSettings:
