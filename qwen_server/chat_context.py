@@ -346,14 +346,12 @@ def _id_mentions(text: str) -> list[tuple[int, int]]:
     or ``#12``."""
     found: list[tuple[int, int]] = []
     for m in _SHOT_REF_RE.finditer(text):
-        body = m.group(1)
-        nums = [int(x) for x in re.findall(r"\d+", body)]
-        # "3-5" / "3 to 5" is a range; cap it so "shots 1-100000" cannot explode.
-        for rng in re.finditer(r"(\d+)\s*(?:-|–|to)\s*#?(\d+)", body):
-            lo, hi = int(rng.group(1)), int(rng.group(2))
-            if lo < hi <= lo + 50:
-                nums += list(range(lo + 1, hi))
-        found += [(m.start(), n) for n in nums]
+        for item in re.finditer(r"(\d+)(?:\s*(?:-|–|to)\s*#?(\d+))?", m.group(1)):
+            lo = int(item.group(1))
+            hi = int(item.group(2)) if item.group(2) else lo
+            # "3-5" / "3 to 5" is a range; cap it so "shots 1-100000" cannot explode.
+            ids = range(lo, hi + 1) if lo < hi <= lo + 50 else sorted({lo, hi})
+            found += [(m.start(), n) for n in ids]
     found += [(m.start(), int(m.group(1))) for m in _HASH_REF_RE.finditer(text)]
     return found
 
@@ -408,9 +406,14 @@ def rank_shots(question: str, shots: Sequence[FilmShot]) -> list[FilmShot]:
 
     ranked_by_attr = {a: by_attr(a) for a in ATTRIBUTES}
 
-    # 1. shots the question names; 2. each attribute's peak.
+    # 1. shots the question names; 2. each attribute's peak (when the attribute varies at all:
+    # the "peak" of a flat curve is an arbitrary shot).
     take(_referenced(question, shots))
-    take(r[0] for r in ranked_by_attr.values() if r)
+    take(
+        r[0]
+        for a, r in ranked_by_attr.items()
+        if r and r[0].scores[a] != r[-1].scores[a]  # type: ignore[operator]
+    )
 
     # 3. relevance: caption keyword hits + strength of the attributes the question names.
     def relevance(s: FilmShot) -> float:
