@@ -139,7 +139,8 @@ def model_class_for(config: Any) -> type:
     if model_type == "qwen2_5_vl":
         return transformers.Qwen2_5_VLForConditionalGeneration
     logger.warning(
-        "model type %r is not Qwen2-VL or Qwen2.5-VL; trying AutoModelForImageTextToText", model_type
+        "model type %r is not Qwen2-VL or Qwen2.5-VL; trying AutoModelForImageTextToText",
+        model_type,
     )
     return transformers.AutoModelForImageTextToText
 
@@ -341,9 +342,7 @@ def load_models(settings: Settings, model_class: type, plan: LoadPlan) -> list[A
         free = free_gpu_bytes()
         share = plan.reserve_bytes // max(1, len(free))
         # Leave every GPU its share of the activation reserve; never less than 30% usable.
-        max_memory: dict[Any, int] = {
-            i: max(int(f * 0.3), f - share) for i, f in enumerate(free)
-        }
+        max_memory: dict[Any, int] = {i: max(int(f * 0.3), f - share) for i, f in enumerate(free)}
         max_memory["cpu"] = 512 * GiB  # offload rather than fail when GPUs are too small
         return [
             _from_pretrained(

@@ -27,7 +27,7 @@ SYSTEM_PROMPT = (
 # What each score means. Kept short: every word is paid for in prompt tokens on every shot.
 SCORE_DEFINITIONS: dict[str, str] = {
     "suspense": "anticipation that something is about to happen; threat or unresolved danger",
-    "darkness": "how dark and gloomy the image and mood are (low light, night, shadows, bleak tone)",
+    "darkness": "how dark and gloomy image and mood are (low light, night, shadows, bleak tone)",
     "ambiguity": "how unclear it is what is happening or what it means (obscured, odd, mysterious)",
     "emotional_tension": "emotional strain in or between characters (conflict, fear, grief)",
     "intensity": "overall energy and force (violence, action, loud or extreme moments)",

@@ -143,7 +143,9 @@ class GrammarLogitsProcessor(XgrLogitsProcessor):
                 if i in self._forced_stop or matcher.is_terminated():
                     continue
                 if not matcher.accept_token(last[i]):
-                    logger.warning("grammar rejected token %d in row %d; stopping that row", last[i], i)
+                    logger.warning(
+                        "grammar rejected token %d in row %d; stopping that row", last[i], i
+                    )
                     self._forced_stop.add(i)
         else:
             self.prefilled = True
@@ -165,7 +167,7 @@ class GrammarLogitsProcessor(XgrLogitsProcessor):
 
         if scores.device.type == "cuda":
             mask = self.token_bitmask.to(scores.device, non_blocking=True)
-            xgr.apply_token_bitmask_inplace(scores, mask, vocab_size=self.full_vocab_size)
+            _apply_mask_cuda(scores, mask, self.full_vocab_size)
             return scores
         # xgrammar masks float32 logits on CPU or CUDA only; anything else round-trips.
         work = scores
@@ -185,6 +187,31 @@ class GrammarLogitsProcessor(XgrLogitsProcessor):
             if value >= 2**31:
                 value -= 2**32
             self.token_bitmask[row, word] = value
+
+
+# xgrammar's CUDA masking backends, fastest first. Triton ships with CUDA builds of torch but is
+# not guaranteed; "torch_native" is plain torch and always works. The first that works is kept.
+_CUDA_BACKENDS = ["triton", "cuda", "torch_native"]
+_cuda_backend: str | None = None
+
+
+def _apply_mask_cuda(scores: torch.Tensor, mask: torch.Tensor, vocab_size: int) -> None:
+    global _cuda_backend
+    if _cuda_backend is not None:
+        xgr.apply_token_bitmask_inplace(scores, mask, vocab_size=vocab_size, backend=_cuda_backend)
+        return
+    last_error: Exception | None = None
+    for backend in _CUDA_BACKENDS:
+        try:
+            xgr.apply_token_bitmask_inplace(scores, mask, vocab_size=vocab_size, backend=backend)
+        except Exception as exc:  # missing triton, kernel build failure, ...
+            logger.warning("xgrammar %s masking unavailable (%s); trying the next", backend, exc)
+            last_error = exc
+            continue
+        _cuda_backend = backend
+        logger.info("grammar masking on CUDA uses xgrammar's %s backend", backend)
+        return
+    raise RuntimeError(f"no xgrammar CUDA masking backend works: {last_error}")
 
 
 # --- parsing ---------------------------------------------------------------------------------

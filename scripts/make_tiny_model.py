@@ -93,7 +93,11 @@ _TEXT = {
     "max_position_embeddings": 32768,
     "rms_norm_eps": 1e-6,
     # head_dim 16 -> 8 rotary frequencies split over (temporal, height, width).
-    "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [2, 3, 3]},
+    "rope_parameters": {
+        "rope_type": "default",
+        "rope_theta": 1_000_000.0,
+        "mrope_section": [2, 3, 3],
+    },
 }
 _VISION = {
     "depth": 2,
