@@ -774,6 +774,7 @@ class Engine:
                 "generate_ms": round(elapsed * 1000.0, 2),
                 "batch_size": float(len(batch)),
                 "new_tokens": float(outcome.new_tokens),
+                "prompt_tokens": float(len(item.shot.input_ids)),
             }
             item.future.set_result(ModelOutput(parsed.caption, scores, timings))
             served += 1
