@@ -1,0 +1,93 @@
+"""Model inputs: video packing matches Qwen2-VL's video processor; tokens; the tiny builder."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from qwen_server import model_loading
+from qwen_server.engine import ShotPreparer
+
+from .engine_fixtures import make_shot, tiny_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _preparer(model_dir: Path, frames_as: str) -> ShotPreparer:
+    settings = tiny_settings(model_dir, model={"frames_as": frames_as})
+    tokenizer, image_processor = model_loading.load_tokenizer_and_image_processor(settings)
+    config = model_loading.load_config(settings)
+    return ShotPreparer(
+        tokenizer,
+        image_processor,
+        image_token_id=config.image_token_id,
+        video_token_id=config.video_token_id,
+        frames_as=frames_as,
+        caption_max_chars=40,
+    )
+
+
+def _reference_video_patchify(videos: torch.Tensor, patch: int, merge: int, temporal: int):
+    """Qwen2VLVideoProcessor.patchify (transformers 5.x), copied: that class needs torchvision."""
+    batch_size, num_frames, channel, height, width = videos.shape
+    if pad := -num_frames % temporal:
+        videos = torch.cat((videos, videos[:, -1:].expand(-1, pad, -1, -1, -1)), dim=1)
+        num_frames += pad
+    grid_t, grid_h, grid_w = num_frames // temporal, height // patch, width // patch
+    patches = videos.view(
+        batch_size, grid_t, temporal, channel,
+        grid_h // merge, merge, patch, grid_w // merge, merge, patch,
+    )  # fmt: skip
+    patches = patches.permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9)
+    flat = patches.reshape(batch_size, grid_t * grid_h * grid_w, channel * temporal * patch**2)
+    return flat, grid_t, grid_h, grid_w
+
+
+def test_video_packing_matches_the_video_processor_layout(tiny_model_dir: Path) -> None:
+    video = _preparer(tiny_model_dir, "video")
+    images = _preparer(tiny_model_dir, "images")
+    shot = make_shot(5, 5, (150, 90))  # odd frame count: the last frame is repeated
+    packed = video.prepare(shot)
+    # The same frames resized + normalised by the image processor, as (1, T, C, H, W).
+    per_image = images.prepare(shot)
+    gh, gw = int(per_image.grid_thw[0][1]), int(per_image.grid_thw[0][2])
+    p, m = video.patch, video.merge
+    frames = per_image.pixel_values.reshape(5, gh // m, gw // m, m, m, 3, 2, p, p)[..., 0, :, :]
+    frames = frames.permute(0, 5, 1, 3, 6, 2, 4, 7).reshape(1, 5, 3, gh * p, gw * p)
+    expected, gt, rh, rw = _reference_video_patchify(frames, p, m, video.temporal)
+    assert packed.kind == "video"
+    assert packed.grid_thw.tolist() == [[gt, rh, rw]] == [[3, gh, gw]]
+    assert torch.equal(packed.pixel_values, expected[0])
+
+
+def test_placeholders_expand_to_merged_visual_tokens(tiny_model_dir: Path) -> None:
+    preparer = _preparer(tiny_model_dir, "images")
+    shot = preparer.prepare(make_shot(6, 3, (120, 200)))
+    per_image = [int(row.prod()) // 4 for row in shot.grid_thw]
+    assert shot.input_ids.count(preparer.image_token_id) == sum(per_image)
+    assert preparer.video_token_id not in shot.input_ids
+
+    video = _preparer(tiny_model_dir, "video").prepare(make_shot(6, 3, (120, 200)))
+    assert video.input_ids.count(preparer.video_token_id) == int(video.grid_thw.prod()) // 4
+    assert len(video.input_ids) < len(shot.input_ids)  # the clip is cheaper than 3 images
+
+
+def test_tiny_builder_is_deterministic_and_loadable(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "make_tiny_model", REPO_ROOT / "scripts" / "make_tiny_model.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    first = module.build_tiny_model(tmp_path / "a")
+    second = module.build_tiny_model(tmp_path / "b")
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        digest_a = hashlib.sha256((first / name).read_bytes()).hexdigest()
+        digest_b = hashlib.sha256((second / name).read_bytes()).hexdigest()
+        assert digest_a == digest_b, name
+    config = model_loading.load_config(tiny_settings(first))
+    assert model_loading.model_class_for(config).__name__ == "Qwen2VLForConditionalGeneration"
+    assert config.get_text_config().vocab_size > config.video_token_id
