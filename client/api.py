@@ -1,0 +1,344 @@
+"""HTTP client for the analysis servers: request bodies, spreading, retries and failover.
+
+``ServerPool`` sends each batch to the least busy live server. Transient failures (no
+connection, timeouts, a dropped connection, 408/425/429/5xx) are retried, on whichever server is
+free first, after a capped exponential backoff with jitter or the server's ``Retry-After``.
+A server that keeps failing leaves the rotation (see ``PostingOptions``) and the others carry
+on; only when none is left does the run fail (``ServerUnreachable``). A 401 is never retried:
+the token is wrong everywhere, so the run stops at once (``AuthFailed``). Other 4xx answers mean
+the request itself is wrong, and are not retried either (``RequestRejected``).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from client.errors import AuthFailed, RequestRejected, ServerProtocolError, ServerUnreachable
+from client.options import PostingOptions
+from qwen_server.schemas import ATTRIBUTES
+
+log = logging.getLogger("client.api")
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_SESSION_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def session_id_for(filename: str) -> str:
+    """A session id from a film's file name: only [A-Za-z0-9._-], starting with a letter or
+    digit, at most 128 characters (the contract's pattern)."""
+    sid = _SESSION_BAD.sub("_", filename).lstrip("._-")[:128]
+    return sid or "film"
+
+
+def valid_session_id(value: str) -> bool:
+    """Whether ``value`` matches the contract's session id pattern."""
+    return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value) is not None
+
+
+def shot_payload(
+    shot_id: int,
+    jpegs: Sequence[bytes],
+    audio_features: dict[str, Any] | None,
+    start_time: float,
+    end_time: float,
+    duration: float,
+) -> dict[str, Any]:
+    """One shot object of the contract (images as base64 JPEG; audio features omitted when the
+    film has none; ``tempo`` omitted when not meaningful)."""
+    body: dict[str, Any] = {
+        "shot_id": shot_id,
+        "images": [base64.b64encode(j).decode("ascii") for j in jpegs],
+        "start_time": start_time,
+        "end_time": end_time,
+        "duration": duration,
+    }
+    if audio_features is not None:
+        body["audio_features"] = {k: v for k, v in audio_features.items() if v is not None}
+    return body
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None if absent/invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if detail is None:
+        detail = response.text[:200]
+    text = detail if isinstance(detail, str) else str(detail)
+    return text.replace("\n", " ")[:300]
+
+
+@dataclass
+class ServerState:
+    """Book-keeping of one server in the rotation."""
+
+    url: str
+    client: httpx.Client
+    in_flight: int = 0
+    requests: int = 0
+    failures: int = 0  # consecutive hard failures
+    failing_since: float | None = None
+    cooldown_until: float = 0.0
+    alive: bool = True
+    last_error: str = ""
+    stats: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """A server's answer to one batch."""
+
+    results: list[dict[str, Any]]
+    model: str | None
+    server: str
+
+
+class ServerPool:
+    """The servers of one run and the logic to post batches to them (thread-safe)."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        token: str | None,
+        options: PostingOptions | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not urls:
+            raise ValueError("at least one server URL is needed")
+        self.options = options or PostingOptions()
+        o = self.options
+        timeout = httpx.Timeout(
+            connect=o.connect_timeout, read=o.read_timeout, write=o.write_timeout, pool=None
+        )
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        limits = httpx.Limits(
+            max_connections=o.in_flight + 2, max_keepalive_connections=o.in_flight
+        )
+        self.servers = [
+            ServerState(
+                url=u.rstrip("/"),
+                client=httpx.Client(
+                    base_url=u.rstrip("/"), timeout=timeout, headers=headers, limits=limits
+                ),
+            )
+            for u in dict.fromkeys(urls)
+        ]
+        self._cond = threading.Condition()
+        self._rng = rng or random.Random()
+        self._closed = False
+
+    # --- rotation ---------------------------------------------------------------------------
+    def _acquire(self) -> ServerState:
+        """The least busy live server that is not cooling down (waits if all are)."""
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise ServerUnreachable("the run was stopped")
+                live = [s for s in self.servers if s.alive]
+                if not live:
+                    raise ServerUnreachable(self._none_left_message())
+                now = time.monotonic()
+                ready = [s for s in live if s.cooldown_until <= now]
+                if ready:
+                    server = min(
+                        ready, key=lambda s: (s.in_flight, s.requests, self.servers.index(s))
+                    )
+                    server.in_flight += 1
+                    server.requests += 1
+                    return server
+                self._cond.wait(max(0.01, min(s.cooldown_until for s in live) - now))
+
+    def _release(self, server: ServerState) -> None:
+        with self._cond:
+            server.in_flight -= 1
+            self._cond.notify_all()
+
+    def _none_left_message(self) -> str:
+        parts = [f"{s.url}: {s.last_error or 'failed'}" for s in self.servers]
+        return "no server left: " + "; ".join(parts)
+
+    def _succeeded(self, server: ServerState) -> None:
+        with self._cond:
+            server.failures = 0
+            server.failing_since = None
+            server.stats["ok"] += 1
+
+    def _failed(
+        self, server: ServerState, error: str, retry_after: float | None, hard: bool
+    ) -> None:
+        """Record a transient failure and schedule the server's next attempt."""
+        o = self.options
+        with self._cond:
+            now = time.monotonic()
+            server.stats["failed"] += 1
+            server.last_error = error
+            if server.failing_since is None:
+                server.failing_since = now
+            if hard:
+                server.failures += 1
+            if retry_after is not None:
+                delay = min(retry_after, o.max_retry_after)
+            else:
+                exp = min(o.backoff_cap, o.backoff_base * 2 ** max(0, server.failures - 1))
+                delay = exp * self._rng.uniform(0.5, 1.0)  # jitter spreads retries apart
+            server.cooldown_until = now + delay
+            out = server.failures >= o.max_consecutive_failures or (
+                now - server.failing_since >= o.max_unavailable_seconds
+            )
+            if out and server.alive:
+                server.alive = False
+                left = sum(1 for s in self.servers if s.alive)
+                log.warning(
+                    "server %s left the rotation after repeated failures (last: %s); %d left",
+                    server.url,
+                    error,
+                    left,
+                )
+            else:
+                log.info("server %s: %s; retrying in %.1f s", server.url, error, delay)
+            self._cond.notify_all()
+
+    # --- requests ---------------------------------------------------------------------------
+    def analyze_batch(
+        self, shots: list[dict[str, Any]], session_id: str | None = None, title: str | None = None
+    ) -> BatchResult:
+        """POST one batch to /analyze_batch, retrying and failing over as described above."""
+        body: dict[str, Any] = {"shots": shots}
+        if session_id:
+            body["session_id"] = session_id
+        if title:
+            body["title"] = title[:500]
+        ids = [s["shot_id"] for s in shots]
+        last_error = ""
+        for _attempt in range(self.options.max_attempts):
+            server = self._acquire()
+            try:
+                response = server.client.post("/analyze_batch", json=body)
+            except httpx.TimeoutException as exc:
+                last_error = f"timed out ({type(exc).__name__})"
+                self._failed(server, last_error, None, hard=True)
+                continue
+            except httpx.TransportError as exc:
+                last_error = f"connection failed ({type(exc).__name__}: {exc})"
+                self._failed(server, last_error, None, hard=True)
+                continue
+            finally:
+                self._release(server)
+            status = response.status_code
+            if status == 200:
+                result = self._parse(response, ids, server.url)
+                self._succeeded(server)
+                return result
+            if status == 401:
+                raise AuthFailed(
+                    f"{server.url} rejected the token (401: {_detail(response)}); "
+                    "check QWEN_SERVER_TOKEN or --token-file"
+                )
+            if status in RETRYABLE_STATUS:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                last_error = f"HTTP {status}: {_detail(response)}"
+                # "Come back later" answers (429, or 503 with Retry-After) do not count towards
+                # leaving the rotation; the time budget max_unavailable_seconds still applies.
+                hard = not (status == 429 or (status == 503 and retry_after is not None))
+                self._failed(server, last_error, retry_after, hard=hard)
+                continue
+            raise RequestRejected(
+                f"{server.url} rejected a batch of shots {ids[0]}..{ids[-1]} "
+                f"(HTTP {status}: {_detail(response)})"
+            )
+        raise ServerUnreachable(
+            f"shots {ids[0]}..{ids[-1]} failed {self.options.max_attempts} times; "
+            f"last: {last_error}"
+        )
+
+    @staticmethod
+    def _parse(response: httpx.Response, ids: list[int], url: str) -> BatchResult:
+        try:
+            data = response.json()
+            results = data["results"]
+        except (ValueError, KeyError, TypeError):
+            raise ServerProtocolError(f"{url} answered 200 without a results list") from None
+        got = [r.get("shot_id") if isinstance(r, dict) else None for r in results]
+        if got != ids:
+            raise ServerProtocolError(f"{url} returned results for shots {got}, expected {ids}")
+        for r in results:
+            attrs = r.get("attributes")
+            if not isinstance(attrs, dict) or any(a not in attrs for a in ATTRIBUTES):
+                raise ServerProtocolError(f"{url}: result for shot {r['shot_id']} lacks attributes")
+        return BatchResult(results=results, model=data.get("model"), server=url)
+
+    def health(self) -> list[dict[str, Any]]:
+        """GET /health of every server: one dict per server with ``url``, ``reachable``,
+        ``http_status`` and the server's JSON (or ``error``). Never raises for a bad server."""
+        out = []
+        for s in self.servers:
+            entry: dict[str, Any] = {"url": s.url}
+            try:
+                r = s.client.get("/health", timeout=httpx.Timeout(self.options.connect_timeout))
+            except httpx.HTTPError as exc:
+                entry.update(
+                    reachable=False,
+                    error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                )
+            else:
+                entry.update(reachable=True, http_status=r.status_code)
+                try:
+                    entry["health"] = r.json()
+                except ValueError:
+                    entry["error"] = f"HTTP {r.status_code}: not JSON"
+            out.append(entry)
+        return out
+
+    def drop_unreachable(self) -> None:
+        """Check every server once (GET /health) and take unreachable ones out of rotation.
+
+        Raises ServerUnreachable when none answers, before any work is done.
+        """
+        for entry, server in zip(self.health(), self.servers, strict=True):
+            if not entry["reachable"]:
+                server.alive = False
+                server.last_error = f"unreachable ({entry['error']})"
+                log.warning(
+                    "server %s is unreachable (%s); not using it", server.url, entry["error"]
+                )
+        if not any(s.alive for s in self.servers):
+            raise ServerUnreachable(self._none_left_message())
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Per-server counts of successful and failed requests."""
+        return {s.url: dict(s.stats) for s in self.servers}
+
+    def close(self) -> None:
+        """Wake waiting threads and close the HTTP connections."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for s in self.servers:
+            s.client.close()

@@ -1,0 +1,211 @@
+"""The film's audio, decoded once in a background thread to mono float32 at one fixed rate.
+
+PyAV decodes whatever codec the container holds (AAC, MP3, Opus, Vorbis, FLAC...) and its
+``AudioResampler`` mixes to mono and resamples to ``AudioOptions.sample_rate``, so every shot's
+features are computed on the same kind of signal. The decoded track is kept in one-second
+blocks; the pipeline releases blocks no shot needs any more and decoding never runs more than
+``lookahead_seconds`` ahead of the video, so memory stays bounded for any film length.
+
+Times given to this module are stream times in seconds (the video frames' own timestamps), so
+an audio stream that starts later or earlier than the video stays aligned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from pathlib import Path
+
+import av
+import numpy as np
+
+from client.options import AudioOptions
+
+log = logging.getLogger("client.audio")
+
+
+def find_audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream | None:
+    """The film's main audio stream: the first marked default, else the first one."""
+    streams = list(container.streams.audio)
+    if not streams:
+        return None
+    for s in streams:
+        if s.disposition & av.stream.Disposition.default:
+            return s
+    return streams[0]
+
+
+class AudioTrack:
+    """Background decoder of one audio stream with blocking, bounded random access."""
+
+    def __init__(self, path: str | Path, options: AudioOptions) -> None:
+        self.path = str(path)
+        self.options = options
+        self.sample_rate = options.sample_rate
+        self._block = options.sample_rate  # one-second blocks
+        self._cond = threading.Condition()
+        self._blocks: dict[int, np.ndarray] = {}
+        self._current = np.empty(self._block, np.float32)  # block being filled
+        self._fill = 0
+        self._decoded = 0  # samples decoded so far (absolute count from sample 0)
+        self._released_blocks = 0  # blocks before this index were dropped
+        self._t0: float | None = None  # stream time of sample 0
+        self._video_time = -math.inf
+        self._eof = False
+        self._closed = False
+        self.error: str | None = None
+        self.corrupt_packets = 0
+        self._thread = threading.Thread(target=self._run, name="audio-decode", daemon=True)
+
+    def start(self) -> AudioTrack:
+        """Start decoding in the background."""
+        self._thread.start()
+        return self
+
+    # --- producer side -------------------------------------------------------------------
+    def _append(self, samples: np.ndarray) -> None:
+        """Copy decoded samples into the current block, closing blocks as they fill."""
+        with self._cond:
+            pos = 0
+            while pos < len(samples):
+                take = min(self._block - self._fill, len(samples) - pos)
+                self._current[self._fill : self._fill + take] = samples[pos : pos + take]
+                self._fill += take
+                self._decoded += take
+                pos += take
+                if self._fill == self._block:
+                    index = self._decoded // self._block - 1
+                    if index >= self._released_blocks:
+                        self._blocks[index] = self._current
+                    self._current = np.empty(self._block, np.float32)
+                    self._fill = 0
+            self._cond.notify_all()
+
+    def _wait_for_video(self) -> bool:
+        """Block while decoding is too far ahead of the video; False when closed."""
+        with self._cond:
+            while not self._closed:
+                t0 = self._t0 or 0.0
+                ahead = t0 + self._decoded / self.sample_rate - self._video_time
+                if ahead <= self.options.lookahead_seconds:
+                    return True
+                self._cond.wait(0.5)
+            return False
+
+    def _run(self) -> None:
+        try:
+            self._decode()
+        except Exception as exc:  # an audio failure must not kill the run: shots lose audio
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.warning("audio decoding stopped: %s", self.error)
+        finally:
+            with self._cond:
+                if self._fill:
+                    self._blocks[self._decoded // self._block] = self._current[: self._fill].copy()
+                    self._fill = 0
+                self._eof = True
+                self._cond.notify_all()
+
+    def _decode(self) -> None:
+        with av.open(self.path) as container:
+            stream = find_audio_stream(container)
+            if stream is None:
+                return
+            stream.thread_type = "AUTO"
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate)
+            packets = container.demux(stream)
+            while True:
+                if not self._wait_for_video():
+                    return
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except av.error.FFmpegError as exc:
+                    self.corrupt_packets += 1
+                    log.warning("audio: stopped reading the stream: %s", exc)
+                    break
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError as exc:
+                    self.corrupt_packets += 1
+                    if self.corrupt_packets <= 3:
+                        log.warning("audio: skipped a corrupt packet: %s", exc)
+                    continue
+                for frame in frames:
+                    self._push(frame, resampler)
+            for out in resampler.resample(None):
+                self._store(out)
+
+    def _push(self, frame: av.AudioFrame, resampler: av.AudioResampler) -> None:
+        if self._t0 is None:
+            with self._cond:
+                self._t0 = float(frame.time) if frame.time is not None else 0.0
+        for out in resampler.resample(frame):
+            self._store(out)
+
+    def _store(self, out: av.AudioFrame) -> None:
+        samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+        if len(samples):
+            self._append(samples)
+
+    # --- consumer side -------------------------------------------------------------------
+    def advance_video(self, stream_time: float) -> None:
+        """Tell the decoder how far the video has got (it may run lookahead_seconds ahead)."""
+        with self._cond:
+            if stream_time > self._video_time:
+                self._video_time = stream_time
+                self._cond.notify_all()
+
+    def release_before(self, stream_time: float) -> None:
+        """Drop decoded audio that ends before ``stream_time`` (no shot will ask for it)."""
+        with self._cond:
+            if self._t0 is None:
+                return
+            keep_from = int((stream_time - self._t0) * self.sample_rate) // self._block
+            for index in [i for i in self._blocks if i < keep_from]:
+                del self._blocks[index]
+            self._released_blocks = max(self._released_blocks, keep_from)
+
+    def slice(self, start: float, end: float) -> np.ndarray:
+        """Mono samples between two stream times, waiting until they are decoded.
+
+        Parts before the audio's start, after its end or already released are zeros (silence).
+        """
+        with self._cond:
+            while not self._eof and (
+                self._t0 is None or self._decoded < (end - self._t0) * self.sample_rate
+            ):
+                self._cond.wait(0.5)
+            t0 = self._t0 if self._t0 is not None else 0.0
+            first = int(round((start - t0) * self.sample_rate))
+            last = int(round((end - t0) * self.sample_rate))
+            out = np.zeros(max(0, last - first), np.float32)
+            if not len(out):
+                return out
+            current = self._decoded // self._block
+            for index in range(max(0, first // self._block), last // self._block + 1):
+                block = self._blocks.get(index)
+                if block is None and index == current and self._fill:
+                    block = self._current[: self._fill]
+                if block is None:
+                    continue
+                b0 = index * self._block
+                lo, hi = max(first, b0), min(last, b0 + len(block))
+                if lo < hi:
+                    out[lo - first : hi - first] = block[lo - b0 : hi - b0]
+            return out
+
+    @property
+    def held_seconds(self) -> float:
+        """Seconds of decoded audio currently held in memory."""
+        with self._cond:
+            return (sum(len(b) for b in self._blocks.values()) + self._fill) / self.sample_rate
+
+    def close(self) -> None:
+        """Stop the decoder thread (it ends at its next packet)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)

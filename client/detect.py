@@ -1,0 +1,106 @@
+"""PySceneDetect detectors driven frame by frame from our own decode pass.
+
+We do not let PySceneDetect open the file: each detector's ``process_frame(timecode, frame)``
+gets the small BGR frames we decode anyway, so detection costs no second decode. Detectors may
+report a cut up to ``event_buffer_length`` frames in the past (the AdaptiveDetector looks
+``window_width`` frames ahead before deciding); ``CutFinder.delay`` tells the caller how many
+frames to hold back before committing them to a shot, and ``finish`` flushes the detector.
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+
+import numpy as np
+from scenedetect import (
+    AdaptiveDetector,
+    ContentDetector,
+    FrameTimecode,
+    HashDetector,
+    HistogramDetector,
+    SceneDetector,
+)
+from scenedetect.detector import FlashFilter
+
+from client.options import DetectionOptions
+
+log = logging.getLogger("client.detect")
+
+# Each detector's threshold when none is given. Adaptive and content keep PySceneDetect's
+# defaults, which find every listed cut of the real test media (tests/integration).
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "adaptive": 3.0,
+    "content": 27.0,
+    "hash": 0.395,
+    "histogram": 0.05,
+}
+
+
+def min_shot_frames(options: DetectionOptions, fps: Fraction) -> int:
+    """The minimum shot length in whole frames at this film's rate (at least 1)."""
+    return max(1, round(options.min_shot_seconds * float(fps)))
+
+
+def make_detector(options: DetectionOptions, fps: Fraction) -> SceneDetector:
+    """Build the configured detector. The minimum shot length is passed in frames."""
+    threshold = options.threshold
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLDS[options.detector]
+    min_len = min_shot_frames(options, fps)
+    if options.detector == "adaptive":
+        return AdaptiveDetector(
+            adaptive_threshold=threshold,
+            min_scene_len=min_len,
+            min_content_val=options.min_content_val,
+        )
+    if options.detector == "content":
+        # SUPPRESS reports each cut on the frame it happens (MERGE may report it up to
+        # min_scene_len frames late, which would force holding that many full frames back).
+        return ContentDetector(
+            threshold=threshold, min_scene_len=min_len, filter_mode=FlashFilter.Mode.SUPPRESS
+        )
+    if options.detector == "hash":
+        return HashDetector(threshold=threshold, min_scene_len=min_len)
+    return HistogramDetector(threshold=threshold, min_scene_len=min_len)
+
+
+class CutFinder:
+    """Feeds frames to a detector and returns the cut frame numbers it reports.
+
+    A cut at frame ``c`` means a new shot starts at ``c``. Cuts are reported at most ``delay``
+    frames after the frame they fall on, so a frame can be assigned to its shot once ``delay``
+    newer frames have been processed.
+    """
+
+    def __init__(self, detector: SceneDetector, fps: Fraction) -> None:
+        self.detector = detector
+        self.fps = fps
+        self.delay = max(0, int(detector.event_buffer_length))
+        self._first: int | None = None
+        self._last: int | None = None
+        self._reported: set[int] = set()
+
+    def _accept(self, timecodes: list[FrameTimecode]) -> list[int]:
+        cuts = []
+        for tc in timecodes:
+            frame = int(tc.frame_num)
+            # A "cut" on the first frame is no cut; repeated reports are ignored.
+            if self._first is not None and frame <= self._first or frame in self._reported:
+                continue
+            self._reported.add(frame)
+            cuts.append(frame)
+        return sorted(cuts)
+
+    def process(self, frame_no: int, bgr: np.ndarray) -> list[int]:
+        """Feed one frame (frame numbers must increase); returns newly found cuts."""
+        if self._first is None:
+            self._first = frame_no
+        self._last = frame_no
+        return self._accept(self.detector.process_frame(FrameTimecode(frame_no, self.fps), bgr))
+
+    def finish(self) -> list[int]:
+        """Flush the detector after the last frame; returns any last cuts."""
+        if self._last is None:
+            return []
+        return self._accept(self.detector.post_process(FrameTimecode(self._last, self.fps)))

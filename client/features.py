@@ -1,0 +1,108 @@
+"""Per-shot audio features with librosa, named exactly as the contract's ``audio_features``.
+
+All spectral features come from one magnitude STFT (n_fft 2048, hop 512) of the shot's slice of
+the mono track, so a shot costs one STFT. Values are always finite: silence gives zeros (and
+MFCCs of the -100 dB floor), never NaN, because JSON cannot carry NaN and the server rejects it.
+
+librosa compiles some helpers with numba on first use (tens of seconds on a cold cache, then
+cached on disk by numba); ``warm_up_in_background`` runs a tiny extraction in a thread at start
+so that cost overlaps with opening and decoding the film instead of stalling the first shot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("client.features")
+
+N_FFT = 2048
+HOP = 512
+N_MFCC = 13
+# Below this RMS (about -70 dBFS) a shot is treated as silent: no tempo is reported.
+SILENCE_RMS = 3e-4
+
+_warm_lock = threading.Lock()
+_warm_thread: threading.Thread | None = None
+
+
+def _finite(value: float) -> float:
+    v = float(value)
+    return round(v, 6) if np.isfinite(v) else 0.0
+
+
+def _finite_list(values: np.ndarray) -> list[float]:
+    return [_finite(v) for v in np.asarray(values, dtype=np.float64).ravel()]
+
+
+def compute_features(y: np.ndarray, sr: int, tempo_min_seconds: float = 3.0) -> dict[str, Any]:
+    """librosa features of a mono float signal (one shot).
+
+    Returns the contract's fields: ``mfcc_mean``/``mfcc_std`` (13 each), spectral
+    ``centroid``/``rolloff`` (85 %)/``bandwidth`` means in Hz, ``zero_crossing_rate_mean``,
+    ``rms_energy_mean``/``std`` and ``chroma_mean`` (12), plus ``tempo`` (BPM) for shots of at
+    least ``tempo_min_seconds`` that are not silent, else None. Signals shorter than one FFT
+    window are zero-padded to it.
+    """
+    import librosa  # deferred: importing librosa costs ~0.3 s and the shots path may not need it
+
+    y = np.asarray(y, dtype=np.float32)
+    duration = len(y) / sr
+    if len(y) < N_FFT:
+        y = np.pad(y, (0, N_FFT - len(y)))
+    y = np.nan_to_num(y, copy=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # librosa warns about short or silent input
+        mag = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))
+        power = mag**2
+        centroid = librosa.feature.spectral_centroid(S=mag, sr=sr)
+        rolloff = librosa.feature.spectral_rolloff(S=mag, sr=sr, roll_percent=0.85)
+        bandwidth = librosa.feature.spectral_bandwidth(S=mag, sr=sr, centroid=centroid)
+        zcr = librosa.feature.zero_crossing_rate(y, frame_length=N_FFT, hop_length=HOP)
+        rms = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)
+        mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sr))
+        mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=N_MFCC)
+        # tuning=0: skip per-shot tuning estimation (slow, and unstable on short shots).
+        chroma = librosa.feature.chroma_stft(S=power, sr=sr, tuning=0.0)
+        rms_mean = float(np.mean(rms))
+        tempo: float | None = None
+        if duration >= tempo_min_seconds and rms_mean >= SILENCE_RMS:
+            onset = librosa.onset.onset_strength(S=mel_db, sr=sr, hop_length=HOP)
+            bpm = float(
+                np.ravel(librosa.feature.tempo(onset_envelope=onset, sr=sr, hop_length=HOP))[0]
+            )
+            tempo = _finite(bpm) if np.isfinite(bpm) and bpm > 0 else None
+    return {
+        "mfcc_mean": _finite_list(mfcc.mean(axis=1)),
+        "mfcc_std": _finite_list(mfcc.std(axis=1)),
+        "spectral_centroid_mean": max(0.0, _finite(np.mean(centroid))),
+        "spectral_rolloff_mean": max(0.0, _finite(np.mean(rolloff))),
+        "spectral_bandwidth_mean": max(0.0, _finite(np.mean(bandwidth))),
+        "zero_crossing_rate_mean": min(1.0, max(0.0, _finite(np.mean(zcr)))),
+        "rms_energy_mean": max(0.0, _finite(rms_mean)),
+        "rms_energy_std": max(0.0, _finite(np.std(rms))),
+        "chroma_mean": [max(0.0, v) for v in _finite_list(chroma.mean(axis=1))],
+        "tempo": tempo,
+    }
+
+
+def _warm_up() -> None:
+    try:
+        rng = np.random.default_rng(0)
+        compute_features(rng.uniform(-0.1, 0.1, 22050 * 4).astype(np.float32), 22050, 3.0)
+    except Exception:  # pragma: no cover - a failed warm-up only costs time later
+        log.debug("librosa warm-up failed", exc_info=True)
+
+
+def warm_up_in_background() -> threading.Thread:
+    """Start (once per process) a daemon thread that triggers librosa's imports and numba JIT."""
+    global _warm_thread
+    with _warm_lock:
+        if _warm_thread is None:
+            _warm_thread = threading.Thread(target=_warm_up, name="librosa-warm-up", daemon=True)
+            _warm_thread.start()
+        return _warm_thread

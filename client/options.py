@@ -1,0 +1,135 @@
+"""Typed settings of every client stage, with the defaults the CLI uses.
+
+Only settings that change what ends up in the output files are recorded in a run's manifest
+(``output_settings``): a resume with other values of those refuses to mix results. Settings that
+only change speed (batch size, requests in flight, servers, workers) can differ between runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DETECTORS: tuple[str, ...] = ("adaptive", "content", "hash", "histogram")
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    """How shots are found (PySceneDetect detectors fed with our own decoded frames).
+
+    ``threshold`` None means the detector's tuned default (see ``detect.DEFAULT_THRESHOLDS``).
+    ``min_shot_seconds`` is converted to whole frames at the film's rate. ``detect_width`` is the
+    smallest width frames are shrunk to for detection (an integer factor of the source width is
+    used so the shrink stays cheap, so the real width lies in [detect_width, 2*detect_width)).
+    """
+
+    detector: str = "adaptive"
+    threshold: float | None = None
+    min_shot_seconds: float = 0.6
+    detect_width: int = 256
+    min_content_val: float = 15.0  # adaptive only: a cut also needs this much absolute change
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {DETECTORS}, not {self.detector!r}")
+        if self.min_shot_seconds < 0:
+            raise ValueError("min_shot_seconds must be >= 0")
+        if self.detect_width < 16:
+            raise ValueError("detect_width must be >= 16")
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Which frames of a shot are sent, and how they are encoded.
+
+    ``candidates`` bounds the frames kept per open shot while its length is still unknown (see
+    ``frames.ShotReservoir``): a larger value places the samples closer to their ideal positions
+    at the cost of memory (each candidate is about ``max_side`` pixels wide).
+    """
+
+    frames_per_shot: int = 5
+    max_side: int = 448
+    snap: int = 28  # the short side is rounded to a multiple of this (Qwen2-VL patch grid)
+    jpeg_quality: int = 90
+    candidates: int = 40
+
+    def __post_init__(self) -> None:
+        if self.frames_per_shot < 1:
+            raise ValueError("frames_per_shot must be >= 1")
+        if self.max_side < 28:
+            raise ValueError("max_side must be >= 28")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError("jpeg_quality must be in 1..100")
+        if self.snap < 1:
+            raise ValueError("snap must be >= 1")
+        if self.candidates < 2 * self.frames_per_shot:
+            raise ValueError("candidates must be at least twice frames_per_shot")
+
+
+@dataclass(frozen=True)
+class AudioOptions:
+    """Audio decoding and per-shot feature extraction.
+
+    Shots shorter than ``tempo_min_seconds`` get no tempo (too few beats to be meaningful).
+    Features of a shot longer than ``max_window_seconds`` are computed on its first
+    ``max_window_seconds``, which bounds the audio held in memory for a single endless shot.
+    """
+
+    enabled: bool = True
+    sample_rate: int = 22050
+    tempo_min_seconds: float = 3.0
+    max_window_seconds: float = 300.0
+    lookahead_seconds: float = 30.0  # how far audio decoding may run ahead of video
+
+    def __post_init__(self) -> None:
+        if self.sample_rate < 4000:
+            raise ValueError("sample_rate must be >= 4000")
+
+
+@dataclass(frozen=True)
+class PostingOptions:
+    """How batches reach the servers.
+
+    Transient failures (connection errors, timeouts, 408/425/429/5xx) are retried with a capped
+    exponential backoff with jitter, or after the server's ``Retry-After``. A server leaves the
+    rotation after ``max_consecutive_failures`` hard failures in a row (no answer, or a 5xx
+    without Retry-After), or after answering "come back later" for ``max_unavailable_seconds``.
+    """
+
+    batch_size: int = 8
+    in_flight: int = 2
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    write_timeout: float = 60.0
+    max_attempts: int = 8
+    max_consecutive_failures: int = 4
+    max_unavailable_seconds: float = 600.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    max_retry_after: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.in_flight < 1:
+            raise ValueError("in_flight must be >= 1")
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Everything that decides which shots, frames and features a film yields."""
+
+    detection: DetectionOptions = field(default_factory=DetectionOptions)
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    audio: AudioOptions = field(default_factory=AudioOptions)
+    workers: int = 2  # threads encoding JPEGs and computing audio features
+
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that change the output files (recorded in the run manifest)."""
+        audio = asdict(self.audio)
+        audio.pop("lookahead_seconds")
+        return {
+            "detection": asdict(self.detection),
+            "sampling": asdict(self.sampling),
+            "audio": audio,
+        }

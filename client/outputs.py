@@ -1,0 +1,292 @@
+"""The output directory: incremental shots.jsonl, run manifest, resume, final CSV and summary.
+
+Crash safety: each finished batch of shots is appended to ``shots.jsonl`` with one ``write`` of
+whole lines, flushed and fsynced. A run killed at any moment leaves at worst a torn last line;
+on resume, lines that do not parse are dropped (the file is cut back to the last complete line)
+and their shots are analysed again. ``run.json`` (the manifest) records the film's fingerprint
+and the settings that shape the output; a resume with another film or other settings is refused
+unless ``--force`` clears the directory. When every shot is in, ``shots.jsonl`` is rewritten
+sorted by shot id and ``shots.csv`` and ``summary.json`` are written from it (each via a
+temporary file and an atomic rename), so the final files do not depend on the order batches
+happened to finish in, or on how many times the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from client.errors import OutputConflict
+from qwen_server.schemas import ATTRIBUTES
+
+log = logging.getLogger("client.outputs")
+
+MANIFEST = "run.json"
+SHOTS = "shots.jsonl"
+CSV = "shots.csv"
+SUMMARY = "summary.json"
+FRAMES_DIR = "frames"
+MANIFEST_FORMAT = 1
+TOP_SHOTS = 5
+
+
+def film_fingerprint(path: Path) -> dict[str, Any]:
+    """Identify a film by size and a hash of its first and last MiB (fast on any length)."""
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read(1 << 20))
+    return {"size": size, "sha256_head_tail": h.hexdigest()}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    # allow_nan=False: a NaN must fail loudly here rather than produce invalid JSON.
+    return json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key} ({a!r} -> {b!r})")
+    return keys
+
+
+class OutputDir:
+    """One run's output directory (see module doc). Thread-safe appends."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._done: set[int] = set()
+
+    @property
+    def shots_path(self) -> Path:
+        """The incremental JSON-lines file of shots."""
+        return self.path / SHOTS
+
+    @property
+    def frames_path(self) -> Path:
+        """Where the ``shots`` command writes sample JPEGs."""
+        return self.path / FRAMES_DIR
+
+    @property
+    def done(self) -> frozenset[int]:
+        """Shot ids already written."""
+        with self._lock:
+            return frozenset(self._done)
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The stored manifest, or None if there is none."""
+        p = self.path / MANIFEST
+        if not p.exists():
+            return None
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def prepare(self, manifest: dict[str, Any], force: bool) -> set[int]:
+        """Create or resume the run; returns the ids of shots already done.
+
+        Raises OutputConflict when the directory holds another run (other film, command or
+        settings) or unknown results, unless ``force`` (which deletes the old results).
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        old = self.manifest()
+        has_results = self.shots_path.exists() and self.shots_path.stat().st_size > 0
+        if force:
+            self.clear()
+        elif old is not None:
+            keys = ("format", "command", "film", "settings")
+            old_id = {k: old.get(k) for k in keys}
+            new_id = {k: manifest.get(k) for k in keys}
+            if old_id != new_id:
+                changes = "; ".join(_diff(old_id, new_id)[:4])
+                raise OutputConflict(
+                    f"{self.path} holds a run with a different film or settings ({changes}); "
+                    "use the same options to resume, another --out, or --force to start over"
+                )
+        elif has_results:
+            raise OutputConflict(
+                f"{self.path} already holds {SHOTS} without a run manifest; "
+                "use another --out or --force to start over"
+            )
+        record = dict(manifest, complete=False)
+        _atomic_write(self.path / MANIFEST, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        self._done = {r["shot_id"] for r in self._load_and_repair()}
+        return set(self._done)
+
+    def clear(self) -> None:
+        """Remove this tool's files from the directory (never anything else)."""
+        for name in (MANIFEST, SHOTS, CSV, SUMMARY, SHOTS + ".tmp", CSV + ".tmp", SUMMARY + ".tmp"):
+            (self.path / name).unlink(missing_ok=True)
+        if self.frames_path.is_dir():
+            shutil.rmtree(self.frames_path)
+
+    def _load_and_repair(self) -> list[dict[str, Any]]:
+        """Read the complete lines of shots.jsonl, cutting off a torn or invalid tail."""
+        if not self.shots_path.exists():
+            return []
+        data = self.shots_path.read_bytes()
+        records: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        good = io.BytesIO()
+        dropped = 0
+        for raw in data.split(b"\n"):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+                sid = int(rec["shot_id"])
+            except (ValueError, KeyError, TypeError):
+                dropped += 1  # a line cut mid-write (only the last one can be)
+                continue
+            if sid in seen:
+                continue
+            seen.add(sid)
+            records.append(rec)
+            good.write(raw + b"\n")
+        if dropped or good.getvalue() != data:
+            log.info("resume: dropped %d incomplete line(s) from %s", dropped, SHOTS)
+            tmp = self.shots_path.with_name(SHOTS + ".tmp")
+            tmp.write_bytes(good.getvalue())
+            os.replace(tmp, self.shots_path)
+        return records
+
+    def append(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append shot records as complete lines in one write, then flush and fsync."""
+        lines = [_dumps(r) for r in records]
+        if not lines:
+            return
+        blob = "\n".join(lines) + "\n"
+        with self._lock, self.shots_path.open("a", encoding="utf-8") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+            self._done.update(int(r["shot_id"]) for r in records)
+
+    def records(self) -> list[dict[str, Any]]:
+        """All complete shot records, sorted by shot id."""
+        return sorted(self._load_and_repair(), key=lambda r: int(r["shot_id"]))
+
+    def finalize(self, summary: dict[str, Any], analysed: bool) -> list[dict[str, Any]]:
+        """Rewrite shots.jsonl sorted, write shots.csv and summary.json, mark the run complete."""
+        records = self.records()
+        _atomic_write(self.shots_path, "".join(_dumps(r) + "\n" for r in records))
+        _atomic_write(self.path / CSV, shots_csv(records, analysed))
+        _atomic_write(self.path / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        manifest = self.manifest() or {}
+        manifest["complete"] = True
+        _atomic_write(self.path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        return records
+
+
+CSV_TIMING = [
+    "shot_id",
+    "start_frame",
+    "end_frame",
+    "frame_count",
+    "start_time",
+    "end_time",
+    "duration",
+    "start_timecode",
+    "end_timecode",
+]
+CSV_AUDIO = ["rms_energy_mean", "spectral_centroid_mean", "zero_crossing_rate_mean", "tempo"]
+
+
+def shots_csv(records: list[dict[str, Any]], analysed: bool) -> str:
+    """One row per shot: timing, (caption, audio class, six scores,) main audio features."""
+    columns = list(CSV_TIMING)
+    if analysed:
+        columns += ["caption", "audio_class", *ATTRIBUTES]
+    columns += CSV_AUDIO
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for rec in records:
+        feats = rec.get("audio_features") or {}
+        attrs = rec.get("attributes") or {}
+        row: list[Any] = [rec.get(c) for c in CSV_TIMING]
+        if analysed:
+            row += [rec.get("caption"), rec.get("audio_class"), *(attrs.get(a) for a in ATTRIBUTES)]
+        row += [feats.get(c) for c in CSV_AUDIO]
+        writer.writerow(["" if v is None else v for v in row])
+    return buf.getvalue()
+
+
+def summarize(
+    records: list[dict[str, Any]],
+    film: dict[str, Any],
+    settings: dict[str, Any],
+    analysed: bool,
+) -> dict[str, Any]:
+    """The film summary: length, shot count and, after analysis, each attribute's mean, max and
+    top shots, the audio classes and the model. Deterministic given the records."""
+    frames = (records[-1]["end_frame"] + 1) if records else 0
+    duration = records[-1]["end_time"] if records else 0.0
+    durations = [r["duration"] for r in records]
+    summary: dict[str, Any] = {
+        "film": film,
+        "duration": duration,
+        "frame_count": frames,
+        "shot_count": len(records),
+        "mean_shot_duration": round(sum(durations) / len(durations), 6) if durations else 0.0,
+        "shots_with_audio": sum(1 for r in records if r.get("audio_features")),
+    }
+    if analysed:
+        attributes: dict[str, Any] = {}
+        for name in ATTRIBUTES:
+            scored = [
+                (r["attributes"][name], r["shot_id"], r) for r in records if r.get("attributes")
+            ]
+            if not scored:
+                continue
+            values = [s[0] for s in scored]
+            top = sorted(scored, key=lambda s: (-s[0], s[1]))[:TOP_SHOTS]
+            attributes[name] = {
+                "mean": round(sum(values) / len(values), 6),
+                "max": round(max(values), 6),
+                "top_shots": [
+                    {
+                        "shot_id": sid,
+                        "score": score,
+                        "start_timecode": r["start_timecode"],
+                        "caption": r.get("caption"),
+                    }
+                    for score, sid, r in top
+                ],
+            }
+        summary["attributes"] = attributes
+        classes = Counter(str(r.get("audio_class")) for r in records)
+        summary["audio_classes"] = dict(sorted(classes.items()))
+        models = sorted({r.get("model") for r in records if r.get("model")})
+        summary["model"] = models[0] if len(models) == 1 else models
+    summary["settings"] = settings
+    return summary
