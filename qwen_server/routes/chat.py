@@ -10,9 +10,11 @@ the answer is Server-Sent Events (``text/event-stream``), one JSON object per ``
     event: error
     data: {"status": 504, "detail": "chat provider did not answer within ..."}
 
-Failures before the first byte (bad input, unknown session, no key, provider auth, 429,
-timeout) are ordinary HTTP errors; a failure after the stream started can only be reported in
-the stream, as one ``event: error`` carrying the status it would have had, and ends the stream.
+Failures before the first answer text (bad input, unknown session, no key, provider auth, 429,
+timeout, an empty or unreadable provider stream) are ordinary HTTP errors: the response starts
+only once the provider has sent text. A failure after that can only be reported in the stream,
+as one ``event: error`` carrying the status it would have had; it ends the stream, and no
+``done`` event follows.
 """
 
 from __future__ import annotations
@@ -45,10 +47,13 @@ def _sse(data: Mapping[str, Any], event: str | None = None) -> str:
     return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-async def _events(prepared: PreparedChat, stream: AnswerStream) -> AsyncIterator[str]:
-    parts: list[str] = []
+async def _events(
+    prepared: PreparedChat, stream: AnswerStream, deltas: AsyncIterator[str], first: str
+) -> AsyncIterator[str]:
+    parts: list[str] = [first]
+    yield _sse({"delta": first})
     try:
-        async for delta in stream:
+        async for delta in deltas:
             parts.append(delta)
             yield _sse({"delta": delta})
     except QwenServerError as exc:
@@ -112,8 +117,18 @@ async def chat(body: ChatRequest, request: Request) -> Any:
 
     if body.stream:
         stream = await service.open_stream(prepared)
+        deltas = aiter(stream)
+        try:
+            # Wait for the first text before sending headers: until then every failure
+            # (including an empty or unreadable provider stream) is still a plain HTTP error.
+            first = await anext(deltas)
+        except BaseException:
+            await stream.aclose()
+            raise
         return StreamingResponse(
-            _events(prepared, stream), media_type="text/event-stream", headers=SSE_HEADERS
+            _events(prepared, stream, deltas, first),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
         )
 
     answer, model = await service.complete(prepared)
