@@ -42,7 +42,7 @@ Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 class SessionSummary(BaseModel):
     """One stored film: what it is and how much of it has been analysed."""
 
-    session_id: str
+    session_id: str = Field(..., description="Film id the results were stored under")
     title: str | None = Field(None, description="Film title or source, as last given")
     model: str = Field(..., description="Model id of the most recent batch stored")
     shot_count: int = Field(..., ge=0, description="Distinct shots stored")
@@ -57,16 +57,18 @@ class SessionDetail(SessionSummary):
     them), so results written by an older server version still read back.
     """
 
-    shots: list[dict[str, Any]]
+    shots: list[dict[str, Any]] = Field(
+        ..., description="ShotResult objects as /analyze_batch returned them, in time order"
+    )
 
 
 class SessionList(BaseModel):
     """One page of sessions, most recently updated first."""
 
-    items: list[SessionSummary]
+    items: list[SessionSummary] = Field(..., description="This page's sessions")
     total: int = Field(..., ge=0, description="Sessions stored in all")
-    limit: int
-    offset: int
+    limit: int = Field(..., description="Page size asked for")
+    offset: int = Field(..., description="Sessions skipped before this page")
 
 
 # --- chat ------------------------------------------------------------------------------------
@@ -77,12 +79,12 @@ class ChatAttributes(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    suspense: Score | None = None
-    darkness: Score | None = None
-    ambiguity: Score | None = None
-    emotional_tension: Score | None = None
-    intensity: Score | None = None
-    motion: Score | None = None
+    suspense: Score | None = Field(None, description="0..1")
+    darkness: Score | None = Field(None, description="0..1")
+    ambiguity: Score | None = Field(None, description="0..1")
+    emotional_tension: Score | None = Field(None, description="0..1")
+    intensity: Score | None = Field(None, description="0..1")
+    motion: Score | None = Field(None, description="0..1")
 
 
 class ChatShot(BaseModel):
@@ -94,33 +96,49 @@ class ChatShot(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    shot_id: int = Field(..., ge=0, le=2**53)
-    caption: str = Field("", max_length=MAX_CAPTION_CHARS)
-    attributes: ChatAttributes = Field(default_factory=ChatAttributes)
-    audio_class: str | None = Field(None, max_length=64)
-    start_time: Seconds | None = Field(None, validation_alias=AliasChoices("start_time", "start"))
-    end_time: Seconds | None = Field(None, validation_alias=AliasChoices("end_time", "end"))
+    shot_id: int = Field(..., ge=0, le=2**53, description="Shot number, unique in the film")
+    caption: str = Field("", max_length=MAX_CAPTION_CHARS, description="What is on screen")
+    attributes: ChatAttributes = Field(default_factory=ChatAttributes, description="The six scores")
+    audio_class: str | None = Field(None, max_length=64, description="silence, speech, music, ...")
+    start_time: Seconds | None = Field(
+        None,
+        validation_alias=AliasChoices("start_time", "start"),
+        description="Seconds from the film's start (also accepted as 'start')",
+    )
+    end_time: Seconds | None = Field(
+        None,
+        validation_alias=AliasChoices("end_time", "end"),
+        description="Seconds from the film's start (also accepted as 'end')",
+    )
 
 
 class ChatMessage(BaseModel):
     """One earlier turn of the conversation."""
 
-    role: Literal["user", "assistant"]
-    content: str = Field(..., min_length=1, max_length=MAX_HISTORY_MESSAGE_CHARS)
+    role: Literal["user", "assistant"] = Field(..., description="Who said it")
+    content: str = Field(
+        ..., min_length=1, max_length=MAX_HISTORY_MESSAGE_CHARS, description="What was said"
+    )
 
 
 class ChatRequest(BaseModel):
     """A question about one film, given as a stored session or as inline results."""
 
-    session_id: SessionId | None = None
+    session_id: SessionId | None = Field(None, description="A stored session (or give results)")
     results: list[ChatShot] | None = Field(
         None,
         min_length=1,
         max_length=MAX_INLINE_SHOTS,
         description="Shot results inline, instead of session_id",
     )
-    question: str = Field(..., min_length=1, max_length=MAX_QUESTION_CHARS)
-    history: list[ChatMessage] = Field(default_factory=list, max_length=MAX_HISTORY_MESSAGES)
+    question: str = Field(
+        ..., min_length=1, max_length=MAX_QUESTION_CHARS, description="The question (not blank)"
+    )
+    history: list[ChatMessage] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY_MESSAGES,
+        description="Earlier turns, oldest first; the oldest are dropped if over budget",
+    )
     stream: bool = Field(False, description="Answer as Server-Sent Events (see README)")
 
     @field_validator("question")
@@ -148,9 +166,9 @@ class ChatRequest(BaseModel):
 class ChatResponse(BaseModel):
     """A non-streamed answer."""
 
-    answer: str
+    answer: str = Field(..., description="The model's answer, citing shot ids and timecodes")
     model: str = Field(..., description="Chat model that answered")
-    session_id: str | None = None
+    session_id: str | None = Field(None, description="The session asked about, if any")
     shots_in_context: int = Field(..., description="Shot rows sent to the model")
     shots_total: int = Field(..., description="Shots the film has")
     cited_shots: list[int] = Field(
