@@ -138,6 +138,7 @@ class ServerPool:
             connect=o.connect_timeout, read=o.read_timeout, write=o.write_timeout, pool=None
         )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._has_token = bool(token)
         limits = httpx.Limits(
             max_connections=o.in_flight + 2, max_keepalive_connections=o.in_flight
         )
@@ -257,9 +258,13 @@ class ServerPool:
                 self._succeeded(server)
                 return result
             if status == 401:
-                raise AuthFailed(
-                    f"{server.url} rejected the token (401: {_detail(response)}); "
+                hint = (
                     "check QWEN_SERVER_TOKEN or --token-file"
+                    if self._has_token
+                    else "no token was given: set QWEN_SERVER_TOKEN or pass --token-file"
+                )
+                raise AuthFailed(
+                    f"{server.url} rejected the request (401: {_detail(response)}); {hint}"
                 )
             if status in RETRYABLE_STATUS:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -294,25 +299,32 @@ class ServerPool:
                 raise ServerProtocolError(f"{url}: result for shot {r['shot_id']} lacks attributes")
         return BatchResult(results=results, model=data.get("model"), server=url)
 
-    def health(self) -> list[dict[str, Any]]:
+    def health(self, check_token: bool = False) -> list[dict[str, Any]]:
         """GET /health of every server: one dict per server with ``url``, ``reachable``,
-        ``http_status`` and the server's JSON (or ``error``). Never raises for a bad server."""
+        ``http_status`` and the server's JSON (or ``error``). With ``check_token``, also asks an
+        authenticated route (GET /sessions) and sets ``token_ok`` (False only on a 401).
+        Never raises for a bad server."""
         out = []
+        quick = httpx.Timeout(self.options.connect_timeout)
         for s in self.servers:
             entry: dict[str, Any] = {"url": s.url}
             try:
-                r = s.client.get("/health", timeout=httpx.Timeout(self.options.connect_timeout))
+                r = s.client.get("/health", timeout=quick)
             except httpx.HTTPError as exc:
-                entry.update(
-                    reachable=False,
-                    error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-                )
-            else:
-                entry.update(reachable=True, http_status=r.status_code)
+                entry.update(reachable=False, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
+                out.append(entry)
+                continue
+            entry.update(reachable=True, http_status=r.status_code)
+            try:
+                entry["health"] = r.json()
+            except ValueError:
+                entry["error"] = f"HTTP {r.status_code}: not JSON"
+            if check_token:
                 try:
-                    entry["health"] = r.json()
-                except ValueError:
-                    entry["error"] = f"HTTP {r.status_code}: not JSON"
+                    auth = s.client.get("/sessions", params={"limit": 1}, timeout=quick)
+                    entry["token_ok"] = auth.status_code != 401
+                except httpx.HTTPError:
+                    pass
             out.append(entry)
         return out
 

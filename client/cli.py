@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from client.errors import (
+    EXIT_AUTH,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UNEXPECTED,
@@ -43,7 +44,7 @@ exit codes:
   0    success
   1    unexpected error (a bug; rerun with -v for the traceback)
   2    usage error or bad input: missing file, not a video, no video stream,
-       output directory holding a different run, no token
+       output directory holding a different run, unreadable token file
   3    server unreachable, or every server failed
   4    authentication failed (401: missing or wrong token)
   5    a server rejected a request as invalid
@@ -51,8 +52,21 @@ exit codes:
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' layout and shows defaults."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' layout and shows meaningful defaults."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and "%(default)" not in text
+            and default not in (None, argparse.SUPPRESS)
+            and not isinstance(default, bool)
+            and not isinstance(action, argparse._CountAction)
+        ):
+            text += " (default: %(default)s)"
+        return text
 
 
 # --- shared options -----------------------------------------------------------------------------
@@ -103,7 +117,13 @@ def add_extract_options(p: argparse.ArgumentParser) -> None:
         help="frames are shrunk to at least this width for detection",
     )
     g = p.add_argument_group("frames and audio")
-    g.add_argument("--frames-per-shot", type=int, default=s.frames_per_shot, metavar="N")
+    g.add_argument(
+        "--frames-per-shot",
+        type=int,
+        default=s.frames_per_shot,
+        metavar="N",
+        help="frames sampled per shot, evenly spaced inside it",
+    )
     g.add_argument(
         "--max-side",
         type=int,
@@ -111,7 +131,13 @@ def add_extract_options(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="longest side of the sampled JPEGs (multiples of 28 suit Qwen2-VL)",
     )
-    g.add_argument("--jpeg-quality", type=int, default=s.jpeg_quality, metavar="Q")
+    g.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=s.jpeg_quality,
+        metavar="Q",
+        help="JPEG quality of the sampled frames",
+    )
     g.add_argument("--no-audio", action="store_true", help="skip audio features")
     g.add_argument(
         "--audio-rate",
@@ -181,23 +207,33 @@ def server_urls(args: argparse.Namespace) -> list[str]:
     return urls
 
 
-def token_from_args(args: argparse.Namespace) -> str:
-    """The bearer token from --token-file or $QWEN_SERVER_TOKEN (never from the command line,
-    where other users could read it in the process list)."""
-    if getattr(args, "token_file", None) is not None:
+def token_from_args(args: argparse.Namespace) -> str | None:
+    """The bearer token: the first non-comment line of --token-file, else $QWEN_SERVER_TOKEN.
+
+    Never taken from the command line, where other users could read it in the process list.
+    None when neither is set (a server in insecure development mode needs none; any other
+    answers 401, reported as an authentication failure).
+    """
+    token_file = getattr(args, "token_file", None)
+    if token_file is not None:
         try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
+            text = token_file.read_text(encoding="utf-8")
         except OSError as exc:
-            raise UsageError(
-                f"cannot read the token file {args.token_file}: {exc.strerror}"
-            ) from None
-        if not token:
-            raise UsageError(f"the token file {args.token_file} is empty")
-        return token
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    if not token:
-        raise UsageError(f"no token: set ${TOKEN_ENV} or pass --token-file FILE")
-    return token
+            raise UsageError(f"cannot read the token file {token_file}: {exc.strerror}") from None
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                return line
+        raise UsageError(f"the token file {token_file} holds no token")
+    return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
+def _warm_up_audio(options: ExtractOptions) -> None:
+    """Start librosa's one-off imports and JIT now, overlapping with opening the film."""
+    if options.audio.enabled:
+        from client.features import warm_up_in_background
+
+        warm_up_in_background()
 
 
 def _progress(args: argparse.Namespace, total: int | None, label: str) -> Any:
@@ -272,6 +308,7 @@ def _cmd_shots(args: argparse.Namespace) -> int:
     from client.video import probe
 
     options = extract_options_from_args(args)
+    _warm_up_audio(options)
     info = probe(args.film)
     progress = _progress(args, info.frame_estimate, "shots")
     report = extract(info, args.out, options, progress=progress, force=args.force)
@@ -325,7 +362,13 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="requests in flight at once, over all servers",
     )
-    g.add_argument("--connect-timeout", type=float, default=po.connect_timeout, metavar="S")
+    g.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=po.connect_timeout,
+        metavar="S",
+        help="seconds to wait for a connection to a server",
+    )
     g.add_argument(
         "--read-timeout",
         type=float,
@@ -350,6 +393,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from client.video import probe
 
     options = extract_options_from_args(args)
+    _warm_up_audio(options)
     urls = server_urls(args)
     token = token_from_args(args)
     try:
@@ -395,16 +439,20 @@ def _add_health(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "health",
         help="check that servers are up and serving",
-        description="GET /health of each server and print its state (no token needed).",
+        description=(
+            "GET /health of each server and print its state. With a token (--token-file or\n"
+            f"${TOKEN_ENV}) the token is checked too, so a wrong token is found before a run."
+        ),
         epilog=(
             "examples:\n"
             "  qwen-client health --server http://gpu1:8000\n"
             "  qwen-client health -s http://gpu1:8000 -s http://gpu2:8000 --json\n\n"
-            "exits 0 when every server answers status ok, 3 otherwise.\n"
+            "exits 0 when every server answers status ok, 3 when one is unreachable or not\n"
+            "ok, 4 when a server rejects the token.\n"
         ),
         formatter_class=_Formatter,
     )
-    add_server_options(p, token=False)
+    add_server_options(p)
     p.add_argument("--json", action="store_true", help="print the raw answers as JSON")
     add_verbosity_options(p)
     p.set_defaults(handler=_cmd_health)
@@ -413,16 +461,20 @@ def _add_health(sub: argparse._SubParsersAction) -> None:
 def _cmd_health(args: argparse.Namespace) -> int:
     from client.api import ServerPool
 
-    pool = ServerPool(server_urls(args), token=None, options=PostingOptions(connect_timeout=5.0))
+    token = token_from_args(args)
+    pool = ServerPool(server_urls(args), token=token, options=PostingOptions(connect_timeout=5.0))
     try:
-        entries = pool.health()
+        entries = pool.health(check_token=token is not None)
     finally:
         pool.close()
-    ok = True
+    code = EXIT_OK
     for e in entries:
         h = e.get("health") or {}
         healthy = e["reachable"] and e.get("http_status") == 200 and h.get("status") == "ok"
-        ok = ok and healthy
+        if not healthy:
+            code = EXIT_UNREACHABLE
+        if e.get("token_ok") is False and code == EXIT_OK:
+            code = EXIT_AUTH
         if args.json:
             continue
         if not e["reachable"]:
@@ -436,18 +488,30 @@ def _cmd_health(args: argparse.Namespace) -> int:
             f"queue={h.get('queue_depth')}",
             f"version={h.get('version')}",
         ]
+        if "token_ok" in e:
+            parts.append("token=ok" if e["token_ok"] else "token=REJECTED")
         if h.get("error"):
             parts.append(f"error={h['error']}")
         print(f"{e['url']}  {state}  " + "  ".join(parts))
     if args.json:
         print(json.dumps(entries, indent=2))
-    return EXIT_OK if ok else EXIT_UNREACHABLE
+    return code
+
+
+def _add_chat(sub: argparse._SubParsersAction) -> None:
+    """``chat`` lives in client/chat.py (its handler is ``func``)."""
+    try:
+        from client.chat import add_chat_parser
+    except ImportError:  # pragma: no cover - chat is optional
+        return
+    add_chat_parser(sub)
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_analyze,
     _add_shots,
     _add_health,
+    _add_chat,
 ]
 
 
@@ -503,8 +567,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", 0)
     configure_logging(verbose)
+    handler = getattr(args, "handler", None) or args.func
     try:
-        return int(args.handler(args))
+        return int(handler(args))
     except ClientError as exc:
         print(f"qwen-client: error: {exc}", file=sys.stderr)
         return exc.exit_code

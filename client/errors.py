@@ -10,7 +10,7 @@ Exit codes (also in ``qwen-client --help``):
 0     success
 1     unexpected error (a bug; run with -v for the traceback)
 2     usage error or bad input (missing file, not a video, no video stream,
-      output directory holding a different run, no token)
+      output directory holding a different run, unreadable token file)
 3     server unreachable, or every server failed
 4     authentication failed (401: missing or wrong token)
 5     a server rejected a request as invalid (4xx other than 401/429)
@@ -36,7 +36,7 @@ class ClientError(Exception):
 
 
 class UsageError(ClientError):
-    """The command line or the environment is wrong (e.g. no token given)."""
+    """The command line or the environment is wrong (e.g. an unreadable token file)."""
 
     exit_code = EXIT_USAGE
 
