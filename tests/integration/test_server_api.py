@@ -61,11 +61,20 @@ def test_openapi_describes_every_field(server: LiveServer):
 # --- auth ------------------------------------------------------------------------------------
 
 
+def _registered_routes(routes, prefix: str = ""):
+    """Every (path, methods) the app serves, descending into included routers."""
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's included-router wrapper
+        if included is not None:
+            yield from _registered_routes(included.routes, prefix + route.include_context.prefix)
+        elif getattr(route, "methods", None):
+            yield prefix + route.path, route.methods
+
+
 def _route_calls(app) -> list[tuple[str, str]]:
     calls = []
-    for route in app.routes:
-        path = getattr(route, "path", None)
-        for method in sorted(getattr(route, "methods", None) or []):
+    for path, methods in _registered_routes(app.routes):
+        for method in sorted(methods):
             if method in ("HEAD", "OPTIONS"):
                 continue
             calls.append((method, re.sub(r"\{[^}]+\}", "some-id", path)))
@@ -78,7 +87,7 @@ def _route_calls(app) -> list[tuple[str, str]]:
         {},
         {"Authorization": "Bearer wrong-key"},
         {"Authorization": "Basic dXNlcjpwYXNz"},
-        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer"},
         {"Authorization": TEST_API_KEY},
     ],
     ids=["missing", "wrong", "basic", "empty-bearer", "no-scheme"],
@@ -238,7 +247,7 @@ BAD_BODIES = {
         "before start_time",
     ),
     "bad-session-id": ({"session_id": "../etc/passwd", "shots": [shot(1)]}, 422, "session_id"),
-    "shot-id-string": ({"shots": [shot("abc")]}, 422, "shot_id"),
+    "shot-id-string": ({"shots": [{**shot(1), "shot_id": "abc"}]}, 422, "shot_id"),
     "not-a-list": ({"shots": "lots"}, 422, "shots"),
 }
 
