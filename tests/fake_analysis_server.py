@@ -173,6 +173,14 @@ class FakeAnalysisServer:
                 "queue_depth": 0,
             }
 
+        @app.get("/sessions", dependencies=[Depends(auth)])
+        def sessions() -> dict[str, Any]:
+            return {
+                "sessions": [
+                    {"session_id": k, "shots": len(v)} for k, v in self.recorded.sessions.items()
+                ]
+            }
+
         @app.post("/analyze_batch", dependencies=[Depends(auth)])
         async def analyze_batch(request: Request) -> Any:
             if self.behaviour.delay:
