@@ -651,7 +651,9 @@ class Engine:
         for replica in self._replicas:
             replica.executor.shutdown(wait=False, cancel_futures=True)
         if self._prep_pool is not None:
-            self._prep_pool.shutdown(wait=False, cancel_futures=True)
+            # Let running preparations finish: their callers then get NotReady, not a
+            # cancellation they did not ask for.
+            self._prep_pool.shutdown(wait=False, cancel_futures=False)
 
     # -- serving ----------------------------------------------------------------------------
 

@@ -16,8 +16,10 @@ tokens than it, so a constrained answer always terminates as valid JSON. The par
 garbage (unconstrained generation, truncated text) and falls back to neutral values rather than
 raising.
 
-The grammar is compiled once per tokenizer at load (``compile_output_grammar``); each ``generate``
-call gets a fresh ``GrammarLogitsProcessor`` (xgrammar's processors are single-use).
+``output_schema`` is that contract as a JSON schema; ``output_ebnf`` is the same language in the
+exact layout generated, which is what xgrammar compiles (see there why). The grammar is compiled
+once per tokenizer at load (``compile_output_grammar``); each ``generate`` call gets a fresh
+``GrammarLogitsProcessor`` (xgrammar's processors are single-use).
 """
 
 from __future__ import annotations
@@ -78,10 +80,33 @@ def worst_case_new_tokens(caption_max_chars: int) -> int:
     return len(json.dumps(longest, separators=_SEPARATORS)) + 1
 
 
+def output_ebnf(caption_max_chars: int) -> str:
+    """The grammar of ``output_schema`` in xgrammar's EBNF, in the exact JSON layout generated.
+
+    Written out rather than compiled from the schema: xgrammar 0.2.8 fails to compile a JSON
+    schema ``pattern`` with a bounded repetition above ~128, and the caption needs 200+.
+    """
+    if caption_max_chars < 1:
+        raise ValueError("caption_max_chars must be at least 1")
+    comma, colon = _SEPARATORS
+    parts = ['"{" ' + json.dumps(json.dumps("caption") + colon + '"') + " caption"]
+    first = True
+    for name in ATTRIBUTES:
+        literal = ('"' if first else "") + comma + json.dumps(name) + colon
+        parts.append(json.dumps(literal) + " score")
+        first = False
+    parts.append('"}"')
+    return (
+        f"root ::= {' '.join(parts)}\n"
+        f"caption ::= {_CAPTION_FIRST} {_CAPTION_CHAR}{{0,{caption_max_chars - 1}}}\n"
+        f'score ::= "0" | [1-9] [0-9]? | "{SCORE_MAX}"\n'
+    )
+
+
 def compile_output_grammar(
     tokenizer: Any, *, vocab_size: int, stop_token_ids: list[int], caption_max_chars: int
 ) -> xgr.CompiledGrammar:
-    """Compile the answer schema for ``tokenizer`` (once, at load).
+    """Compile the answer grammar for ``tokenizer`` (once, at load).
 
     ``vocab_size`` is the model's logits width (often larger than the tokenizer: padded rows are
     masked out); ``stop_token_ids`` must be the ids ``generate`` stops on, so the grammar can
@@ -91,12 +116,7 @@ def compile_output_grammar(
         tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_token_ids)
     )
     compiler = xgr.GrammarCompiler(info)
-    return compiler.compile_json_schema(
-        json.dumps(output_schema(caption_max_chars)),
-        any_whitespace=False,
-        separators=_SEPARATORS,
-        strict_mode=True,
-    )
+    return compiler.compile_grammar(output_ebnf(caption_max_chars))
 
 
 class GrammarLogitsProcessor(XgrLogitsProcessor):

@@ -80,6 +80,20 @@ The audio has loud broadband sound with a fast beat, quiet speech, or near silen
 Scores are integers from 0 to 100: suspense, darkness, ambiguity, emotional_tension,
 intensity, motion. The shot lasts 2.5 seconds and has 5 frames in time order.
 0 1 2 3 4 5 6 7 8 9 10 25 50 75 100 the a an of in on at with and or is are was were
+You are a film analyst. You watch one shot of a film, describe what is on screen in one plain
+sentence, and rate how the shot feels. You answer with JSON only.
+A film shot as a clip of 5 frames. Frames of a film shot, in time order: Frame 1: Frame 2:
+Shot duration: 2.5 seconds (5 frames shown). Audio: no audio information.
+Write a caption: one plain sentence of at most 200 characters saying who or what is on screen,
+where, and what happens. Then rate the shot with integers from 0 (not at all) to 100
+(extremely), using what you see and the audio:
+- suspense: anticipation that something is about to happen; threat or unresolved danger
+- darkness: how dark and gloomy image and mood are (low light, night, shadows, bleak tone)
+- ambiguity: how unclear it is what is happening or what it means (obscured, odd, mysterious)
+- emotional_tension: emotional strain in or between characters (conflict, fear, grief)
+- intensity: overall energy and force (violence, action, loud or extreme moments)
+- motion: how much moves on screen, camera or subjects (0 = still, 100 = very fast)
+Answer with only this JSON object: {"caption": "<sentence>", "suspense": <0-100>}
 """
 
 # Tiny dimensions: text hidden 64 (4 heads of 16, 2 KV heads), 2 layers; vision depth 2.
@@ -109,8 +123,10 @@ _VISION = {
     "spatial_merge_size": 2,
     "temporal_patch_size": 2,
 }
-_BPE_VOCAB = 700  # before the special tokens
+_BPE_VOCAB = 1200  # before the special tokens
 _SEED = 1234
+
+# Text and dimensions are what make the checkpoint; change them and every test model changes.
 
 
 def _train_tokenizer(out_dir: Path) -> dict[str, int]:
@@ -221,6 +237,9 @@ def build_tiny_model(out_dir: Path) -> Path:
 
     Deterministic: the same files (tokenizer, config, weights) on every run.
     """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a tiny file needs no "Writing model shards" bar
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = _train_tokenizer(out_dir)

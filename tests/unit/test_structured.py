@@ -16,6 +16,8 @@ from qwen_server.structured import (
     NEUTRAL_SCORE,
     GrammarLogitsProcessor,
     compile_output_grammar,
+    output_ebnf,
+    output_schema,
     parse_model_output,
     worst_case_new_tokens,
 )
@@ -150,6 +152,27 @@ def test_grammar_accepts_answers_and_rejects_violations(tiny_grammar) -> None:
     assert not accepts(_answer(suspense=101))
     assert not accepts(_answer(suspense=7).replace(": 7,", ": 07,"))
     assert not accepts(_answer().replace('"motion"', '"movement"'))
+
+
+@pytest.mark.parametrize("caption_max", [200, 2000])
+def test_grammar_compiles_for_long_captions(tiny_grammar, caption_max: int) -> None:
+    tokenizer, _, vocab_size, stop = tiny_grammar
+    grammar = compile_output_grammar(
+        tokenizer, vocab_size=vocab_size, stop_token_ids=stop, caption_max_chars=caption_max
+    )
+    matcher = xgr.GrammarMatcher(grammar)
+    assert matcher.accept_string(_answer("y" * caption_max)) and matcher.is_completed()
+
+
+def test_schema_describes_the_grammar() -> None:
+    schema = output_schema(CAPTION_MAX)
+    assert schema["required"] == ["caption", *ATTRIBUTES]
+    assert all(
+        schema["properties"][a] == {"type": "integer", "minimum": 0, "maximum": 100}
+        for a in ATTRIBUTES
+    )
+    assert f"{{0,{CAPTION_MAX - 1}}}" in schema["properties"]["caption"]["pattern"]
+    assert f"{{0,{CAPTION_MAX - 1}}}" in output_ebnf(CAPTION_MAX)
 
 
 def test_any_logits_give_a_complete_answer_within_the_bound(tiny_grammar) -> None:

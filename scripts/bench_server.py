@@ -1,0 +1,341 @@
+#!/usr/bin/env python
+"""Shots per second of the batched engine vs one-shot-at-a-time generation, same run, same inputs.
+
+* **batched**: the real ``Engine``: shots are submitted as concurrent ``analyze`` requests
+  (``--request-size`` shots each), prepared on CPU threads, merged into GPU batches of up to
+  ``--batch-size`` by the batching queue, one ``generate`` call per batch.
+* **one-at-a-time**: how the original server worked: for each shot in turn, preprocess it and
+  run one ``generate`` call for it alone (same model, same settings, same shots - the first
+  ``--baseline-shots`` of them, since this mode is slow).
+
+Output length: by default the JSON grammar is OFF and every answer is forced to exactly
+``--new-tokens`` tokens (``min_new_tokens = max_new_tokens``), so both modes do identical work
+whatever random weights happen to write. ``--grammar`` measures the served configuration
+instead (constrained JSON, answers end when the JSON is complete; the mean length is reported).
+
+Models:
+
+* default: the tiny random-weight checkpoint of ``make_tiny_model.py`` in a temp dir (CPU smoke);
+* ``--model DIR``: any local Qwen2-VL / Qwen2.5-VL checkpoint;
+* ``--arch qwen2-vl-2b --random-weights``: the real Qwen2-VL-2B architecture with random bf16
+  weights built on the GPU (no download; the tiny tokenizer is reused), written to a temp dir
+  and loaded through the same ``from_pretrained`` path as the real checkpoint. Needs CUDA.
+
+Example (GPU)::
+
+    python scripts/bench_server.py --arch qwen2-vl-2b --random-weights --shots 512 \\
+        --frames 5 --size 448 --batch-size 128 --new-tokens 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing the package
+    sys.path.insert(0, str(REPO_ROOT))
+
+# Qwen2-VL-2B-Instruct's architecture (config.json on the hub), hard-coded: no download.
+QWEN2_VL_2B_TEXT = {
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6,
+    "rope_parameters": {
+        "rope_type": "default",
+        "rope_theta": 1_000_000.0,
+        "mrope_section": [16, 24, 24],
+    },
+}
+QWEN2_VL_2B_VISION = {
+    "depth": 32,
+    "embed_dim": 1280,
+    "num_heads": 16,
+    "mlp_ratio": 4,
+    "hidden_size": 1536,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "in_channels": 3,
+    "hidden_act": "quick_gelu",
+}
+
+
+def _load_tiny_builder() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "make_tiny_model", REPO_ROOT / "scripts" / "make_tiny_model.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_random_model(
+    out_dir: Path,
+    *,
+    text: dict[str, Any],
+    vision: dict[str, Any],
+    device: str,
+    dtype: Any,
+    tie_word_embeddings: bool,
+) -> Path:
+    """A Qwen2-VL of the given dimensions with random weights and the tiny tokenizer, saved
+    like a hub checkpoint (so it loads through the normal ``from_pretrained`` path)."""
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    tiny = _load_tiny_builder().build_tiny_model(out_dir)
+    with open(tiny / "config.json") as fh:
+        tiny_cfg = json.load(fh)
+    ids = {k: tiny_cfg[k] for k in tiny_cfg if k.endswith("_token_id")}
+    tiny_text = tiny_cfg["text_config"]
+    config = Qwen2VLConfig(
+        text_config={
+            **text,
+            "bos_token_id": tiny_text["bos_token_id"],
+            "eos_token_id": tiny_text["eos_token_id"],
+            "pad_token_id": tiny_text["pad_token_id"],
+        },
+        vision_config=dict(vision),
+        tie_word_embeddings=tie_word_embeddings,
+        **ids,
+    )
+    torch.manual_seed(0)
+    with torch.device(device):  # initialise where it will run: seconds on a GPU
+        model = Qwen2VLForConditionalGeneration._from_config(config, dtype=dtype)
+    for old in tiny.glob("model*.safetensors"):
+        old.unlink()
+    model.save_pretrained(tiny)
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return tiny
+
+
+def build_random_2b(out_dir: Path) -> Path:
+    """Qwen2-VL-2B architecture, random bf16 weights built on the GPU, tiny tokenizer."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--arch qwen2-vl-2b --random-weights needs a CUDA GPU")
+    return build_random_model(
+        out_dir,
+        text=QWEN2_VL_2B_TEXT,
+        vision=QWEN2_VL_2B_VISION,
+        device="cuda",
+        dtype=torch.bfloat16,
+        tie_word_embeddings=True,  # as in the 2B checkpoint
+    )
+
+
+def make_shots(n: int, frames: int, size: int, seed: int = 0) -> list[Any]:
+    """``n`` shots of ``frames`` smooth random RGB frames of ``size``x``size`` pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from qwen_server.engine import ShotInput
+
+    rng = np.random.default_rng(seed)
+    shots = []
+    for i in range(n):
+        base = rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8)
+        images = []
+        for f in range(frames):
+            shifted = np.roll(base, f, axis=1)  # a little motion between frames
+            images.append(Image.fromarray(shifted).resize((size, size), Image.BILINEAR))
+        shots.append(ShotInput(i, images, duration=2.5, audio_summary="quiet ambience"))
+    return shots
+
+
+async def run_batched(engine: Any, shots: list[Any], request_size: int) -> dict[str, Any]:
+    """All shots as concurrent requests through the real queue; returns rate and batch stats."""
+    sizes: list[int] = []
+    engine.on_batch = lambda size, seconds: sizes.append(size)
+    requests = [shots[i : i + request_size] for i in range(0, len(shots), request_size)]
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(engine.analyze(r) for r in requests))
+    elapsed = time.perf_counter() - t0
+    outputs = [o for r in results for o in r]
+    return {
+        "shots": len(outputs),
+        "seconds": elapsed,
+        "shots_per_s": len(outputs) / elapsed,
+        "batches": len(sizes),
+        "mean_batch": statistics.mean(sizes) if sizes else 0.0,
+        "mean_new_tokens": statistics.mean(o.timings_ms["new_tokens"] for o in outputs),
+    }
+
+
+def run_one_at_a_time(engine: Any, shots: list[Any]) -> dict[str, Any]:
+    """The original server's way: preprocess one shot, one generate() for it, next shot."""
+    generator = engine._replicas[0].generator
+    preparer = engine._preparer
+    tokens = []
+    t0 = time.perf_counter()
+    for shot in shots:
+        result = generator.generate([preparer.prepare(shot)])[0]
+        tokens.append(result.new_tokens)
+    elapsed = time.perf_counter() - t0
+    return {
+        "shots": len(shots),
+        "seconds": elapsed,
+        "shots_per_s": len(shots) / elapsed,
+        "mean_new_tokens": statistics.mean(tokens),
+    }
+
+
+async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
+    import torch
+
+    from qwen_server.config import Settings
+    from qwen_server.engine import Engine
+
+    on_gpu = torch.cuda.is_available() and args.device != "cpu"
+    batch_size = args.batch_size or (128 if on_gpu else 8)
+    settings = Settings(
+        model={
+            "path": str(model_dir),
+            "device": args.device,
+            "dtype": args.dtype,
+            "placement": args.placement,
+            "frames_as": args.frames_as,
+            "max_pixels": max(args.size * args.size, 56 * 56),
+            "min_pixels": 56 * 56,
+            "max_new_tokens": max(16, args.new_tokens),
+        },
+        batching={"max_batch_size": batch_size, "max_wait_ms": args.max_wait_ms},
+        server={"max_queued_shots": max(args.shots, batch_size) * 2},
+    )
+    engine = Engine(
+        settings,
+        force_new_tokens=None if args.grammar else args.new_tokens,
+        use_grammar=args.grammar,
+    )
+    t0 = time.perf_counter()
+    engine.load()
+    load_s = time.perf_counter() - t0
+    shots = make_shots(args.shots, args.frames, args.size)
+    await engine.start()
+    try:
+        # Warm-up (untimed): one full batch, so kernels and allocator caches are ready.
+        await run_batched(engine, shots[:batch_size], args.request_size)
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats()
+        batched = await run_batched(engine, shots, args.request_size)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None
+    finally:
+        await engine.stop(timeout=60)
+    baseline = None
+    if args.baseline_shots > 0:
+        if on_gpu and engine._replicas[0].gpu is not None:
+            torch.cuda.set_device(engine._replicas[0].gpu)
+        run_one_at_a_time(engine, shots[:1])  # warm-up for batch size 1
+        baseline = run_one_at_a_time(engine, shots[: args.baseline_shots])
+    return {
+        "model": engine.model_id,
+        "device": engine.device,
+        "placement": engine.placement,
+        "replicas": engine.replicas,
+        "frames_as": args.frames_as,
+        "grammar": args.grammar,
+        "frames": args.frames,
+        "size": args.size,
+        "batch_size": batch_size,
+        "new_tokens": args.new_tokens,
+        "load_s": load_s,
+        "peak_gpu_gib": peak,
+        "batched": batched,
+        "one_at_a_time": baseline,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="checkpoint dir (default: build the tiny one)")
+    parser.add_argument("--arch", choices=["tiny", "qwen2-vl-2b"], default="tiny")
+    parser.add_argument(
+        "--random-weights", action="store_true", help="with --arch qwen2-vl-2b: random weights"
+    )
+    parser.add_argument("--shots", type=int, default=32)
+    parser.add_argument("--frames", type=int, default=5)
+    parser.add_argument("--size", type=int, default=448, help="frame width and height (px)")
+    parser.add_argument("--batch-size", type=int, default=0, help="default: 128 GPU, 8 CPU")
+    parser.add_argument("--new-tokens", type=int, default=60)
+    parser.add_argument("--grammar", action="store_true", help="constrained JSON (see above)")
+    parser.add_argument("--frames-as", choices=["video", "images"], default="video")
+    parser.add_argument("--request-size", type=int, default=8, help="shots per analyze() call")
+    parser.add_argument("--baseline-shots", type=int, default=8, help="0 skips the baseline")
+    parser.add_argument("--max-wait-ms", type=float, default=50.0)
+    parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    parser.add_argument(
+        "--dtype", choices=["auto", "bfloat16", "float16", "float32"], default="auto"
+    )
+    parser.add_argument("--placement", choices=["auto", "replicate", "shard"], default="auto")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.arch == "qwen2-vl-2b" and not args.random_weights and args.model is None:
+        parser.error("--arch qwen2-vl-2b needs --random-weights (or give --model DIR)")
+    if args.shots < 1 or args.frames < 1 or args.new_tokens < 1:
+        parser.error("--shots, --frames and --new-tokens must be positive")
+    args.baseline_shots = min(args.baseline_shots, args.shots)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with tempfile.TemporaryDirectory(prefix="qwen-bench-") as tmp:
+        if args.model is not None:
+            model_dir = args.model
+        elif args.arch == "qwen2-vl-2b":
+            print("building random-weight Qwen2-VL-2B on the GPU ...", flush=True)
+            model_dir = build_random_2b(Path(tmp) / "qwen2-vl-2b-random")
+        else:
+            model_dir = _load_tiny_builder().build_tiny_model(Path(tmp) / "tiny-qwen2-vl")
+        result = asyncio.run(bench(args, model_dir))
+    b, s = result["batched"], result["one_at_a_time"]
+    mode = "grammar" if args.grammar else f"forced {args.new_tokens} tokens, grammar off"
+    print(
+        f"model={result['model']} device={result['device']} placement={result['placement']} "
+        f"replicas={result['replicas']} frames={args.frames}x{args.size}px "
+        f"as={args.frames_as} batch={result['batch_size']} ({mode}) load={result['load_s']:.1f}s"
+    )
+    print(
+        f"batched: {b['shots']} shots in {b['seconds']:.2f}s, {b['batches']} batches "
+        f"(mean {b['mean_batch']:.1f}), mean new tokens {b['mean_new_tokens']:.1f}"
+        + (f", peak GPU {result['peak_gpu_gib']:.1f} GiB" if result["peak_gpu_gib"] else "")
+    )
+    if s is not None:
+        print(
+            f"one-at-a-time: {s['shots']} shots in {s['seconds']:.2f}s, "
+            f"mean new tokens {s['mean_new_tokens']:.1f}"
+        )
+        ratio = b["shots_per_s"] / s["shots_per_s"]
+        print(
+            f"batched: {b['shots_per_s']:.2f} shots/s | one-at-a-time: {s['shots_per_s']:.2f} "
+            f"shots/s | ratio: {ratio:.1f}x"
+        )
+    else:
+        print(f"batched: {b['shots_per_s']:.2f} shots/s | one-at-a-time: skipped")
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
