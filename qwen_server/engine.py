@@ -74,7 +74,8 @@ class PreparedShot:
 
     shot_id: int
     input_ids: list[int]
-    pixel_values: torch.Tensor  # (patches, C * temporal_patch * patch * patch), float32
+    # (patches, C * temporal_patch * patch * patch) in the model's dtype; pinned for CUDA
+    pixel_values: torch.Tensor
     grid_thw: torch.Tensor  # (n_visuals, 3): one row per image, or one for the clip
     kind: str  # "image" | "video"
     seconds_per_grid: float  # video only: seconds covered by one temporal patch
@@ -110,8 +111,15 @@ class ShotPreparer:
         video_token_id: int,
         frames_as: str,
         caption_max_chars: int,
+        pixel_dtype: torch.dtype = torch.float32,
+        pin_memory: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
+        # Pixels leave preparation in the model's dtype (the vision tower casts to it anyway)
+        # and, for a GPU, in pinned memory: half the bytes of float32, copied to the device
+        # asynchronously shot by shot, with no big concatenation on the CPU in the GPU's path.
+        self.pixel_dtype = pixel_dtype
+        self.pin_memory = pin_memory
         self.image_processor = image_processor
         self.image_token_id = image_token_id
         self.video_token_id = video_token_id
@@ -153,12 +161,16 @@ class ShotPreparer:
         return PreparedShot(
             shot_id=shot.shot_id,
             input_ids=input_ids,
-            pixel_values=pixels.to(torch.float32),
+            pixel_values=self._transferable(pixels),
             grid_thw=grid.to(torch.long),
             kind=kind,
             seconds_per_grid=float(seconds),
             prep_ms=(time.perf_counter() - t0) * 1000.0,
         )
+
+    def _transferable(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(self.pixel_dtype).contiguous()
+        return pixels.pin_memory() if self.pin_memory else pixels
 
     def _video_patches(self, frames: list[PIL.Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
         size = frames[0].size
@@ -288,7 +300,8 @@ class BatchGenerator:
         )
 
     def collate(self, shots: list[PreparedShot]) -> dict[str, torch.Tensor]:
-        """Left-padded token ids, masks and the concatenated pixels of the whole batch."""
+        """Left-padded token ids, masks and the concatenated pixels of the whole batch, on the
+        model's input device (pixels are copied shot by shot and concatenated there)."""
         longest = max(len(s.input_ids) for s in shots)
         input_ids = torch.full((len(shots), longest), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(shots), longest), dtype=torch.long)
@@ -309,24 +322,32 @@ class BatchGenerator:
         images = [s for s in shots if s.kind == "image"]
         videos = [s for s in shots if s.kind == "video"]
         if images:
-            batch["pixel_values"] = torch.cat([s.pixel_values for s in images])
             batch["image_grid_thw"] = torch.cat([s.grid_thw for s in images])
         if videos:
-            batch["pixel_values_videos"] = torch.cat([s.pixel_values for s in videos])
             batch["video_grid_thw"] = torch.cat([s.grid_thw for s in videos])
             if self.accepts_seconds:
                 batch["second_per_grid_ts"] = torch.tensor(
                     [s.seconds_per_grid for s in videos], dtype=torch.float32
                 )
-        return batch
+        non_blocking = self.device.type == "cuda"
+        on_device = {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
+        if images:
+            on_device["pixel_values"] = self._pixels_on_device(images)
+        if videos:
+            on_device["pixel_values_videos"] = self._pixels_on_device(videos)
+        return on_device
+
+    def _pixels_on_device(self, shots: list[PreparedShot]) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return torch.cat([s.pixel_values for s in shots])
+        return torch.cat([s.pixel_values.to(self.device, non_blocking=True) for s in shots])
 
     def generate(self, shots: list[PreparedShot]) -> list[RawResult]:
         """One ``generate`` call for the whole batch; results in input order."""
         from transformers import LogitsProcessorList
 
-        batch = self.collate(shots)
-        non_blocking = self.device.type == "cuda"
-        inputs = {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
+        inputs = self.collate(shots)
+        prompt_length = inputs["input_ids"].shape[1]
         processors = LogitsProcessorList()
         if self.grammar is not None:
             processors.append(GrammarLogitsProcessor(self.grammar))
@@ -334,7 +355,7 @@ class BatchGenerator:
             out = self.model.generate(
                 **inputs, generation_config=self.generation_config, logits_processor=processors
             )
-        new = out[:, batch["input_ids"].shape[1] :].tolist()
+        new = out[:, prompt_length:].tolist()
         results = []
         stops = set(self.stop_token_ids)
         for row in new:
@@ -550,6 +571,8 @@ class Engine:
             video_token_id=video_token_id,
             frames_as=cfg.frames_as,
             caption_max_chars=cfg.caption_max_chars,
+            pixel_dtype=plan.dtype,
+            pin_memory=plan.device == "cuda",
         )
         replicas = []
         for index, model in enumerate(models):
