@@ -24,6 +24,7 @@ import copy
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -241,10 +242,19 @@ def is_fatal(exc: BaseException) -> bool:
     return any(marker in str(exc) for marker in _FATAL_MARKERS)
 
 
+# An absolute filesystem path (not a hub id like "Qwen/Qwen2-VL-2B", not the "//" of a URL).
+_PATH_RE = re.compile(r"(?<![\w.:/])/(?:[\w.\-]+/)*[\w.\-]+")
+
+
+def scrub_paths(text: str) -> str:
+    """Replace filesystem paths: messages reach callers and /health, which must not show them."""
+    return _PATH_RE.sub("<path>", text)
+
+
 def describe_error(exc: BaseException) -> str:
     """Short, path-free description for callers and /health."""
     lines = str(exc).strip().splitlines()
-    first = lines[0][:200] if lines else ""
+    first = scrub_paths(lines[0][:200]) if lines else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
@@ -500,7 +510,7 @@ class Engine:
         try:
             self._load()
         except ConfigError as exc:
-            self.failed = exc.message
+            self.failed = scrub_paths(exc.message)  # the exception keeps the full message
             raise
         except Exception as exc:
             self.failed = describe_error(exc)

@@ -15,7 +15,7 @@ import torch
 
 from qwen_server import model_loading
 from qwen_server.config import Settings
-from qwen_server.engine import Engine, ShotInput, is_fatal
+from qwen_server.engine import Engine, ShotInput, describe_error, is_fatal, scrub_paths
 from qwen_server.errors import ConfigError, EngineFailure, NotReady, Overloaded
 from qwen_server.schemas import ATTRIBUTES
 from qwen_server.structured import worst_case_new_tokens
@@ -183,6 +183,12 @@ def test_failures_are_isolated_oom_is_split_fatal_marks_failed(
     asyncio.run(run())
 
 
+def test_error_descriptions_hide_paths() -> None:
+    text = describe_error(OSError("cannot open /root/.cache/hf/models--x/config.json (Qwen/Q2)"))
+    assert "/root" not in text and "<path>" in text and "Qwen/Q2" in text
+    assert scrub_paths("see https://huggingface.co/Qwen") == "see https://huggingface.co/Qwen"
+
+
 def test_fatal_error_classification() -> None:
     assert is_fatal(RuntimeError("CUDA error: device-side assert triggered"))
     assert not is_fatal(torch.cuda.OutOfMemoryError("CUDA out of memory"))
@@ -194,6 +200,7 @@ def test_missing_model_gives_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model.path"):
         missing.load()
     assert missing.failed and not missing.ready
+    assert str(tmp_path) not in missing.failed  # /health shows it: no filesystem paths
 
     offline = Engine(
         Settings(
