@@ -333,15 +333,17 @@ class ServerPool:
 
         Raises ServerUnreachable when none answers, before any work is done.
         """
+        down = []
         for entry, server in zip(self.health(), self.servers, strict=True):
             if not entry["reachable"]:
-                server.alive = False
-                server.last_error = f"unreachable ({entry['error']})"
-                log.warning(
-                    "server %s is unreachable (%s); not using it", server.url, entry["error"]
-                )
-        if not any(s.alive for s in self.servers):
-            raise ServerUnreachable(self._none_left_message())
+                down.append((server, entry["error"]))
+        if len(down) == len(self.servers):
+            detail = "; ".join(f"{s.url} ({err})" for s, err in down)
+            raise ServerUnreachable(f"cannot reach any server: {detail}")
+        for server, err in down:
+            server.alive = False
+            server.last_error = f"unreachable ({err})"
+            log.warning("server %s is unreachable (%s); not using it", server.url, err)
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Per-server counts of successful and failed requests."""

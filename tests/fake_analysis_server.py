@@ -12,6 +12,8 @@ the shot's content. Tests steer failures through ``FakeAnalysisServer.behaviour`
         server.behaviour.always_401 = True   # every batch: 401
         server.behaviour.always_fail = True  # every batch: 503 without Retry-After
         server.behaviour.delay = 0.2         # seconds to wait before answering each batch
+        server.behaviour.hold_after = 2      # answer 2 batches, then hold requests until
+        server.behaviour.release.set()       # ... this is set (to kill a client mid-run)
         ... server.url, server.requests, server.shot_ids, server.sessions ...
 
 Run it by hand with ``python tests/fake_analysis_server.py --port 8000 --token secret``.
@@ -52,6 +54,8 @@ class Behaviour:
     always_401: bool = False
     always_fail: bool = False
     delay: float = 0.0
+    hold_after: int | None = None  # after this many answered batches, hold requests ...
+    release: threading.Event = field(default_factory=threading.Event)  # ... until this is set
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Recorded:
     requests: int = 0
     answered: int = 0
     shot_ids: list[int] = field(default_factory=list)
+    arrivals: list[list[int]] = field(default_factory=list)  # shot ids of each valid request
     sessions: dict[str, list[int]] = field(default_factory=dict)
     titles: set[str] = field(default_factory=set)
     images_per_shot: list[int] = field(default_factory=list)
@@ -183,8 +188,21 @@ class FakeAnalysisServer:
 
         @app.post("/analyze_batch", dependencies=[Depends(auth)])
         async def analyze_batch(request: Request) -> Any:
+            try:
+                body = AnalyzeBatchRequest.model_validate(await request.json())
+            except ValidationError as exc:
+                return JSONResponse(
+                    {"detail": exc.errors(include_url=False, include_context=False)},
+                    status_code=422,
+                )
+            with self._lock:
+                self.recorded.arrivals.append([s.shot_id for s in body.shots])
             if self.behaviour.delay:
                 await asyncio.sleep(self.behaviour.delay)
+            hold = self.behaviour.hold_after
+            if hold is not None and self.recorded.answered >= hold:
+                while not self.behaviour.release.is_set():
+                    await asyncio.sleep(0.02)
             if self.behaviour.always_fail:
                 return JSONResponse({"detail": "model broken"}, status_code=503)
             if self._take("fail_503"):
@@ -195,13 +213,6 @@ class FakeAnalysisServer:
             if self._take("fail_429"):
                 return JSONResponse(
                     {"detail": "slow down"}, status_code=429, headers={"Retry-After": "0.1"}
-                )
-            try:
-                body = AnalyzeBatchRequest.model_validate(await request.json())
-            except ValidationError as exc:
-                return JSONResponse(
-                    {"detail": exc.errors(include_url=False, include_context=False)},
-                    status_code=422,
                 )
             results = [analyse_shot(s) for s in body.shots]
             with self._lock:
@@ -257,6 +268,7 @@ class FakeAnalysisServer:
 
     def stop(self) -> None:
         """Shut the server down (connections are refused afterwards)."""
+        self.behaviour.release.set()  # held requests must not block the shutdown
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

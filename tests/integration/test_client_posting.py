@@ -139,7 +139,7 @@ def test_unreachable_servers_are_detected_before_decoding(
 ) -> None:
     a, _ = servers
     dead = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(ServerUnreachable, match="unreachable"):
+    with pytest.raises(ServerUnreachable, match="cannot reach any server"):
         _run(film, tmp_path / "none", [dead])
     assert not (tmp_path / "none" / "shots.jsonl").exists()
     caplog.clear()
