@@ -123,6 +123,21 @@ _VISION = {
     "spatial_merge_size": 2,
     "temporal_patch_size": 2,
 }
+# Qwen2.5-VL's vision tower names its sizes differently (and adds window attention).
+_VISION_2_5 = {
+    "depth": 2,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 2,
+    "out_hidden_size": 64,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 112,
+    "fullatt_block_indexes": [1],
+    "tokens_per_second": 2,
+}
+ARCHES = ("qwen2-vl", "qwen2.5-vl")
 _BPE_VOCAB = 1200  # before the special tokens
 _SEED = 1234
 
@@ -192,16 +207,29 @@ def _write_processor_files(out_dir: Path) -> None:
     )
 
 
-def _write_model(out_dir: Path, ids: dict[str, int]) -> None:
+def _write_model(out_dir: Path, ids: dict[str, int], arch: str) -> None:
     """Random weights with a fixed seed, saved as safetensors with config + generation config."""
     import torch
-    from transformers import GenerationConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+    )
+
+    if arch == "qwen2.5-vl":
+        config_class, model_class = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+        vision = dict(_VISION_2_5)
+    else:
+        config_class, model_class = Qwen2VLConfig, Qwen2VLForConditionalGeneration
+        vision = dict(_VISION)
 
     # Pad the model vocabulary above the tokenizer's, to a multiple of 64, like the real model
     # (151936 rows for 151657 tokens): the grammar code must cope with that gap.
     vocab_size = -(-ids["_size"] // 64) * 64 + 64
     eos, pad = ids["<|im_end|>"], ids["<|endoftext|>"]
-    config = Qwen2VLConfig(
+    config = config_class(
         text_config={
             **_TEXT,
             "vocab_size": vocab_size,
@@ -209,7 +237,7 @@ def _write_model(out_dir: Path, ids: dict[str, int]) -> None:
             "eos_token_id": eos,
             "pad_token_id": pad,
         },
-        vision_config=dict(_VISION),
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -217,7 +245,7 @@ def _write_model(out_dir: Path, ids: dict[str, int]) -> None:
         tie_word_embeddings=False,
     )
     torch.manual_seed(_SEED)
-    model = Qwen2VLForConditionalGeneration(config).to(torch.float32).eval()
+    model = model_class(config).to(torch.float32).eval()
     model.save_pretrained(out_dir)
     # Same shape as the hub's generation_config.json (eos: <|im_end|> and <|endoftext|>).
     GenerationConfig(
@@ -232,11 +260,14 @@ def _write_model(out_dir: Path, ids: dict[str, int]) -> None:
     ).save_pretrained(out_dir)
 
 
-def build_tiny_model(out_dir: Path) -> Path:
+def build_tiny_model(out_dir: Path, arch: str = "qwen2-vl") -> Path:
     """Write the tiny checkpoint into ``out_dir`` (created if needed) and return it.
 
-    Deterministic: the same files (tokenizer, config, weights) on every run.
+    Deterministic: the same files (tokenizer, config, weights) on every run. ``arch`` picks
+    Qwen2-VL (the default, like the server's default model) or Qwen2.5-VL.
     """
+    if arch not in ARCHES:
+        raise ValueError(f"arch must be one of {ARCHES}")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a tiny file needs no "Writing model shards" bar
@@ -244,16 +275,17 @@ def build_tiny_model(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = _train_tokenizer(out_dir)
     _write_processor_files(out_dir)
-    _write_model(out_dir, ids)
+    _write_model(out_dir, ids, arch)
     return out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="directory to write")
+    parser.add_argument("--arch", choices=ARCHES, default="qwen2-vl")
     args = parser.parse_args(argv)
-    path = build_tiny_model(args.out)
-    print(f"tiny Qwen2-VL checkpoint written to {path}")
+    path = build_tiny_model(args.out, args.arch)
+    print(f"tiny {args.arch} checkpoint written to {path}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ from PIL import Image
 
 from qwen_server.config import Settings
 from qwen_server.engine import ShotInput
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Short captions keep CPU generation of the random-weight model quick (it tends to write the
 # longest caption the grammar allows).
@@ -48,3 +51,12 @@ def make_shot(
         for _ in range(n_frames)
     ]
     return ShotInput(shot_id=shot_id, frames=frames, duration=duration, audio_summary=audio)
+
+
+def load_script(name: str) -> Any:
+    """Import ``scripts/<name>.py`` as a module (the scripts folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

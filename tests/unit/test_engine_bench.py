@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -13,20 +12,12 @@ import torch
 
 from qwen_server.engine import Engine
 
-from .engine_fixtures import make_shot, tiny_settings
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .engine_fixtures import load_script, make_shot, tiny_settings
 
 
 @pytest.fixture(scope="module")
 def bench() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "bench_server", REPO_ROOT / "scripts" / "bench_server.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_server")
 
 
 def test_bench_smoke_run_reports_both_rates(

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import torch
 
 from qwen_server import model_loading
-from qwen_server.engine import ShotPreparer
+from qwen_server.engine import Engine, ShotPreparer
+from qwen_server.structured import parse_model_output
 
-from .engine_fixtures import make_shot, tiny_settings
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .engine_fixtures import CAPTION_MAX, load_script, make_shot, tiny_settings
 
 
 def _preparer(model_dir: Path, frames_as: str) -> ShotPreparer:
@@ -76,14 +74,9 @@ def test_placeholders_expand_to_merged_visual_tokens(tiny_model_dir: Path) -> No
 
 
 def test_tiny_builder_is_deterministic_and_loadable(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "make_tiny_model", REPO_ROOT / "scripts" / "make_tiny_model.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    first = module.build_tiny_model(tmp_path / "a")
-    second = module.build_tiny_model(tmp_path / "b")
+    builder = load_script("make_tiny_model")
+    first = builder.build_tiny_model(tmp_path / "a")
+    second = builder.build_tiny_model(tmp_path / "b")
     for name in ("model.safetensors", "tokenizer.json", "config.json"):
         digest_a = hashlib.sha256((first / name).read_bytes()).hexdigest()
         digest_b = hashlib.sha256((second / name).read_bytes()).hexdigest()
@@ -91,3 +84,24 @@ def test_tiny_builder_is_deterministic_and_loadable(tmp_path: Path) -> None:
     config = model_loading.load_config(tiny_settings(first))
     assert model_loading.model_class_for(config).__name__ == "Qwen2VLForConditionalGeneration"
     assert config.get_text_config().vocab_size > config.video_token_id
+
+
+def test_qwen2_5_vl_checkpoint_is_served_too(tmp_path: Path) -> None:
+    """AutoConfig picks the Qwen2.5-VL class; both frame modes batch like single shots."""
+    model_dir = load_script("make_tiny_model").build_tiny_model(tmp_path / "q25", "qwen2.5-vl")
+    shots = [make_shot(31, 3), make_shot(32, 1, (96, 96))]
+    engine = Engine(tiny_settings(model_dir))  # frames_as=video: uses second_per_grid_ts
+    engine.load()
+    generator = engine._replicas[0].generator
+    assert type(generator.model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert engine._preparer is not None
+    prepared = [engine._preparer.prepare(s) for s in shots]
+    batched = generator.generate(prepared)
+    single = [generator.generate([p])[0] for p in prepared]
+    assert [r.text for r in batched] == [r.text for r in single]
+    # images mode: the same checkpoint, one batch
+    engine = Engine(tiny_settings(model_dir, model={"frames_as": "images"}))
+    engine.load()
+    assert engine._preparer is not None
+    results = engine._replicas[0].generator.generate([engine._preparer.prepare(s) for s in shots])
+    assert all(parse_model_output(r.text, CAPTION_MAX).complete for r in results)
