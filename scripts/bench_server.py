@@ -23,8 +23,8 @@ Models:
 
 Example (GPU)::
 
-    python scripts/bench_server.py --arch qwen2-vl-2b --random-weights --shots 512 \\
-        --frames 5 --size 448 --batch-size 128 --new-tokens 60
+    python scripts/bench_server.py --arch qwen2-vl-2b --random-weights \\
+        --frames 5 --size 448 --batch-size 128 --new-tokens 60   # 512 shots by default
 """
 
 from __future__ import annotations
@@ -207,6 +207,8 @@ async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
 
     on_gpu = torch.cuda.is_available() and args.device != "cpu"
     batch_size = args.batch_size or (128 if on_gpu else 8)
+    n_shots = args.shots or (4 * batch_size if on_gpu else 16)
+    baseline_shots = min(args.baseline_shots, n_shots)
     settings = Settings(
         model={
             "path": str(model_dir),
@@ -219,7 +221,7 @@ async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
             "max_new_tokens": max(16, args.new_tokens),
         },
         batching={"max_batch_size": batch_size, "max_wait_ms": args.max_wait_ms},
-        server={"max_queued_shots": max(args.shots, batch_size) * 2},
+        server={"max_queued_shots": max(n_shots, batch_size) * 2},
     )
     engine = Engine(
         settings,
@@ -229,7 +231,7 @@ async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     engine.load()
     load_s = time.perf_counter() - t0
-    shots = make_shots(args.shots, args.frames, args.size)
+    shots = make_shots(n_shots, args.frames, args.size)
     await engine.start()
     try:
         # Warm-up (untimed): one full batch, so kernels and allocator caches are ready.
@@ -241,11 +243,11 @@ async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
     finally:
         await engine.stop(timeout=60)
     baseline = None
-    if args.baseline_shots > 0:
+    if baseline_shots > 0:
         if on_gpu and engine._replicas[0].gpu is not None:
             torch.cuda.set_device(engine._replicas[0].gpu)
         run_one_at_a_time(engine, shots[:1])  # warm-up for batch size 1
-        baseline = run_one_at_a_time(engine, shots[: args.baseline_shots])
+        baseline = run_one_at_a_time(engine, shots[:baseline_shots])
     return {
         "model": engine.model_id,
         "device": engine.device,
@@ -271,7 +273,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--random-weights", action="store_true", help="with --arch qwen2-vl-2b: random weights"
     )
-    parser.add_argument("--shots", type=int, default=32)
+    parser.add_argument("--shots", type=int, default=0, help="default: 4 batches (16 on CPU)")
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--size", type=int, default=448, help="frame width and height (px)")
     parser.add_argument("--batch-size", type=int, default=0, help="default: 128 GPU, 8 CPU")
@@ -290,9 +292,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.arch == "qwen2-vl-2b" and not args.random_weights and args.model is None:
         parser.error("--arch qwen2-vl-2b needs --random-weights (or give --model DIR)")
-    if args.shots < 1 or args.frames < 1 or args.new_tokens < 1:
-        parser.error("--shots, --frames and --new-tokens must be positive")
-    args.baseline_shots = min(args.baseline_shots, args.shots)
+    if args.shots < 0 or args.frames < 1 or args.new_tokens < 1 or args.batch_size < 0:
+        parser.error("--shots, --frames, --new-tokens and --batch-size must be positive")
     return args
 
 

@@ -120,7 +120,9 @@ def test_queue_bound_and_stop(tiny_model_dir: Path) -> None:
         # An in-flight call finishes during stop(); new calls are refused.
         first = asyncio.create_task(engine.analyze([make_shot(7, 2), make_shot(8, 1)]))
         await asyncio.sleep(0)
-        await asyncio.sleep(0.05)
+        assert engine.queue_depth == 2  # reserved while its frames are prepared
+        while engine.queue_depth:  # until a worker has taken the batch: in flight
+            await asyncio.sleep(0.005)
         stopping = asyncio.create_task(engine.stop(timeout=30))
         await asyncio.sleep(0)
         with pytest.raises(NotReady):
