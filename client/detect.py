@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 from fractions import Fraction
 
+import cv2
 import numpy as np
+import scenedetect.detectors.content_detector as _content_module
 from scenedetect import (
     AdaptiveDetector,
     ContentDetector,
@@ -26,6 +28,28 @@ from scenedetect.detector import FlashFilter
 from client.options import DetectionOptions
 
 log = logging.getLogger("client.detect")
+
+
+def _fast_mean_pixel_distance(left: np.ndarray, right: np.ndarray) -> float:
+    """Mean absolute difference of two 8-bit planes: the same value as PySceneDetect's
+    ``_mean_pixel_distance`` (an exact integer L1 sum over the pixel count), computed by
+    OpenCV in one pass instead of numpy's int32 copies (a third of the detector's time)."""
+    return cv2.norm(left, right, cv2.NORM_L1) / float(left.shape[0] * left.shape[1])
+
+
+def _speed_up_content_score() -> None:
+    """Swap in ``_fast_mean_pixel_distance`` if PySceneDetect still has the helper and the two
+    agree on a random pair of planes; otherwise leave PySceneDetect untouched."""
+    original = getattr(_content_module, "_mean_pixel_distance", None)
+    if original is None or original is _fast_mean_pixel_distance:
+        return
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 256, (37, 53), dtype=np.uint8) for _ in range(2))
+    if abs(original(a, b) - _fast_mean_pixel_distance(a, b)) < 1e-9:
+        _content_module._mean_pixel_distance = _fast_mean_pixel_distance
+
+
+_speed_up_content_score()
 
 # Each detector's threshold when none is given. Adaptive and content keep PySceneDetect's
 # defaults, which find every listed cut of the real test media (tests/integration).

@@ -11,6 +11,7 @@ so that cost overlaps with opening and decoding the film instead of stalling the
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import warnings
@@ -28,6 +29,16 @@ SILENCE_RMS = 3e-4
 
 _warm_lock = threading.Lock()
 _warm_thread: threading.Thread | None = None
+
+
+@functools.lru_cache(maxsize=4)
+def _filter_banks(sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """librosa's mel (128 bands) and chroma (12 bins, A440) filter banks for N_FFT at ``sr``."""
+    import librosa
+
+    mel = librosa.filters.mel(sr=sr, n_fft=N_FFT)
+    chroma = librosa.filters.chroma(sr=sr, n_fft=N_FFT, tuning=0.0)
+    return mel.astype(np.float32), chroma.astype(np.float32)
 
 
 def _finite(value: float) -> float:
@@ -64,10 +75,13 @@ def compute_features(y: np.ndarray, sr: int, tempo_min_seconds: float = 3.0) -> 
         bandwidth = librosa.feature.spectral_bandwidth(S=mag, sr=sr, centroid=centroid)
         zcr = librosa.feature.zero_crossing_rate(y, frame_length=N_FFT, hop_length=HOP)
         rms = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)
-        mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sr))
+        # Same as librosa.feature.melspectrogram / chroma_stft(tuning=0) but with the filter
+        # banks built once per process instead of once per shot (they cost more than the STFT).
+        mel_fb, chroma_fb = _filter_banks(sr)
+        mel_db = librosa.power_to_db(mel_fb @ power)
         mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=N_MFCC)
-        # tuning=0: skip per-shot tuning estimation (slow, and unstable on short shots).
-        chroma = librosa.feature.chroma_stft(S=power, sr=sr, tuning=0.0)
+        # tuning=0: no per-shot tuning estimation (slow, and unstable on short shots).
+        chroma = librosa.util.normalize(chroma_fb @ power, norm=np.inf, axis=-2)
         rms_mean = float(np.mean(rms))
         tempo: float | None = None
         if duration >= tempo_min_seconds and rms_mean >= SILENCE_RMS:

@@ -1,12 +1,15 @@
-"""Cheap per-frame conversions and the bounded choice of each shot's sample frames.
+"""Cheap per-frame conversion for detection and the bounded choice of each shot's samples.
 
-Speed: every decoded frame needs a small BGR picture for the detector, and some frames become
-sample candidates. Both are made straight from the decoder's YUV 4:2:0 planes (zero-copy numpy
-views) with OpenCV's INTER_AREA at an *integer* shrink factor, which has a fast path (a
-non-integer factor, or swscale to RGB at full size, costs several times more at 1080p), then
-converted to BGR at the small size. Colour conversion uses OpenCV's BT.601 limited-range matrix
-whatever the source matrix; the tiny hue shift on BT.709 sources does not matter for detection
-or captions.
+Speed: every decoded frame needs a small BGR picture for the detector. It is made straight from
+the decoder's YUV 4:2:0 planes (zero-copy numpy views), shrunk by an integer factor with
+OpenCV's bilinear filter (what PySceneDetect's own downscaling uses; swscale to RGB at full size
+or an area filter costs several times more at 1080p), then converted to BGR at the small size
+with OpenCV's BT.601 matrix (the small hue shift on BT.709 sources does not matter here).
+
+Sample candidates cost nothing while decoding: the reservoir keeps *references* to decoded
+frames (FFmpeg's refcounted buffers), and only the few frames finally picked are converted,
+resized and JPEG-encoded, in worker threads, with swscale (area filter, the source's own colour
+matrix).
 
 Memory: a shot's length is unknown until its cut is seen, and the video is never read twice, so
 ``ShotReservoir`` keeps at most ``capacity`` candidate frames of the open shot: it takes every
@@ -14,13 +17,15 @@ frame, and whenever it holds more than ``capacity`` it drops every other candida
 frames half as often (stride doubling). The candidates thus always cover the whole shot evenly,
 every ``stride`` frames with ``stride < 2 * length / capacity``; at the cut the frames nearest
 to ``sample_positions`` are picked, each at most ``stride / 2`` frames from its ideal position
-(exact for shots up to ``capacity`` frames). Candidates are stored shrunk to about the output
-size, so the memory per open shot is bounded by ``capacity`` small pictures whatever its length.
+(exact for shots up to ``capacity`` frames). ``candidate_capacity`` sizes ``capacity`` so the
+held frames stay within a memory budget (about 120 MiB; 40 frames at 1080p, 10 at 4K), so the
+memory per open shot is bounded whatever its length.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import cv2
@@ -30,21 +35,22 @@ _YUV420 = ("yuv420p", "yuvj420p")
 
 
 @dataclass(frozen=True)
-class Capture:
-    """A frame kept as a sample candidate: shrunk NV12 planes (Y, and interleaved U/V)."""
+class Candidate:
+    """A decoded frame kept as a possible sample of the open shot."""
 
     frame_no: int
-    y: np.ndarray
-    uv: np.ndarray
+    frame: Any  # av.VideoFrame (kept by reference: no conversion until it is picked)
 
-    @property
-    def nbytes(self) -> int:
-        """Memory held by the pixels."""
-        return int(self.y.nbytes + self.uv.nbytes)
 
-    def to_bgr(self) -> np.ndarray:
-        """The captured frame as a BGR picture at its capture size."""
-        return cv2.cvtColorTwoPlane(self.y, self.uv, cv2.COLOR_YUV2BGR_NV12)
+def frame_bytes(width: int, height: int) -> int:
+    """Memory of one decoded 4:2:0 8-bit frame."""
+    return width * height * 3 // 2
+
+
+def candidate_capacity(width: int, height: int, wanted: int, count: int, budget: int) -> int:
+    """Candidates kept per open shot: ``wanted``, fewer if they would exceed ``budget`` bytes,
+    never fewer than ``2 * count`` (needed to spread ``count`` samples)."""
+    return max(2 * count, min(wanted, budget // max(1, frame_bytes(width, height))))
 
 
 def output_size(width: int, height: int, max_side: int, snap: int) -> tuple[int, int]:
@@ -103,7 +109,7 @@ class ShotReservoir:
         self.start_frame = 0
         self._stride = 1
         self._next = 0
-        self._cands: list[Capture] = []
+        self._cands: list[Candidate] = []
 
     def reset(self, start_frame: int) -> None:
         """Begin a new shot at ``start_frame`` (the previous one must have been picked)."""
@@ -118,19 +124,19 @@ class ShotReservoir:
         return self._stride
 
     def wants(self, frame_no: int) -> bool:
-        """Whether the frame should be captured (so the caller converts only those)."""
+        """Whether the frame should become a candidate."""
         return frame_no >= self._next
 
-    def add(self, capture: Capture) -> None:
-        """Keep a captured frame, thinning the candidates when over capacity."""
-        self._cands.append(capture)
-        self._next = capture.frame_no + self._stride
+    def add(self, candidate: Candidate) -> None:
+        """Keep a candidate frame, thinning the candidates when over capacity."""
+        self._cands.append(candidate)
+        self._next = candidate.frame_no + self._stride
         if len(self._cands) > self.capacity:
             self._cands = self._cands[::2]
             self._stride *= 2
             self._next = self._cands[-1].frame_no + self._stride
 
-    def pick(self, end_frame: int) -> list[Capture]:
+    def pick(self, end_frame: int) -> list[Candidate]:
         """The sample frames of the shot that ends at ``end_frame`` (in time order)."""
         usable = [c for c in self._cands if c.frame_no <= end_frame]
         targets = sample_positions(self.start_frame, end_frame, self.count)
@@ -138,22 +144,18 @@ class ShotReservoir:
         by_no = {c.frame_no: c for c in usable}
         return [by_no[f] for f in frames]
 
-    @property
-    def nbytes(self) -> int:
-        """Memory held by the candidates."""
-        return sum(c.nbytes for c in self._cands)
+    def __len__(self) -> int:
+        return len(self._cands)
 
 
 class FrameConverter:
-    """Turns decoded frames into the detector's small BGR picture and into sample captures."""
+    """Turns decoded frames into the detector's small BGR picture."""
 
-    def __init__(self, width: int, height: int, detect_width: int, capture_side: int) -> None:
+    def __init__(self, width: int, height: int, detect_width: int) -> None:
         self.width = width
         self.height = height
-        # Integer shrink factors: the detection width lands in [detect_width, 2*detect_width),
-        # the capture in [capture_side, 2*capture_side) on the longest side.
+        # An integer shrink factor: the detection width lands in [detect_width, 2*detect_width).
         self.detect_factor = max(1, width // detect_width)
-        self.capture_factor = max(1, max(width, height) // capture_side)
 
     def planes(self, frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Zero-copy views of the Y, U and V planes (other pixel formats are converted)."""
@@ -171,7 +173,7 @@ class FrameConverter:
         y: np.ndarray, u: np.ndarray, v: np.ndarray, factor: int
     ) -> tuple[np.ndarray, np.ndarray]:
         # Even output sizes keep 4:2:0 chroma aligned; the source is cropped to a whole number of
-        # factor-sized cells (at most a few pixels), which keeps INTER_AREA on its fast path.
+        # factor-sized cells (at most a few pixels) so every output pixel covers the same area.
         h = (y.shape[0] // (2 * factor)) * 2
         w = (y.shape[1] // (2 * factor)) * 2
         h, w = max(h, 2), max(w, 2)
@@ -180,10 +182,10 @@ class FrameConverter:
             us = u[: h // 2, : w // 2]
             vs = v[: h // 2, : w // 2]
         else:
-            ys = cv2.resize(y[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_AREA)
+            ys = cv2.resize(y[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_LINEAR)
             ch, cw = (h // 2) * factor, (w // 2) * factor
-            us = cv2.resize(u[:ch, :cw], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-            vs = cv2.resize(v[:ch, :cw], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+            us = cv2.resize(u[:ch, :cw], (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
+            vs = cv2.resize(v[:ch, :cw], (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
         return ys, cv2.merge([us, vs])
 
     def detection_frame(self, frame: av.VideoFrame) -> np.ndarray:
@@ -191,19 +193,11 @@ class FrameConverter:
         ys, uv = self._shrink(*self.planes(frame), self.detect_factor)
         return cv2.cvtColorTwoPlane(ys, uv, cv2.COLOR_YUV2BGR_NV12)
 
-    def capture(self, frame: av.VideoFrame, frame_no: int) -> Capture:
-        """A sample candidate: the frame shrunk to about the output size, kept as NV12."""
-        ys, uv = self._shrink(*self.planes(frame), self.capture_factor)
-        return Capture(frame_no=frame_no, y=ys, uv=uv)
 
-
-def encode_jpeg(capture: Capture, size: tuple[int, int], quality: int) -> bytes:
-    """The capture resized to ``size`` (w, h) and JPEG-encoded (runs off the decode thread)."""
-    bgr = capture.to_bgr()
-    if (bgr.shape[1], bgr.shape[0]) != size:
-        interp = cv2.INTER_AREA if size[0] < bgr.shape[1] else cv2.INTER_CUBIC
-        bgr = cv2.resize(bgr, size, interpolation=interp)
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+def encode_jpeg(frame: av.VideoFrame, size: tuple[int, int], quality: int) -> bytes:
+    """A decoded frame resized to ``size`` (w, h) and JPEG-encoded (runs off the decode thread)."""
+    bgr = frame.reformat(width=size[0], height=size[1], format="bgr24", interpolation="AREA")
+    ok, buf = cv2.imencode(".jpg", bgr.to_ndarray(), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:  # pragma: no cover - OpenCV only fails on invalid input
         raise RuntimeError("JPEG encoding failed")
     return buf.tobytes()

@@ -42,9 +42,9 @@ class DetectionOptions:
 class SamplingOptions:
     """Which frames of a shot are sent, and how they are encoded.
 
-    ``candidates`` bounds the frames kept per open shot while its length is still unknown (see
-    ``frames.ShotReservoir``): a larger value places the samples closer to their ideal positions
-    at the cost of memory (each candidate is about ``max_side`` pixels wide).
+    ``candidates`` bounds the decoded frames kept per open shot while its length is still unknown
+    (see ``frames.ShotReservoir``): a larger value places the samples closer to their ideal
+    positions at the cost of memory, capped by ``candidate_memory_mb`` for large frames.
     """
 
     frames_per_shot: int = 5
@@ -52,6 +52,7 @@ class SamplingOptions:
     snap: int = 28  # the short side is rounded to a multiple of this (Qwen2-VL patch grid)
     jpeg_quality: int = 90
     candidates: int = 40
+    candidate_memory_mb: int = 128  # fewer candidates for big frames (10 at 4K, 40 at 1080p)
 
     def __post_init__(self) -> None:
         if self.frames_per_shot < 1:

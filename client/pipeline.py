@@ -189,7 +189,7 @@ class ShotSource:
     def _prepare(self, scanned: ScannedShot) -> PreparedShot:
         sampling = self.options.sampling
         size = self.scanner.output_size
-        jpegs = [encode_jpeg(c, size, sampling.jpeg_quality) for c in scanned.captures]
+        jpegs = [encode_jpeg(c.frame, size, sampling.jpeg_quality) for c in scanned.samples]
         features = None
         shot_id = scanned.shot.shot_id
         if self._audio is not None:
@@ -204,7 +204,7 @@ class ShotSource:
                     self._pending_audio.pop(shot_id, None)
         return PreparedShot(
             shot=scanned.shot,
-            sample_frames=[c.frame_no for c in scanned.captures],
+            sample_frames=[c.frame_no for c in scanned.samples],
             jpegs=jpegs,
             audio_features=features,
         )

@@ -23,7 +23,13 @@ import av
 from client.audio import find_audio_stream
 from client.detect import CutFinder, make_detector
 from client.errors import FilmNotFound, NoFramesDecoded, NoVideoStream, VideoOpenFailure
-from client.frames import Capture, FrameConverter, ShotReservoir, output_size
+from client.frames import (
+    Candidate,
+    FrameConverter,
+    ShotReservoir,
+    candidate_capacity,
+    output_size,
+)
 from client.options import ExtractOptions
 from client.shot import Shot
 
@@ -128,7 +134,7 @@ class ScannedShot:
     """A closed shot with its sample frames (not yet encoded) and its stream times."""
 
     shot: Shot
-    captures: list[Capture]
+    samples: list[Candidate]
     stream_start: float  # stream time (s) of the shot's first frame, for audio alignment
     stream_end: float
 
@@ -166,8 +172,13 @@ class ShotScanner:
         self.stats = ScanStats()
         sampling = options.sampling
         self.output_size = output_size(info.width, info.height, sampling.max_side, sampling.snap)
-        self._converter = FrameConverter(
-            info.width, info.height, options.detection.detect_width, max(self.output_size)
+        self._converter = FrameConverter(info.width, info.height, options.detection.detect_width)
+        self.capacity = candidate_capacity(
+            info.width,
+            info.height,
+            sampling.candidates,
+            sampling.frames_per_shot,
+            sampling.candidate_memory_mb << 20,
         )
 
     def _decoded_frames(
@@ -214,7 +225,7 @@ class ShotScanner:
             stream.thread_type = "AUTO"  # frame + slice threads: decoding is the bottleneck
             finder = CutFinder(make_detector(self.options.detection, fps), fps)
             sampling = self.options.sampling
-            reservoir = ShotReservoir(sampling.candidates, sampling.frames_per_shot)
+            reservoir = ShotReservoir(self.capacity, sampling.frames_per_shot)
             held: deque[tuple[int, float, av.VideoFrame]] = deque()
             cuts: deque[int] = deque()
             shot_id = 0
@@ -235,7 +246,7 @@ class ShotScanner:
                     start = (frame_no, t)
                     reservoir.reset(frame_no)
                 if reservoir.wants(frame_no):
-                    reservoir.add(self._converter.capture(frame, frame_no))
+                    reservoir.add(Candidate(frame_no, frame))
                 last = (frame_no, t)
 
             for frame in self._decoded_frames(container, stream):
@@ -280,7 +291,7 @@ class ShotScanner:
         frame_dur = 1.0 / float(self.info.fps)
         return ScannedShot(
             shot=shot,
-            captures=reservoir.pick(last[0]),
+            samples=reservoir.pick(last[0]),
             stream_start=start[1],
             stream_end=last[1] + frame_dur,
         )

@@ -82,7 +82,7 @@ def test_other_detectors_are_selectable(tmp_path: Path, detector: str) -> None:
 def test_sampled_frames_sit_at_even_positions(film: FilmTruth) -> None:
     shots, _ = _scan(film.path)
     for s, (first, last) in zip(shots, film.shot_ranges, strict=True):
-        frames = [c.frame_no for c in s.captures]
+        frames = [c.frame_no for c in s.samples]
         ideal = sample_positions(first, last, 5)
         length = last - first + 1
         # Exact while the shot fits the 40 candidates; else within half the candidate stride.
@@ -103,7 +103,7 @@ def test_long_shots_keep_bounded_candidates_and_near_ideal_samples(tmp_path: Pat
     opts = ExtractOptions(sampling=SamplingOptions(candidates=20))
     scanner = ShotScanner(probe(truth.path), opts)
     shots = list(scanner)
-    frames = [c.frame_no for c in shots[0].captures]
+    frames = [c.frame_no for c in shots[0].samples]
     ideal = sample_positions(0, 699, 5)
     # 20 candidates over 700 frames: stride 64 at most, so each sample is within 32 frames.
     assert all(abs(f - i) <= 32 for f, i in zip(frames, ideal, strict=True))
@@ -126,7 +126,7 @@ def test_a_shot_shorter_than_the_frame_count_sends_what_it_has(tmp_path: Path) -
     truth = make_film(tmp_path / "flash.mp4", specs)
     shots, _ = _scan(truth.path, detector="content", min_shot_seconds=0.04)
     assert [(s.shot.start_frame, s.shot.end_frame) for s in shots] == list(truth.shot_ranges)
-    assert [c.frame_no for c in shots[1].captures] == [30, 31, 32]
+    assert [c.frame_no for c in shots[1].samples] == [30, 31, 32]
 
 
 def test_dark_and_bright_shots_survive_to_the_jpegs(film: FilmTruth) -> None:

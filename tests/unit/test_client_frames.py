@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from client.frames import (
-    Capture,
+    Candidate,
     FrameConverter,
     ShotReservoir,
+    candidate_capacity,
     encode_jpeg,
     output_size,
     pick_nearest,
@@ -20,10 +21,8 @@ from client.frames import (
 )
 
 
-def _fake_capture(frame_no: int) -> Capture:
-    return Capture(
-        frame_no=frame_no, y=np.zeros((2, 2), np.uint8), uv=np.zeros((1, 1, 2), np.uint8)
-    )
+def _fake_capture(frame_no: int) -> Candidate:
+    return Candidate(frame_no=frame_no, frame=None)
 
 
 @pytest.mark.parametrize("length", [7, 10, 57, 100, 1000, 123457])
@@ -72,7 +71,7 @@ def test_reservoir_stays_bounded_and_picks_near_ideal_positions(length: int) -> 
         # Candidates are `stride` apart, stride < 2 * length / capacity: error <= stride / 2.
         assert res.stride < 2 * length / capacity
         assert all(abs(p - i) <= res.stride / 2 for p, i in zip(picked, ideal, strict=True))
-    # The decoder converts only a fraction of a long shot's frames.
+    # Only a fraction of a long shot's frames ever become candidates.
     if length >= 400:
         assert captured < length / 2
 
@@ -103,14 +102,12 @@ def test_converter_shrinks_by_integer_factors_and_keeps_colours() -> None:
     rgb[:, :960] = (200, 30, 30)  # left half red, right half dark blue
     rgb[:, 960:] = (10, 10, 90)
     frame = _yuv_frame(rgb)
-    conv = FrameConverter(1920, 1080, detect_width=256, capture_side=448)
+    conv = FrameConverter(1920, 1080, detect_width=256)
     det = conv.detection_frame(frame)
     assert det.shape[2] == 3 and 256 <= det.shape[1] < 512
     b, g, r = det[det.shape[0] // 2, det.shape[1] // 4]
     assert r > 150 and g < 80 and b < 80
-    cap = conv.capture(frame, 7)
-    assert cap.frame_no == 7 and 448 <= cap.y.shape[1] < 896
-    jpeg = encode_jpeg(cap, (448, 252), 90)
+    jpeg = encode_jpeg(frame, (448, 252), 90)
     img = Image.open(io.BytesIO(jpeg))
     assert img.format == "JPEG" and img.size == (448, 252)
     left = np.asarray(img.convert("RGB"))[126, 50]
@@ -118,10 +115,17 @@ def test_converter_shrinks_by_integer_factors_and_keeps_colours() -> None:
     assert left[0] > 150 and right[2] > right[0]
 
 
+def test_candidate_memory_is_budgeted() -> None:
+    budget = 128 << 20
+    assert candidate_capacity(1920, 1080, 40, 5, budget) == 40
+    assert candidate_capacity(3840, 2160, 40, 5, budget) == 10  # never below 2 x samples
+    assert candidate_capacity(848, 480, 40, 5, budget) == 40
+
+
 def test_converter_handles_odd_sizes_and_other_pixel_formats() -> None:
     rgb = np.full((121, 161, 3), 128, np.uint8)
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")  # not yuv420p: converted first
-    conv = FrameConverter(161, 121, detect_width=256, capture_side=448)
+    conv = FrameConverter(161, 121, detect_width=256)
     det = conv.detection_frame(frame)
     assert det.shape[0] % 2 == 0 and det.shape[1] % 2 == 0
     assert abs(int(det.mean()) - 128) < 8
