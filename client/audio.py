@@ -168,6 +168,17 @@ class AudioTrack:
                 del self._blocks[index]
             self._released_blocks = max(self._released_blocks, keep_from)
 
+    def release_between(self, start: float, end: float) -> None:
+        """Drop decoded audio lying wholly between two stream times (the middle of a very long
+        shot, beyond the part its features are computed on)."""
+        with self._cond:
+            if self._t0 is None or end <= start:
+                return
+            first = math.ceil((start - self._t0) * self.sample_rate / self._block)
+            last = math.floor((end - self._t0) * self.sample_rate / self._block)
+            for index in [i for i in self._blocks if first <= i < last]:
+                del self._blocks[index]
+
     def slice(self, start: float, end: float) -> np.ndarray:
         """Mono samples between two stream times, waiting until they are decoded.
 

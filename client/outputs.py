@@ -117,7 +117,10 @@ class OutputDir:
         Raises OutputConflict when the directory holds another run (other film, command or
         settings) or unknown results, unless ``force`` (which deletes the old results).
         """
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputConflict(f"cannot use {self.path} as the output directory: {exc}") from None
         old = self.manifest()
         has_results = self.shots_path.exists() and self.shots_path.stat().st_size > 0
         if force:

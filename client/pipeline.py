@@ -132,19 +132,28 @@ class ShotSource:
         if self.progress is not None:
             self.progress.frame(frame_no)
         if self._audio is not None:
+            if self._open_start == -math.inf:  # the first shot starts at the first frame
+                with self._audio_lock:
+                    self._open_start = stream_time
             self._audio.advance_video(stream_time)
             if stream_time - self._last_release >= 5.0:
                 self._last_release = stream_time
                 self._release_audio(stream_time)
 
     def _release_audio(self, video_time: float) -> None:
-        """Drop decoded audio no pending or open shot can need (keeps 2 s before the video
-        position, since a cut can still be reported a few frames late)."""
+        """Drop decoded audio no pending or open shot can need: everything before the oldest
+        shot still waiting for its features, and in a very long open shot everything between
+        its feature window and the last 2 s (a cut can still be reported a few frames late)."""
         assert self._audio is not None
+        recent = video_time - 2.0
         with self._audio_lock:
-            needed = min([*self._pending_audio.values(), self._open_start, video_time - 2.0])
+            open_start = self._open_start
+            needed = min([*self._pending_audio.values(), open_start, recent])
         if needed > -math.inf:
             self._audio.release_before(needed)
+        window_end = open_start + self.options.audio.max_window_seconds
+        if open_start > -math.inf and recent > window_end:
+            self._audio.release_between(window_end, recent)
 
     def _produce(self) -> None:
         try:

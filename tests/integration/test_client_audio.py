@@ -114,8 +114,30 @@ def test_audio_track_is_paced_by_the_video_and_releases_memory(tmp_path: Path) -
         track.release_before(8.0)
         assert track.held_seconds <= 10.0
         assert np.all(track.slice(1.0, 2.0) == 0)  # released: silence, never stale data
+        track.release_between(9.5, 12.5)  # drops the whole one-second blocks [10, 12) only
+        assert np.all(track.slice(10.0, 12.0) == 0)
+        assert np.abs(track.slice(9.0, 10.0)).max() > 0.2 < np.abs(track.slice(12.0, 13.0)).max()
         track.advance_video(math.inf)
         end = track.slice(59.0, 61.0)  # past the end: zero-padded
         assert len(end) == 16000 and np.abs(end[:8000]).max() > 0.2 and not end[-100:].any()
     finally:
         track.close()
+
+
+def test_a_very_long_shot_does_not_hold_all_its_audio(tmp_path: Path) -> None:
+    truth = make_film(
+        tmp_path / "long.mp4", [ShotSpec(frames=25 * 40, audio="tone")], size=(64, 48)
+    )
+    options = ExtractOptions(audio=AudioOptions(max_window_seconds=4.0, lookahead_seconds=2.0))
+    held: list[float] = []
+
+    class Watched(ShotSource):
+        def _on_frame(self, frame_no: int, stream_time: float) -> None:
+            super()._on_frame(frame_no, stream_time)
+            if frame_no % 25 == 0 and self._audio is not None:
+                held.append(self._audio.held_seconds)
+
+    prepared = list(Watched(probe(truth.path), options))
+    assert len(prepared) == 1 and prepared[0].audio_features["rms_energy_mean"] > 0.1
+    # Window (4 s) + lookahead (2 s) + the recent 2 s + release granularity, not 40 s.
+    assert max(held) <= 4 + 2 + 2 + 5 + 2
