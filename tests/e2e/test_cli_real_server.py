@@ -1,0 +1,79 @@
+"""``qwen-client analyze`` against the real qwen_server (tiny random-weight Qwen2-VL on CPU).
+
+The client and the server are separate processes talking HTTP on loopback, as in production;
+the film is generated with known cuts so the analysed shots can be checked against it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qwen_server.schemas import ATTRIBUTES
+from tests.film_factory import ShotSpec, make_film
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def test_analyze_a_film_with_the_real_server(server, tmp_path: Path) -> None:
+    film = make_film(
+        tmp_path / "real server film.mp4",
+        [
+            ShotSpec(frames=30, brightness=0.85, pattern="bars", audio="tone"),
+            ShotSpec(frames=25, brightness=0.08, pattern="checker", audio="silence"),
+            ShotSpec(frames=30, brightness=0.5, pattern="circles", audio="noise"),
+        ],
+        size=(224, 168),
+    )
+    out = tmp_path / "out"
+    env = dict(os.environ, QWEN_SERVER_TOKEN=server.api_key)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "client.cli",
+            "analyze",
+            str(film.path),
+            "--server",
+            server.url,
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+            "-q",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (out / "shots.jsonl").read_text().splitlines()]
+    assert [r["start_frame"] for r in records] == [0, 30, 55]
+    for r in records:
+        assert isinstance(r["caption"], str) and r["audio_class"]
+        assert set(r["attributes"]) == set(ATTRIBUTES)
+        assert all(0.0 <= v <= 1.0 for v in r["attributes"].values())
+    # The measured darkness is fused in: the dark shot scores darker than the bright one.
+    assert records[1]["attributes"]["darkness"] > records[0]["attributes"]["darkness"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["shot_count"] == 3 and summary["model"]
+    # The server kept the results under the session derived from the file name.
+    session = "real_server_film.mp4"
+    with httpx.Client(
+        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {server.api_key}"}
+    ) as client:
+        r = client.get(f"/sessions/{session}")
+    assert r.status_code == 200, r.text
+    detail = r.json()
+    assert detail["shot_count"] == 3 and detail["title"] == film.path.name
+    assert sorted(s["shot_id"] for s in detail["shots"]) == [1, 2, 3]
