@@ -85,11 +85,20 @@ def find_video_stream(
     container: av.container.InputContainer, name: str
 ) -> av.video.stream.VideoStream:
     """The first real video stream (cover art, i.e. an attached picture, does not count)."""
+    fmt = container.format.name
+    if fmt == "image2" or fmt.endswith("_pipe"):
+        raise NoVideoStream(f"{name} is a still image, not a video")
     for stream in container.streams.video:
         if stream.disposition & av.stream.Disposition.attached_pic:
             continue
         return stream
-    kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+
+    def kind(s: av.stream.Stream) -> str:
+        if s.type == "video":  # only attached pictures are left
+            return "cover art"
+        return s.type
+
+    kinds = sorted({kind(s) for s in container.streams}) or ["nothing"]
     raise NoVideoStream(f"{name} has no video stream (it holds: {', '.join(kinds)})")
 
 

@@ -65,8 +65,9 @@ def test_sintel_shots_carry_audio_features_and_five_frames() -> None:
 )
 def test_audio_only_files_are_refused_clearly(name: str) -> None:
     # music_vibe_ace.ogg carries a cover-art picture stream, which is not a video.
-    with pytest.raises(NoVideoStream, match="no video stream"):
+    with pytest.raises(NoVideoStream, match="no video stream") as exc:
         probe(MEDIA / name)
+    assert ("cover art" in str(exc.value)) == name.startswith("music")
 
 
 @pytest.mark.parametrize(

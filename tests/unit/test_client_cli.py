@@ -68,6 +68,15 @@ def test_audio_only_file_has_no_video_stream(tmp_path: Path, capsys: pytest.Capt
     assert "has no video stream" in _one_line_error(capsys)
 
 
+def test_a_still_image_is_not_a_video(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from PIL import Image
+
+    path = tmp_path / "poster.jpg"
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(path)
+    assert run(["shots", str(path), "--out", str(tmp_path / "o"), "-q"]) == 2
+    assert "still image" in _one_line_error(capsys)
+
+
 def test_bad_server_url_and_token_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     film = tmp_path / "f.mp4"
     film.write_bytes(b"")
