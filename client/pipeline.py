@@ -171,8 +171,9 @@ class ShotSource:
                     continue
                 with self._audio_lock:
                     self._pending_audio[shot_id] = scanned.stream_start
-                future = self._pool.submit(self._prepare, scanned)
-                if not self._put((scanned, future)):
+                # Only the future is queued: once prepared, the shot's decoded frames are freed
+                # and just its JPEGs wait in the queue.
+                if not self._put(self._pool.submit(self._prepare, scanned)):
                     return
             if self._audio is not None:
                 self._audio.advance_video(math.inf)
@@ -231,8 +232,7 @@ class ShotSource:
                     break
                 if isinstance(item, _Failure):
                     raise item.exc
-                _scanned, future = item
-                yield future.result()
+                yield item.result()
         finally:
             self.close()
 
