@@ -500,10 +500,8 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
     """``chat`` lives in client/chat.py (its handler is ``func``)."""
-    try:
-        from client.chat import add_chat_parser
-    except ImportError:  # pragma: no cover - chat is optional
-        return
+    from client.chat import add_chat_parser
+
     add_chat_parser(sub)
 
 
