@@ -107,7 +107,7 @@ def add_extract_options(p: argparse.ArgumentParser) -> None:
         type=float,
         default=d.min_shot_seconds,
         metavar="SECONDS",
-        help="minimum shot length",
+        help="minimum shot length, the last shot included (a shorter last shot is merged)",
     )
     g.add_argument(
         "--detect-width",

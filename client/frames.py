@@ -118,6 +118,16 @@ class ShotReservoir:
         self._next = start_frame
         self._cands = []
 
+    def clone(self) -> ShotReservoir:
+        """An independent copy that can go on taking frames (the candidates are shared
+        references, so a copy costs no frame memory until the two diverge)."""
+        copy = ShotReservoir(self.capacity, self.count)
+        copy.start_frame = self.start_frame
+        copy._stride = self._stride
+        copy._next = self._next
+        copy._cands = list(self._cands)
+        return copy
+
     @property
     def stride(self) -> int:
         """Current distance in frames between kept candidates."""

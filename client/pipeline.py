@@ -9,9 +9,11 @@
     main thread:    takes prepared shots in order -> batches of N ->
     posting pool:   K batches in flight over the servers -> results appended to shots.jsonl
 
-Memory is bounded whatever the film's length: the decode thread holds a few frames and one
-shot's candidates, the queue holds at most ``queue_size`` prepared shots, at most K batches are
-in flight, and decoded audio is released as soon as no pending shot needs it.
+Memory is bounded whatever the film's length: the decode thread holds a few frames and the
+candidates of the open shot (and of a closed shot held back until the next one has lasted the
+minimum shot length, see ``video.ShotAssembler``), the queue holds at most ``queue_size``
+prepared shots, at most K batches are in flight, and decoded audio is released as soon as no
+pending shot needs it.
 
 Resume: shots already in ``shots.jsonl`` are still detected (the decode pass is deterministic,
 so shot ids are stable) but are not encoded, analysed or written again.
@@ -143,9 +145,11 @@ class ShotSource:
     def _release_audio(self, video_time: float) -> None:
         """Drop decoded audio no pending or open shot can need: everything before the oldest
         shot still waiting for its features, and in a very long open shot everything between
-        its feature window and the last 2 s (a cut can still be reported a few frames late)."""
+        its feature window and the last 2 s plus the minimum shot length (a cut can still be
+        reported a few frames late, and a closed shot is held back until the next one has
+        lasted the minimum shot length, so the next shot's start must stay)."""
         assert self._audio is not None
-        recent = video_time - 2.0
+        recent = video_time - 2.0 - self.options.detection.min_shot_seconds
         with self._audio_lock:
             open_start = self._open_start
             needed = min([*self._pending_audio.values(), open_start, recent])

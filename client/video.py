@@ -4,8 +4,17 @@
 threading. Each frame is shrunk once for the detector; frames are held back ``CutFinder.delay``
 frames (2 for the adaptive detector), so when a frame is committed to the open shot its cut, if
 any, is already known. The open shot keeps a bounded set of sample candidates
-(``frames.ShotReservoir``); at each cut the shot is closed with its picked frames and yielded, so
-shots stream out while decoding goes on and memory does not grow with the film's length.
+(``frames.ShotReservoir``); shots are closed with their picked frames and yielded while decoding
+goes on, so they stream out and memory does not grow with the film's length.
+
+Minimum shot length: PySceneDetect keeps ``min_scene_len`` between cuts but not for the film's
+last shot (noise can report a cut a few frames before the end). ``ShotAssembler`` enforces the
+minimum for every shot: a cut closer than the minimum to the open shot's start is dropped, and a
+shot is only closed once ``min_frames`` frames of the next shot have been committed (or the film
+ends). If the film ends first, the short last shot is merged into the held shot, whose samples
+come from a copy of its reservoir that kept taking the new shot's frames, so they stay evenly
+spread over the merged shot. The hold costs ``min_frames`` frames of latency and, at most, a
+second shot's candidates in memory.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -21,7 +30,7 @@ from pathlib import Path
 import av
 
 from client.audio import find_audio_stream
-from client.detect import CutFinder, make_detector
+from client.detect import CutFinder, make_detector, min_shot_frames
 from client.errors import FilmNotFound, NoFramesDecoded, NoVideoStream, VideoOpenFailure
 from client.frames import (
     Candidate,
@@ -160,6 +169,107 @@ class ScanStats:
     errors: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _HeldShot:
+    """A shot whose cut is known, kept back until the next shot is long enough."""
+
+    shot_id: int
+    start: tuple[int, float]  # (frame_no, stream time) of its first frame
+    last: tuple[int, float]  # (frame_no, stream time) of its last frame
+    reservoir: ShotReservoir  # its own candidates, frozen at the cut
+    merged: ShotReservoir  # the same candidates, still taking the next shot's frames
+
+
+class ShotAssembler:
+    """Turns committed frames and cut frame numbers into closed shots, with every shot (the
+    last included) at least ``min_frames`` frames long (see module doc).
+
+    ``commit`` must be called for every frame in order, once any cut at or before that frame has
+    been given to ``add_cuts``; it returns the shots closed by that frame (at most one).
+    ``finish`` closes the last shot after the final frame.
+    """
+
+    def __init__(self, fps: Fraction, capacity: int, count: int, min_frames: int) -> None:
+        self.fps = fps
+        self.capacity = capacity
+        self.count = count
+        self.min_frames = max(1, min_frames)
+        self.closed = 0  # shot ids handed out so far (a held shot has its id)
+        self.last: tuple[int, float] | None = None  # the last committed frame
+        self._cuts: deque[int] = deque()
+        self._start: tuple[int, float] | None = None  # first frame of the open shot
+        self._reservoir = ShotReservoir(capacity, count)
+        self._held: _HeldShot | None = None
+
+    def add_cuts(self, cuts: Iterable[int]) -> None:
+        """Cut frame numbers reported by the detector (a cut starts a new shot)."""
+        self._cuts.extend(cuts)
+
+    def commit(self, frame_no: int, t: float, frame: object) -> list[ScannedShot]:
+        """Assign the frame to its shot; returns the shot it lets close, if any."""
+        if self._start is None:
+            self._start = (frame_no, t)
+            self._reservoir.reset(frame_no)
+        elif self._cuts and self._cuts[0] <= frame_no:
+            while self._cuts and self._cuts[0] <= frame_no:
+                self._cuts.popleft()
+            # A cut that would leave the open shot too short is dropped (the detectors already
+            # keep their minimum between cuts; this also covers the first shot). A long enough
+            # open shot has already released the held shot (same length test as below).
+            assert self.last is not None
+            if self.last[0] - self._start[0] + 1 >= self.min_frames:
+                assert self._held is None
+                self.closed += 1
+                self._held = _HeldShot(
+                    self.closed,
+                    self._start,
+                    self.last,
+                    self._reservoir,
+                    self._reservoir.clone(),
+                )
+                self._start = (frame_no, t)
+                self._reservoir = ShotReservoir(self.capacity, self.count)
+                self._reservoir.reset(frame_no)
+        candidate = Candidate(frame_no, frame)
+        if self._reservoir.wants(frame_no):
+            self._reservoir.add(candidate)
+        held = self._held
+        if held is not None and held.merged.wants(frame_no):
+            held.merged.add(candidate)
+        self.last = (frame_no, t)
+        if held is not None and frame_no - self._start[0] + 1 >= self.min_frames:
+            # The new shot is long enough to stand: the held shot keeps its cut.
+            self._held = None
+            return [self._close(held.shot_id, held.start, held.last, held.reservoir)]
+        return []
+
+    def finish(self) -> ScannedShot | None:
+        """The film's last shot (None if no frame was committed). A last shot shorter than
+        ``min_frames`` is merged into the held shot before it."""
+        if self._start is None or self.last is None:
+            return None
+        held, self._held = self._held, None
+        if held is not None:
+            return self._close(held.shot_id, held.start, self.last, held.merged)
+        self.closed += 1
+        return self._close(self.closed, self._start, self.last, self._reservoir)
+
+    def _close(
+        self,
+        shot_id: int,
+        start: tuple[int, float],
+        last: tuple[int, float],
+        reservoir: ShotReservoir,
+    ) -> ScannedShot:
+        shot = Shot(shot_id=shot_id, start_frame=start[0], end_frame=last[0], fps=self.fps)
+        return ScannedShot(
+            shot=shot,
+            samples=reservoir.pick(last[0]),
+            stream_start=start[1],
+            stream_end=last[1] + 1.0 / float(self.fps),
+        )
+
+
 class ShotScanner:
     """Iterates over the shots of a film in one decode pass (see module doc).
 
@@ -234,29 +344,14 @@ class ShotScanner:
             stream.thread_type = "AUTO"  # frame + slice threads: decoding is the bottleneck
             finder = CutFinder(make_detector(self.options.detection, fps), fps)
             sampling = self.options.sampling
-            reservoir = ShotReservoir(self.capacity, sampling.frames_per_shot)
+            shots = ShotAssembler(
+                fps,
+                self.capacity,
+                sampling.frames_per_shot,
+                min_shot_frames(self.options.detection, fps),
+            )
             held: deque[tuple[int, float, av.VideoFrame]] = deque()
-            cuts: deque[int] = deque()
-            shot_id = 0
-            start: tuple[int, float] | None = None  # (frame_no, stream time) of open shot
-            last: tuple[int, float] = (-1, 0.0)
             prev_no = -1
-
-            def commit(frame_no: int, t: float, frame: av.VideoFrame) -> Iterator[ScannedShot]:
-                nonlocal start, last, shot_id
-                if start is None:
-                    start = (frame_no, t)
-                    reservoir.reset(frame_no)
-                elif cuts and cuts[0] <= frame_no:
-                    while cuts and cuts[0] <= frame_no:
-                        cuts.popleft()
-                    shot_id += 1
-                    yield self._close(shot_id, start, last, reservoir)
-                    start = (frame_no, t)
-                    reservoir.reset(frame_no)
-                if reservoir.wants(frame_no):
-                    reservoir.add(Candidate(frame_no, frame))
-                last = (frame_no, t)
 
             for frame in self._decoded_frames(container, stream):
                 t = float(frame.time) if frame.time is not None else None
@@ -271,36 +366,21 @@ class ShotScanner:
                     frame_no = max(prev_no + 1, round((t - self.stats.first_time) * fps))
                 prev_no = frame_no
                 self.stats.frames += 1
-                cuts.extend(finder.process(frame_no, self._converter.detection_frame(frame)))
+                shots.add_cuts(finder.process(frame_no, self._converter.detection_frame(frame)))
                 held.append((frame_no, t, frame))
                 while len(held) > finder.delay:
-                    yield from commit(*held.popleft())
+                    yield from shots.commit(*held.popleft())
                 if self.on_frame is not None:
                     self.on_frame(frame_no, t)
             if self.stop.is_set():
                 return
-            cuts.extend(finder.finish())
+            shots.add_cuts(finder.finish())
             while held:
-                yield from commit(*held.popleft())
-            if start is None:
+                yield from shots.commit(*held.popleft())
+            last = shots.finish()
+            if last is None:
                 raise NoFramesDecoded(f"{info.path.name}: no video frame could be decoded")
-            self.stats.last_frame = last[0]
-            yield self._close(shot_id + 1, start, last, reservoir)
+            self.stats.last_frame = last.shot.end_frame
+            yield last
         finally:
             container.close()
-
-    def _close(
-        self,
-        shot_id: int,
-        start: tuple[int, float],
-        last: tuple[int, float],
-        reservoir: ShotReservoir,
-    ) -> ScannedShot:
-        shot = Shot(shot_id=shot_id, start_frame=start[0], end_frame=last[0], fps=self.info.fps)
-        frame_dur = 1.0 / float(self.info.fps)
-        return ScannedShot(
-            shot=shot,
-            samples=reservoir.pick(last[0]),
-            stream_start=start[1],
-            stream_end=last[1] + frame_dur,
-        )

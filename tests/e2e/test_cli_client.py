@@ -89,6 +89,22 @@ def test_shots_command_writes_frames_features_and_a_table(film: FilmTruth, tmp_p
     assert [(out / f).read_bytes() for f in FINAL_FILES] == before
 
 
+def test_shots_command_merges_a_too_short_last_shot(tmp_path: Path) -> None:
+    # The detector reports a noise cut at frame 57 of this film; a 3-frame last shot is under
+    # the default minimum shot length (0.6 s = 15 frames) and is merged into the one before.
+    specs = [ShotSpec(frames=30, brightness=0.8), ShotSpec(frames=30, brightness=0.1)]
+    truth = make_film(tmp_path / "f2.mp4", specs)
+    out = tmp_path / "o2"
+    proc = cli("shots", str(truth.path), "--out", str(out), "--quiet", token=None)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (out / "shots.jsonl").read_text().splitlines()]
+    assert len(records) == 2, [(r["start_frame"], r["end_frame"]) for r in records]
+    cut = records[1]["start_frame"]
+    assert abs(cut - 30) <= 1
+    assert [(r["start_frame"], r["end_frame"]) for r in records] == [(0, cut - 1), (cut, 59)]
+    assert all(r["frame_count"] >= 15 for r in records)
+
+
 def test_analyze_and_health_against_a_server(film: FilmTruth, server, tmp_path: Path) -> None:
     health = cli("health", "--server", server.url)
     assert health.returncode == 0 and "ok" in health.stdout and "token=ok" in health.stdout

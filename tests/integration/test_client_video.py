@@ -129,6 +129,26 @@ def test_a_shot_shorter_than_the_frame_count_sends_what_it_has(tmp_path: Path) -
     assert [c.frame_no for c in shots[1].samples] == [30, 31, 32]
 
 
+def test_a_noise_cut_near_the_end_does_not_leave_a_tiny_last_shot(tmp_path: Path) -> None:
+    # H.264 noise in the dark shot's hue makes the detector report a cut at frame 57; the last
+    # shot would be 3 frames, under the 15-frame minimum, so it is merged into the shot before.
+    specs = [ShotSpec(frames=30, brightness=0.8), ShotSpec(frames=30, brightness=0.1)]
+    truth = make_film(tmp_path / "dark_end.mp4", specs)
+    shots, scanner = _scan(truth.path)
+    assert len(shots) == 2, [(s.shot.start_frame, s.shot.end_frame) for s in shots]
+    cut = shots[1].shot.start_frame
+    assert abs(cut - 30) <= 1
+    assert (shots[0].shot.start_frame, shots[0].shot.end_frame) == (0, cut - 1)
+    assert shots[1].shot.end_frame == 59 == scanner.stats.last_frame
+    for s in shots:  # samples evenly spread over each whole shot
+        ideal = sample_positions(s.shot.start_frame, s.shot.end_frame, 5)
+        assert [c.frame_no for c in s.samples] == ideal
+    # Through the pipeline (audio slices follow the merged shot).
+    prepared = list(ShotSource(probe(truth.path), ExtractOptions()))
+    assert [(p.shot.start_frame, p.shot.end_frame) for p in prepared] == [(0, cut - 1), (cut, 59)]
+    assert all(p.audio_features is not None and len(p.jpegs) == 5 for p in prepared)
+
+
 def test_dark_and_bright_shots_survive_to_the_jpegs(film: FilmTruth) -> None:
     source = ShotSource(probe(film.path), ExtractOptions())
     lumas = []
