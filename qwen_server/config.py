@@ -85,7 +85,7 @@ class ModelSettings(_Section):
 class BatchingSettings(_Section):
     """How concurrent requests are merged into GPU batches."""
 
-    max_batch_size: int = Field(16, ge=1, le=512)
+    max_batch_size: int = Field(32, ge=1, le=512)
     max_wait_ms: float = Field(15.0, ge=0, le=5000)
 
 
