@@ -78,7 +78,9 @@ def verify(model: str, revision: str | None) -> int:
         except Exception as exc:
             bad.append(f"{shard} ({exc})")
     if missing or bad:
-        print(f"verify: {model} is incomplete: missing {missing}, unreadable {bad}", file=sys.stderr)
+        print(
+            f"verify: {model} is incomplete: missing {missing}, unreadable {bad}", file=sys.stderr
+        )
         print("        run scripts/setup.sh again to resume the download", file=sys.stderr)
         return 4
     print(f"verify: {model} OK ({len(shards)} weight file(s))")
