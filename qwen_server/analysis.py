@@ -94,6 +94,7 @@ async def analyze_shots(
                 duration=shot.duration,
                 model=engine.model_id,
                 timings_ms={"decode_ms": round(prep.decode_ms, 2), **out.timings_ms},
+                generation=out.counts,
             )
         )
     return results

@@ -67,6 +67,8 @@ class ModelOutput:
     caption: str
     scores: dict[str, float]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # Sizes of the generate call that produced it: batch_size, new_tokens, prompt_tokens.
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -807,11 +809,13 @@ class Engine:
                 "queue_ms": round((started - item.enqueued) * 1000.0, 2),
                 "preprocess_ms": round(item.shot.prep_ms, 2),
                 "generate_ms": round(elapsed * 1000.0, 2),
-                "batch_size": float(len(batch)),
-                "new_tokens": float(outcome.new_tokens),
-                "prompt_tokens": float(len(item.shot.input_ids)),
             }
-            item.future.set_result(ModelOutput(parsed.caption, scores, timings))
+            counts = {
+                "batch_size": len(batch),
+                "new_tokens": int(outcome.new_tokens),
+                "prompt_tokens": len(item.shot.input_ids),
+            }
+            item.future.set_result(ModelOutput(parsed.caption, scores, timings, counts))
             served += 1
         self.shots_served += served
         if elapsed > 0:

@@ -164,7 +164,11 @@ class ShotResult(BaseModel):
     duration: float | None = Field(None, description="Shot duration in seconds")
     model: str = Field(..., description="Model id that produced the caption")
     timings_ms: dict[str, float] = Field(
-        default_factory=dict, description="decode_ms, queue_ms, generate_ms, batch_size"
+        default_factory=dict, description="decode_ms, preprocess_ms, queue_ms, generate_ms"
+    )
+    generation: dict[str, int] = Field(
+        default_factory=dict,
+        description="Sizes of the generate call: batch_size, new_tokens, prompt_tokens",
     )
 
 

@@ -177,7 +177,7 @@ async def run_batched(engine: Any, shots: list[Any], request_size: int) -> dict[
         "shots_per_s": len(outputs) / elapsed,
         "batches": len(sizes),
         "mean_batch": statistics.mean(sizes) if sizes else 0.0,
-        "mean_new_tokens": statistics.mean(o.timings_ms["new_tokens"] for o in outputs),
+        "mean_new_tokens": statistics.mean(o.counts["new_tokens"] for o in outputs),
     }
 
 

@@ -1,6 +1,6 @@
 """The engine on the real code path: the tiny random-weight Qwen2-VL checkpoint on the CPU.
 
-Identity and order of results are checked through ``timings_ms["prompt_tokens"]``, which is
+Identity and order of results are checked through ``counts["prompt_tokens"]``, which is
 exact per shot (it depends on frame count and size), rather than through the random model's
 text alone.
 """
@@ -32,7 +32,7 @@ def _check_output(out, caption_max: int = CAPTION_MAX) -> None:
     assert isinstance(out.caption, str) and 0 < len(out.caption) <= caption_max
     assert list(out.scores) == list(ATTRIBUTES)
     assert all(0.0 <= v <= 1.0 for v in out.scores.values())
-    assert out.timings_ms["batch_size"] >= 1
+    assert out.counts["batch_size"] >= 1
 
 
 def test_load_state_and_mixed_batch(tiny_model_dir: Path) -> None:
@@ -60,8 +60,8 @@ def test_load_state_and_mixed_batch(tiny_model_dir: Path) -> None:
     assert len(outputs) == 3
     for out in outputs:
         _check_output(out)
-        assert out.timings_ms["batch_size"] == 3
-    assert [o.timings_ms["prompt_tokens"] for o in outputs] == _expected_tokens(engine, shots)
+        assert out.counts["batch_size"] == 3
+    assert [o.counts["prompt_tokens"] for o in outputs] == _expected_tokens(engine, shots)
     assert engine.shots_served == 3
     assert not engine.ready
 
@@ -101,7 +101,7 @@ def test_concurrent_callers_are_merged_and_get_their_own_results(tiny_model_dir:
         assert len(outs) == len(shots)
         for out in outs:
             _check_output(out)
-        assert [o.timings_ms["prompt_tokens"] for o in outs] == _expected_tokens(engine, shots)
+        assert [o.counts["prompt_tokens"] for o in outs] == _expected_tokens(engine, shots)
 
 
 def test_queue_bound_and_stop(tiny_model_dir: Path) -> None:
