@@ -7,6 +7,7 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def ops_env(tmp_path: Path) -> dict[str, str]:
     }
     env.update(
         SKIP_INSTALL="1",
+        VENV=sys.prefix,  # the scripts use the environment running these tests
         QWEN_HOME=str(tmp_path / "home"),
         RUN_DIR=str(tmp_path / "run"),
         QWEN_STORE__PATH=str(tmp_path / "sessions.sqlite3"),
@@ -94,7 +96,7 @@ def test_start_health_analyse_metrics_stop(ops_env, tiny_model_dir, tmp_path) ->
         out = tmp_path / "out"
         run = subprocess.run(
             [
-                str(REPO_ROOT / ".venv" / "bin" / "qwen-client"),
+                str(Path(sys.prefix) / "bin" / "qwen-client"),
                 "analyze",
                 str(film.path),
                 "--server",
