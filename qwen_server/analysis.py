@@ -46,10 +46,15 @@ def check_limits(shots: list[ShotIn], settings: Settings) -> None:
             )
 
 
-def _prepare(shot: ShotIn, max_pixels: int) -> _Prepared:
+def _prepare(shot: ShotIn, max_pixels: int, keep_pixels: int) -> _Prepared:
     t0 = time.perf_counter()
     frames = [
-        decode_image(data, max_pixels=max_pixels, where=f"shot {shot.shot_id} image {i}")
+        decode_image(
+            data,
+            max_pixels=max_pixels,
+            keep_pixels=keep_pixels,
+            where=f"shot {shot.shot_id} image {i}",
+        )
         for i, data in enumerate(shot.images)
     ]
     measured = measure(frames)
@@ -63,8 +68,10 @@ async def analyze_shots(
     check_limits(shots, settings)
     loop = asyncio.get_running_loop()
     max_pixels = settings.server.max_image_pixels
+    # Frames are kept no larger than the image processor would make them anyway.
+    keep_pixels = settings.model.max_pixels
     prepared = await asyncio.gather(
-        *(loop.run_in_executor(pool, _prepare, shot, max_pixels) for shot in shots)
+        *(loop.run_in_executor(pool, _prepare, shot, max_pixels, keep_pixels) for shot in shots)
     )
     cues = [audio_cues(shot.audio_features) for shot in shots]
     inputs = [

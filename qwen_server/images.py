@@ -29,11 +29,16 @@ def _strip_data_url(data: str) -> str:
     return data
 
 
-def decode_image(data: str, *, max_pixels: int, where: str) -> Image.Image:
+def decode_image(
+    data: str, *, max_pixels: int, where: str, keep_pixels: int | None = None
+) -> Image.Image:
     """Decode one base64 JPEG/PNG frame into an RGB image, or raise InvalidInput.
 
     ``where`` (e.g. ``"shot 3 image 2"``) prefixes every message. ``max_pixels`` bounds
-    width x height before decoding (``server.max_image_pixels``).
+    width x height before decoding (``server.max_image_pixels``). ``keep_pixels`` (the model's
+    ``max_pixels``) bounds what is kept: larger frames are shrunk right after decoding, so a
+    request of many small-but-highly-compressible large frames cannot hold gigabytes of
+    pixels while it waits for the GPU. JPEGs are decoded at a reduced scale when they can be.
     """
     try:
         raw = base64.b64decode(_strip_data_url(data), validate=True)
@@ -54,6 +59,10 @@ def decode_image(data: str, *, max_pixels: int, where: str) -> Image.Image:
                     f"{where}: image is {width}x{height} = {width * height} pixels, over the "
                     f"limit of {max_pixels} (server.max_image_pixels)"
                 )
+            if keep_pixels is not None and kind == "JPEG" and width * height > 4 * keep_pixels:
+                # DCT scaling: decode at 1/2, 1/4 or 1/8 size while staying above the target.
+                scale = (keep_pixels / (width * height)) ** 0.5
+                img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
             img.load()
     except InvalidInput:
         raise
@@ -65,4 +74,9 @@ def decode_image(data: str, *, max_pixels: int, where: str) -> Image.Image:
         raise InvalidInput(f"{where}: truncated or corrupt {kind} ({type(exc).__name__})") from None
     if width < 1 or height < 1:
         raise InvalidInput(f"{where}: image has no pixels")
-    return img.convert("RGB") if img.mode != "RGB" else img
+    img = img.convert("RGB") if img.mode != "RGB" else img
+    if keep_pixels is not None and img.width * img.height > keep_pixels:
+        scale = (keep_pixels / (img.width * img.height)) ** 0.5
+        size = (max(1, int(img.width * scale)), max(1, int(img.height * scale)))
+        img = img.resize(size, Image.Resampling.BICUBIC)
+    return img

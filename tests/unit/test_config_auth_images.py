@@ -159,3 +159,19 @@ def test_decode_refuses_oversized_images_from_the_header(side: int) -> None:
     # Only a header claims these sizes: refusing them must not need the pixels.
     with pytest.raises(InvalidInput, match="max_image_pixels|exceed"):
         decode_image(_png_header_only(side, side), max_pixels=4_000_000, where="s")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_large_frames_are_shrunk_to_what_the_model_uses(fmt: str) -> None:
+    img = decode_image(
+        image_b64(size=(1920, 1080), fmt=fmt),
+        max_pixels=4_000_000,
+        where="s",
+        keep_pixels=448 * 448,
+    )
+    assert img.width * img.height <= 448 * 448
+    assert abs(img.width / img.height - 1920 / 1080) < 0.02  # aspect ratio kept
+    small = decode_image(
+        image_b64(size=(112, 84)), max_pixels=10**6, where="s", keep_pixels=448 * 448
+    )
+    assert small.size == (112, 84)
