@@ -16,7 +16,7 @@ from PIL import Image
 
 from .config import Settings
 from .engine import ShotInput
-from .errors import InvalidInput
+from .errors import InvalidInput, Overloaded
 from .fusion import audio_cues, fuse
 from .images import decode_image
 from .schemas import Attributes, MeasuredSignals, ShotIn, ShotResult
@@ -66,6 +66,14 @@ async def analyze_shots(
 ) -> list[ShotResult]:
     """Analyse shots and return results in the same order (raises domain errors)."""
     check_limits(shots, settings)
+    # Refuse early when the queue is already full, before spending CPU on decoding frames; the
+    # engine's own reservation stays the authoritative (atomic) check.
+    bound = settings.server.max_queued_shots
+    if engine.queue_depth + len(shots) > bound:
+        raise Overloaded(
+            f"analysis queue is full ({engine.queue_depth} shots waiting, limit {bound}); "
+            "retry shortly"
+        )
     loop = asyncio.get_running_loop()
     max_pixels = settings.server.max_image_pixels
     # Frames are kept no larger than the image processor would make them anyway.
