@@ -5,16 +5,17 @@ The film is a session stored on the server (``--session ID``) or a local run's r
 server does the chat, so ``--server`` is needed. The answer is written to stdout as it arrives;
 the shots it cites go to stderr, so stdout stays just the answer.
 
-Exit codes: 0 answered, 2 bad input (arguments, results file, unknown session, request refused),
-3 server unreachable, 4 authentication failed, 5 chat provider failure (or the server failing).
-Errors are one line on stderr; the token is never printed.
+Failures are raised as ``client.errors.ClientError`` subclasses, which the CLI prints as one
+line on stderr with their exit code: 2 bad input (``UsageError``/``InputError``: arguments,
+results file, token file, unknown session, request refused), 3 server unreachable
+(``ServerUnreachable``), 4 authentication failed (``AuthFailed``), 5 chat provider failure or the
+server failing (``ChatFailed``). The token is never printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,25 +23,19 @@ from typing import Any, TextIO
 
 import httpx
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_UNREACHABLE = 3
-EXIT_AUTH = 4
-EXIT_CHAT_FAILED = 5
+from client.credentials import TOKEN_ENV, read_token
+from client.errors import (
+    EXIT_OK,
+    AuthFailed,
+    ChatFailed,
+    InputError,
+    ServerUnreachable,
+    UsageError,
+)
+from qwen_server.schemas import ATTRIBUTES
 
-TOKEN_ENV = "QWEN_SERVER_TOKEN"
 RESULTS_FILE = "shots.jsonl"
-ATTRIBUTES = ("suspense", "darkness", "ambiguity", "emotional_tension", "intensity", "motion")
 MAX_INLINE_SHOTS = 20_000  # the server's limit (qwen_server.session_schemas)
-
-
-class ChatCliError(Exception):
-    """A failure reported as one line with an exit code."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 def add_chat_parser(subparsers: Any) -> None:
@@ -79,29 +74,10 @@ def add_chat_parser(subparsers: Any) -> None:
         metavar="S",
         help="seconds to wait for the server's answer (default 300)",
     )
-    p.set_defaults(func=run_chat)
+    p.set_defaults(handler=run_chat)
 
 
 # --- inputs ----------------------------------------------------------------------------------
-
-
-def read_token(token_file: Path | None) -> str | None:
-    """The bearer token: ``--token-file`` (first non-comment line) wins over ``$QWEN_SERVER_TOKEN``.
-    None when neither is given (a server in insecure development mode needs none)."""
-    if token_file is not None:
-        try:
-            text = token_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ChatCliError(
-                f"cannot read token file {token_file}: {exc.strerror or exc}", EXIT_BAD_INPUT
-            ) from None
-        for line in text.splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                return line
-        raise ChatCliError(f"token file {token_file} holds no token", EXIT_BAD_INPUT)
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    return token or None
 
 
 def _first(row: dict[str, Any], *names: str) -> Any:
@@ -118,11 +94,9 @@ def load_results(path: Path) -> list[dict[str, Any]]:
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise ChatCliError(
-            f"no results at {file} (run 'qwen-client analyze' first)", EXIT_BAD_INPUT
-        ) from None
+        raise InputError(f"no results at {file} (run 'qwen-client analyze' first)") from None
     except OSError as exc:
-        raise ChatCliError(f"cannot read {file}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+        raise InputError(f"cannot read {file}: {exc.strerror or exc}") from None
     shots: list[dict[str, Any]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -130,9 +104,9 @@ def load_results(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except ValueError:
-            raise ChatCliError(f"{file} line {number}: not valid JSON", EXIT_BAD_INPUT) from None
+            raise InputError(f"{file} line {number}: not valid JSON") from None
         if not isinstance(row, dict) or not isinstance(row.get("shot_id"), int):
-            raise ChatCliError(f"{file} line {number}: no integer shot_id", EXIT_BAD_INPUT)
+            raise InputError(f"{file} line {number}: no integer shot_id")
         attrs = row.get("attributes")
         if not isinstance(attrs, dict):  # flat layouts: scores as top-level columns
             attrs = {a: row[a] for a in ATTRIBUTES if isinstance(row.get(a), (int, float))}
@@ -150,12 +124,11 @@ def load_results(path: Path) -> list[dict[str, Any]]:
             }
         )
     if not shots:
-        raise ChatCliError(f"{file} holds no analysed shots", EXIT_BAD_INPUT)
+        raise InputError(f"{file} holds no analysed shots")
     if len(shots) > MAX_INLINE_SHOTS:
-        raise ChatCliError(
+        raise InputError(
             f"{file} holds {len(shots)} shots; at most {MAX_INLINE_SHOTS} can be sent inline "
-            "(store the film as a session and use --session)",
-            EXIT_BAD_INPUT,
+            "(store the film as a session and use --session)"
         )
     return shots
 
@@ -186,15 +159,14 @@ def _raise_for_status(response: httpx.Response) -> None:
         return
     detail = _detail(response)
     if status in (401, 403):
-        raise ChatCliError(
-            f"authentication failed (HTTP {status}): {detail}; check ${TOKEN_ENV} or --token-file",
-            EXIT_AUTH,
+        raise AuthFailed(
+            f"authentication failed (HTTP {status}): {detail}; check ${TOKEN_ENV} or --token-file"
         )
     if status in (400, 404, 413, 422):
-        raise ChatCliError(f"request refused (HTTP {status}): {detail}", EXIT_BAD_INPUT)
+        raise UsageError(f"request refused (HTTP {status}): {detail}")
     retry = response.headers.get("Retry-After")
     hint = f" (retry after {retry} s)" if retry else ""
-    raise ChatCliError(f"chat failed (HTTP {status}): {detail}{hint}", EXIT_CHAT_FAILED)
+    raise ChatFailed(f"chat failed (HTTP {status}): {detail}{hint}")
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
@@ -237,16 +209,14 @@ def _stream_answer(client: httpx.Client, url: str, body: dict[str, Any], out: Te
             try:
                 payload = json.loads(data)
             except ValueError:
-                raise ChatCliError("server sent a malformed event", EXIT_CHAT_FAILED) from None
+                raise ChatFailed("server sent a malformed event") from None
             if event == "error":
                 if wrote:
                     out.write("\n")
                     out.flush()
                 status = payload.get("status", "?")
                 detail = " ".join(str(payload.get("detail", "error")).split())
-                raise ChatCliError(
-                    f"chat failed mid-answer (HTTP {status}): {detail}", EXIT_CHAT_FAILED
-                )
+                raise ChatFailed(f"chat failed mid-answer (HTTP {status}): {detail}")
             if "delta" in payload:
                 out.write(str(payload["delta"]))
                 out.flush()
@@ -258,19 +228,17 @@ def _stream_answer(client: httpx.Client, url: str, body: dict[str, Any], out: Te
                 return payload
     if wrote:
         out.write("\n")
-    raise ChatCliError("the answer stream ended before it was complete", EXIT_CHAT_FAILED)
+    raise ChatFailed("the answer stream ended before it was complete")
 
 
 def ask(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Validate the arguments, send the question and write the answer; raise ChatCliError."""
+    """Validate the arguments, send the question and write the answer; raise ClientError."""
     question = (args.question or "").strip()
     if not question:
-        raise ChatCliError("the question is empty", EXIT_BAD_INPUT)
+        raise UsageError("the question is empty")
     server = (args.server or "").rstrip("/")
     if not server.startswith(("http://", "https://")):
-        raise ChatCliError(
-            f"--server must be an http:// or https:// URL, got {server!r}", EXIT_BAD_INPUT
-        )
+        raise UsageError(f"--server must be an http:// or https:// URL, got {server!r}")
     token = read_token(args.token_file)
     body: dict[str, Any] = {"question": question}
     if args.session is not None:
@@ -291,33 +259,21 @@ def ask(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 done = _stream_answer(client, server + "/chat", body, out)
     except httpx.TimeoutException as exc:
         if isinstance(exc, httpx.ConnectTimeout):
-            raise ChatCliError(
-                f"cannot reach the server at {server} (timed out)", EXIT_UNREACHABLE
-            ) from None
-        raise ChatCliError(
-            f"no answer from the server within {args.timeout:g} s", EXIT_CHAT_FAILED
-        ) from None
+            raise ServerUnreachable(f"cannot reach the server at {server} (timed out)") from None
+        raise ChatFailed(f"no answer from the server within {args.timeout:g} s") from None
     except (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        raise ChatCliError(
-            f"cannot reach the server at {server} ({type(exc).__name__})", EXIT_UNREACHABLE
+        raise ServerUnreachable(
+            f"cannot reach the server at {server} ({type(exc).__name__})"
         ) from None
     except httpx.TransportError as exc:
-        raise ChatCliError(
-            f"connection to the server failed ({type(exc).__name__})", EXIT_UNREACHABLE
-        ) from None
+        raise ServerUnreachable(f"connection to the server failed ({type(exc).__name__})") from None
     except ValueError:
-        raise ChatCliError("the server sent a malformed reply", EXIT_CHAT_FAILED) from None
+        raise ChatFailed("the server sent a malformed reply") from None
     _print_citations(done, err)
     return EXIT_OK
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    """Entry point of ``qwen-client chat``: returns the process exit code, never raises."""
-    try:
-        return ask(args, sys.stdout, sys.stderr)
-    except ChatCliError as exc:
-        print(f"qwen-client chat: error: {exc.message}", file=sys.stderr)
-        return exc.code
-    except KeyboardInterrupt:
-        print("", file=sys.stderr)
-        return 130
+    """Handler of ``qwen-client chat``: errors are raised as ``ClientError`` and reported by
+    ``client.cli.run`` like every other command's."""
+    return ask(args, sys.stdout, sys.stderr)

@@ -2,7 +2,8 @@
 
 Subcommands are registered in ``SUBCOMMANDS``: each entry adds its parser and sets a
 ``handler(args) -> exit code``. A new command (e.g. ``chat``) is one more function there; the
-shared options (``add_server_options``, ``token_from_args``) are reusable.
+shared options (``add_server_options``; the token from ``client.credentials.read_token``) are
+reusable. Handlers raise ``ClientError``; ``run`` prints it as one line and returns its code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from client.credentials import TOKEN_ENV, read_token
 from client.errors import (
     EXIT_AUTH,
     EXIT_INTERRUPTED,
@@ -37,17 +39,16 @@ from client.options import (
 
 log = logging.getLogger("client")
 
-TOKEN_ENV = "QWEN_SERVER_TOKEN"
-
 EXIT_CODES_HELP = """\
 exit codes:
   0    success
   1    unexpected error (a bug; rerun with -v for the traceback)
   2    usage error or bad input: missing file, not a video, no video stream,
-       output directory holding a different run, unreadable token file
+       output directory holding a different run, unreadable token file; for
+       chat, a request the server refused (unknown session, invalid results)
   3    server unreachable, or every server failed
   4    authentication failed (401: missing or wrong token)
-  5    a server rejected a request as invalid
+  5    a server rejected a request as invalid; for chat, the chat provider failed
   130  interrupted (Ctrl-C); run the same command again to resume
 """
 
@@ -205,27 +206,6 @@ def server_urls(args: argparse.Namespace) -> list[str]:
             raise UsageError(f"server URL must start with http:// or https://: {url!r}")
         urls.append(url.rstrip("/"))
     return urls
-
-
-def token_from_args(args: argparse.Namespace) -> str | None:
-    """The bearer token: the first non-comment line of --token-file, else $QWEN_SERVER_TOKEN.
-
-    Never taken from the command line, where other users could read it in the process list.
-    None when neither is set (a server in insecure development mode needs none; any other
-    answers 401, reported as an authentication failure).
-    """
-    token_file = getattr(args, "token_file", None)
-    if token_file is not None:
-        try:
-            text = token_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot read the token file {token_file}: {exc.strerror}") from None
-        for line in text.splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                return line
-        raise UsageError(f"the token file {token_file} holds no token")
-    return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
 def _warm_up_audio(options: ExtractOptions) -> None:
@@ -395,7 +375,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     options = extract_options_from_args(args)
     _warm_up_audio(options)
     urls = server_urls(args)
-    token = token_from_args(args)
+    token = read_token(args.token_file)
     try:
         posting = PostingOptions(
             batch_size=args.batch_size,
@@ -461,7 +441,7 @@ def _add_health(sub: argparse._SubParsersAction) -> None:
 def _cmd_health(args: argparse.Namespace) -> int:
     from client.api import ServerPool
 
-    token = token_from_args(args)
+    token = read_token(args.token_file)
     pool = ServerPool(server_urls(args), token=token, options=PostingOptions(connect_timeout=5.0))
     try:
         entries = pool.health(check_token=token is not None)
@@ -499,7 +479,7 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
-    """``chat`` lives in client/chat.py (its handler is ``func``)."""
+    """``chat`` lives in client/chat.py."""
     from client.chat import add_chat_parser
 
     add_chat_parser(sub)
@@ -565,7 +545,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", 0)
     configure_logging(verbose)
-    handler = getattr(args, "handler", None) or args.func
+    handler = args.handler
     try:
         return int(handler(args))
     except ClientError as exc:

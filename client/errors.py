@@ -10,10 +10,12 @@ Exit codes (also in ``qwen-client --help``):
 0     success
 1     unexpected error (a bug; run with -v for the traceback)
 2     usage error or bad input (missing file, not a video, no video stream,
-      output directory holding a different run, unreadable token file)
+      output directory holding a different run, unreadable token file; for
+      chat, a request the server refused: unknown session, invalid results)
 3     server unreachable, or every server failed
 4     authentication failed (401: missing or wrong token)
-5     a server rejected a request as invalid (4xx other than 401/429)
+5     a server rejected a request as invalid (4xx other than 401/429); for
+      chat, the chat provider failed
 130   interrupted (Ctrl-C); rerun the same command to resume
 ====  =====================================================================
 """
@@ -83,6 +85,13 @@ class AuthFailed(ClientError):
 
 class RequestRejected(ClientError):
     """A server refused a request as invalid (400/413/422...): retrying cannot help."""
+
+    exit_code = EXIT_REJECTED
+
+
+class ChatFailed(ClientError):
+    """``qwen-client chat`` got no complete answer: the chat provider (or the server) failed,
+    timed out, or sent a malformed reply or stream."""
 
     exit_code = EXIT_REJECTED
 

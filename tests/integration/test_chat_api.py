@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import socket
@@ -14,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from client.chat import add_chat_parser, run_chat, sse_events
+from client.chat import sse_events
+from client.cli import run
 from tests.conftest import TEST_API_KEY, LiveServer, run_server, test_settings
 from tests.fake_openai_server import FakeOpenAI
 
@@ -256,9 +256,7 @@ def test_chat_needs_the_bearer_key(live: LiveServer, provider: FakeOpenAI):
 
 
 def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="qwen-client")
-    add_chat_parser(parser.add_subparsers(dest="command"))
-    return run_chat(parser.parse_args(["chat", *argv]))
+    return run(["chat", *argv])
 
 
 @pytest.fixture

@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from client.chat import (
-    EXIT_BAD_INPUT,
-    ChatCliError,
-    load_results,
-    read_token,
-    sse_events,
-)
+from client.chat import load_results, sse_events
+from client.credentials import read_token
+from client.errors import EXIT_USAGE, ClientError
 
 
 def test_token_file_wins_over_the_environment(tmp_path: Path, monkeypatch):
@@ -27,12 +23,12 @@ def test_token_file_wins_over_the_environment(tmp_path: Path, monkeypatch):
 
 
 def test_unreadable_or_empty_token_file_is_bad_input(tmp_path: Path):
-    with pytest.raises(ChatCliError) as info:
+    with pytest.raises(ClientError) as info:
         read_token(tmp_path / "missing")
-    assert info.value.code == EXIT_BAD_INPUT
+    assert info.value.exit_code == EXIT_USAGE
     empty = tmp_path / "empty"
     empty.write_text("# nothing\n")
-    with pytest.raises(ChatCliError, match="holds no token"):
+    with pytest.raises(ClientError, match="holds no token"):
         read_token(empty)
 
 
@@ -83,13 +79,13 @@ def test_results_file_layouts(tmp_path: Path):
 )
 def test_bad_results_files(tmp_path: Path, content: str, message: str):
     (tmp_path / "shots.jsonl").write_text(content)
-    with pytest.raises(ChatCliError, match=message) as info:
+    with pytest.raises(ClientError, match=message) as info:
         load_results(tmp_path)
-    assert info.value.code == EXIT_BAD_INPUT
+    assert info.value.exit_code == EXIT_USAGE
 
 
 def test_missing_results_file_names_the_analyze_command(tmp_path: Path):
-    with pytest.raises(ChatCliError, match="qwen-client analyze"):
+    with pytest.raises(ClientError, match="qwen-client analyze"):
         load_results(tmp_path)
 
 

@@ -10,7 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from client.cli import build_parser, run, token_from_args
+from client.cli import build_parser, run
+from client.credentials import read_token
 
 
 @pytest.mark.parametrize("command", [[], ["analyze"], ["shots"], ["health"]])
@@ -102,13 +103,13 @@ def test_token_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     parser = build_parser()
     monkeypatch.setenv("QWEN_SERVER_TOKEN", "from-env")
     args = parser.parse_args(["health", "-s", "http://x:1"])
-    assert token_from_args(args) == "from-env"
+    assert read_token(args.token_file) == "from-env"
     f = tmp_path / "key"
     f.write_text("# comment\n\n  from-file  \nsecond\n")
     args = parser.parse_args(["health", "-s", "http://x:1", "--token-file", str(f)])
-    assert token_from_args(args) == "from-file"  # the file wins over the environment
+    assert read_token(args.token_file) == "from-file"  # the file wins over the environment
     monkeypatch.delenv("QWEN_SERVER_TOKEN")
-    assert token_from_args(parser.parse_args(["health", "-s", "http://x:1"])) is None
+    assert read_token(parser.parse_args(["health", "-s", "http://x:1"]).token_file) is None
 
 
 def test_bad_option_values_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
