@@ -69,6 +69,9 @@ class ModelOutput:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # Sizes of the generate call that produced it: batch_size, new_tokens, prompt_tokens.
     counts: dict[str, int] = field(default_factory=dict)
+    # What the answer lacked and was filled with a fallback: "caption" and/or attribute names
+    # (``ParsedOutput.missing``); empty when the model's answer was complete.
+    fallback: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -815,7 +818,9 @@ class Engine:
                 "new_tokens": int(outcome.new_tokens),
                 "prompt_tokens": len(item.shot.input_ids),
             }
-            item.future.set_result(ModelOutput(parsed.caption, scores, timings, counts))
+            item.future.set_result(
+                ModelOutput(parsed.caption, scores, timings, counts, list(parsed.missing))
+            )
             served += 1
         self.shots_served += served
         if elapsed > 0:
