@@ -1,8 +1,9 @@
 """One analysis request from validated shots to fused results.
 
-Steps: check configured limits → decode frames and measure signals (thread pool) → audio cues →
-batched model generation (engine queue) → fusion. Kept apart from the routes so `/analyze` and
-`/analyze_batch` share one path.
+Steps: check configured limits → admission (the engine holds queue room, or refuses with 503 +
+Retry-After, before any frame is decoded) → decode frames and measure signals (thread pool) →
+audio cues → batched model generation (engine queue) → fusion. Kept apart from the routes so
+`/analyze` and `/analyze_batch` share one path.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from PIL import Image
 
 from .config import Settings
 from .engine import ShotInput
-from .errors import InvalidInput, Overloaded
+from .errors import InvalidInput
 from .fusion import audio_cues, fuse
 from .images import decode_image
 from .schemas import Attributes, MeasuredSignals, ShotIn, ShotResult
@@ -66,32 +67,28 @@ async def analyze_shots(
 ) -> list[ShotResult]:
     """Analyse shots and return results in the same order (raises domain errors)."""
     check_limits(shots, settings)
-    # Refuse early when the queue is already full, before spending CPU on decoding frames; the
-    # engine's own reservation stays the authoritative (atomic) check.
-    bound = settings.server.max_queued_shots
-    if engine.queue_depth + len(shots) > bound:
-        raise Overloaded(
-            f"analysis queue is full ({engine.queue_depth} shots waiting, limit {bound}); "
-            "retry shortly"
-        )
     loop = asyncio.get_running_loop()
     max_pixels = settings.server.max_image_pixels
     # Frames are kept no larger than the image processor would make them anyway.
     keep_pixels = settings.model.max_pixels
-    prepared = await asyncio.gather(
-        *(loop.run_in_executor(pool, _prepare, shot, max_pixels, keep_pixels) for shot in shots)
-    )
-    cues = [audio_cues(shot.audio_features) for shot in shots]
-    inputs = [
-        ShotInput(
-            shot_id=shot.shot_id,
-            frames=prep.frames,
-            duration=shot.duration,
-            audio_summary=cue.summary if cue is not None else None,
+    # The engine alone decides admission: it holds queue room for these shots (waiting in its
+    # first-come-first-served line if need be) or refuses with its own Retry-After, before a
+    # single frame is decoded; the room is used by analyze() or given back on error.
+    async with engine.admit(len(shots)) as admission:
+        prepared = await asyncio.gather(
+            *(loop.run_in_executor(pool, _prepare, s, max_pixels, keep_pixels) for s in shots)
         )
-        for shot, prep, cue in zip(shots, prepared, cues, strict=True)
-    ]
-    outputs = await engine.analyze(inputs)
+        cues = [audio_cues(shot.audio_features) for shot in shots]
+        inputs = [
+            ShotInput(
+                shot_id=shot.shot_id,
+                frames=prep.frames,
+                duration=shot.duration,
+                audio_summary=cue.summary if cue is not None else None,
+            )
+            for shot, prep, cue in zip(shots, prepared, cues, strict=True)
+        ]
+        outputs = await engine.analyze(inputs, admission)
     results = []
     for shot, prep, cue, out in zip(shots, prepared, cues, outputs, strict=True):
         fused = fuse(out.scores, prep.measured, cue, settings.fusion)

@@ -1,10 +1,16 @@
-"""A bounded asyncio queue whose consumers take work in batches.
+"""A bounded asyncio queue whose consumers take work in batches, with a fair wait line.
 
 Producers ``reserve`` room for their items first (so a caller is refused *before* any work is
-done for it), then ``put`` them. Consumers - one per model replica - call ``next_batch``, which
-waits for a first item and then up to ``max_wait_s`` for more, returning at most ``max_batch``
-items: several callers' items end up in one batch, and one caller's items may span several
-batches. Items whose caller has gone away (``alive`` returns False) are dropped, not run.
+done for it), then ``put`` them. ``acquire`` is the waiting form of ``reserve``: a producer that
+finds no room joins a first-come-first-served line and is granted room as consumers take items,
+or gets QueueFull after ``timeout`` seconds (or at once when the line is full). Nobody jumps the
+line: while anyone waits, newcomers wait behind them even if their items would fit. Under
+sustained overload every caller is therefore served in arrival order instead of whoever happens
+to retry at the instant room frees up (which starved most clients of a retrying crowd).
+
+Consumers - one per model replica - call ``next_batch``, which waits for a first item and then
+up to ``max_wait_s`` for more, returning at most ``max_batch`` items: several callers' items end
+up in one batch, and one caller's items may span several batches. Items whose caller has gone away (``alive`` returns False) are dropped, not run.
 
 Everything here runs on the event loop thread; nothing blocks.
 """
@@ -14,13 +20,26 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class QueueFull(Exception):
-    """Reserving would exceed the queue's bound."""
+    """Reserving would exceed the queue's bound (or the wait for room timed out)."""
+
+
+class QueueClosed(Exception):
+    """The queue was closed (shutting down) before room was granted."""
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """One producer in the wait line: how much room it needs and how to wake it."""
+
+    n: int
+    granted: asyncio.Future[None]
 
 
 class BatchQueue(Generic[T]):
@@ -33,10 +52,12 @@ class BatchQueue(Generic[T]):
         max_batch: int,
         max_wait_s: float,
         alive: Callable[[T], bool] = lambda item: True,
+        max_waiters: int = 0,
     ) -> None:
-        if max_items < 1 or max_batch < 1:
-            raise ValueError("max_items and max_batch must be positive")
+        if max_items < 1 or max_batch < 1 or max_waiters < 0:
+            raise ValueError("max_items and max_batch must be positive, max_waiters >= 0")
         self.max_items = max_items
+        self.max_waiters = max_waiters
         self.max_batch = max_batch
         self.max_wait_s = max(0.0, max_wait_s)
         self._alive = alive
@@ -44,6 +65,7 @@ class BatchQueue(Generic[T]):
         self._reserved = 0
         self._closed = False
         self._wakeup = asyncio.Event()
+        self._waiters: deque[_Waiter] = deque()
 
     @property
     def depth(self) -> int:
@@ -54,15 +76,98 @@ class BatchQueue(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def waiting(self) -> int:
+        """Producers in the wait line."""
+        return len(self._waiters)
+
+    @property
+    def waiting_items(self) -> int:
+        """Items the producers in the wait line asked room for."""
+        return sum(w.n for w in self._waiters)
+
+    def _fits_now(self, n: int) -> bool:
+        return not self._waiters and self.depth + n <= self.max_items
+
     def reserve(self, n: int) -> None:
-        """Claim room for ``n`` items or raise QueueFull; pair with ``put`` or ``release``."""
-        if self.depth + n > self.max_items:
-            raise QueueFull(f"{self.depth} items queued, {n} more would exceed {self.max_items}")
+        """Claim room for ``n`` items or raise QueueFull; pair with ``put`` or ``release``.
+
+        Refused while others wait in line, even when the items would fit: no line jumping.
+        """
+        if self._closed:
+            raise QueueClosed("the queue is closed")
+        if not self._fits_now(n):
+            raise QueueFull(
+                f"{self.depth} items queued and {len(self._waiters)} callers waiting; "
+                f"{n} more would exceed {self.max_items}"
+            )
         self._reserved += n
+
+    async def acquire(self, n: int, timeout: float) -> bool:
+        """Claim room for ``n`` items, waiting in line up to ``timeout`` seconds for it.
+
+        Raises QueueFull when ``n`` can never fit, when the line already holds ``max_waiters``
+        producers, or when the wait timed out; QueueClosed when the queue closed meanwhile.
+        On return the room is reserved: pair with ``put`` or ``release``. Cancellation while
+        waiting leaves nothing reserved. Returns whether it had to wait in line.
+        """
+        if n > self.max_items:
+            raise QueueFull(f"{n} items can never fit in a queue of {self.max_items}")
+        if self._closed or self._fits_now(n):
+            self.reserve(n)
+            return False
+        if timeout <= 0 or len(self._waiters) >= self.max_waiters:
+            self.reserve(n)  # raises QueueFull with the current figures
+            return False
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(n, loop.create_future())
+        self._waiters.append(waiter)
+        expiry = loop.call_later(timeout, self._expire, waiter, timeout)
+        try:
+            await waiter.granted
+        except BaseException:
+            if waiter.granted.done() and not waiter.granted.cancelled():
+                if waiter.granted.exception() is None:  # granted, then cancelled: give it back
+                    self.release(n)
+            else:
+                self._remove(waiter)
+            raise
+        finally:
+            expiry.cancel()
+        return True
+
+    def _expire(self, waiter: _Waiter, timeout: float) -> None:
+        if waiter.granted.done():
+            return
+        self._remove(waiter)
+        waiter.granted.set_exception(
+            QueueFull(f"no room for {waiter.n} items within {timeout:g} s")
+        )
+
+    def _remove(self, waiter: _Waiter) -> None:
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            return
+        self._grant()  # the ones behind it may fit now
+
+    def _grant(self) -> None:
+        """Hand freed room to the line, strictly in arrival order."""
+        while self._waiters:
+            head = self._waiters[0]
+            if head.granted.done():  # cancelled; its task removes nothing twice
+                self._waiters.popleft()
+                continue
+            if self.depth + head.n > self.max_items:
+                return
+            self._waiters.popleft()
+            self._reserved += head.n
+            head.granted.set_result(None)
 
     def release(self, n: int) -> None:
         """Give back room reserved for items that will not be put."""
         self._reserved = max(0, self._reserved - n)
+        self._grant()
 
     def put(self, items: Iterable[T]) -> None:
         """Queue items whose room was reserved; wakes the consumers."""
@@ -72,21 +177,33 @@ class BatchQueue(Generic[T]):
         self._wakeup.set()
 
     def close(self) -> None:
-        """Stop waiting consumers once the queue is empty; queued items are still handed out."""
+        """Stop waiting consumers once the queue is empty; queued items are still handed out.
+
+        Producers still in the wait line get QueueClosed.
+        """
         self._closed = True
         self._wakeup.set()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.granted.done():
+                waiter.granted.set_exception(QueueClosed("the queue is closed"))
 
     def drain(self) -> list[T]:
         """Remove and return every queued item (at shutdown, to fail them)."""
         items = list(self._items)
         self._items.clear()
+        self._grant()
         return items
 
     def _pop_alive(self, batch: list[T]) -> None:
+        popped = False
         while self._items and len(batch) < self.max_batch:
             item = self._items.popleft()
+            popped = True
             if self._alive(item):
                 batch.append(item)
+        if popped:
+            self._grant()
 
     async def _wait(self, timeout: float | None) -> bool:
         """Wait for a put/close; False on timeout."""

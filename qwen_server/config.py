@@ -44,9 +44,21 @@ class ServerSettings(_Section):
     max_images_per_shot: int = Field(8, ge=1, le=64)
     max_image_pixels: int = Field(4_000_000, ge=1024)
     max_queued_shots: int = Field(1024, ge=1)
+    # Admission under overload: a request that finds the queue full waits in a first-come-
+    # first-served line (frames not yet decoded) for up to admission_wait_s, then gets 503 +
+    # Retry-After; at most max_waiting_requests wait at once (more get 503 at once).
+    admission_wait_s: float = Field(10.0, ge=0, le=600)
+    max_waiting_requests: int = Field(64, ge=0, le=100_000)
     decode_workers: int = Field(4, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout_s: float = Field(60.0, ge=0)
+    # Connections cannot be held open for free (see qwen_server/serving.py): request headers
+    # must be complete within header_timeout_s of the connection opening or of the previous
+    # response; a silent kept-alive connection closes after keepalive_timeout_s; past
+    # max_connections the oldest idle connection is closed to make room.
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    keepalive_timeout_s: float = Field(5.0, gt=0, le=3600)
+    max_connections: int = Field(512, ge=1, le=1_000_000)
 
 
 class ModelSettings(_Section):

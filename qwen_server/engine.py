@@ -2,7 +2,9 @@
 
 Flow of a request::
 
-    analyze(shots) ─► reserve queue room (or Overloaded) ─► prepare each shot on a CPU thread
+    admit(n) ─► queue room now, or a place in a first-come-first-served line for up to
+    server.admission_wait_s (else Overloaded + Retry-After) ─► the caller decodes frames ─►
+    analyze(shots, admission) ─► prepare each shot on a CPU thread
     (image processor, prompt, token ids) ─► queue ─► one worker per model replica takes up to
     batching.max_batch_size shots (waiting batching.max_wait_ms to fill) ─► one generate() call
     on that replica's own thread (left padding, all frames of the batch through the vision
@@ -24,9 +26,10 @@ import copy
 import logging
 import math
 import os
+import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +38,7 @@ import PIL.Image
 import torch
 
 from . import model_loading
-from .batcher import BatchQueue, QueueFull
+from .batcher import BatchQueue, QueueClosed, QueueFull
 from .config import Settings
 from .errors import ConfigError, EngineFailure, InvalidInput, NotReady, Overloaded
 from .prompts import build_messages, render_prompt
@@ -430,6 +433,36 @@ class _Replica:
     dead: str | None = None
 
 
+class Admission:
+    """Queue room held for ``shots`` shots: granted by ``Engine.admit``, used by ``analyze``.
+
+    The room is reserved from admission until ``analyze`` puts the prepared shots in the queue
+    (it is "consumed" then), so a caller can decode its frames knowing it will not be refused
+    afterwards. ``release`` gives unused room back; it is idempotent and a no-op once consumed.
+    """
+
+    def __init__(self, queue: BatchQueue[Any] | None, shots: int) -> None:
+        self._queue = queue
+        self.shots = shots
+        self._done = queue is None or shots == 0
+
+    @property
+    def active(self) -> bool:
+        """Still holding room: neither consumed nor released."""
+        return not self._done
+
+    def consume(self) -> None:
+        """The room became queued items (``BatchQueue.put`` took over the reservation)."""
+        self._done = True
+
+    def release(self) -> None:
+        """Give the room back (the shots will not be queued)."""
+        if not self._done:
+            self._done = True
+            assert self._queue is not None
+            self._queue.release(self.shots)
+
+
 class Engine:
     """Loads the model on every GPU and serves ``analyze`` through one batching queue.
 
@@ -465,6 +498,8 @@ class Engine:
         self._queue: BatchQueue[_Item] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._rate = 0.0  # shots/s, moving average, for Retry-After
+        self.refused: int = 0  # requests answered Overloaded
+        self.waited: int = 0  # requests admitted after waiting in the admission line
 
     # -- read-only state --------------------------------------------------------------------
 
@@ -477,6 +512,50 @@ class Engine:
     def queue_depth(self) -> int:
         """Shots accepted and not yet in a running batch."""
         return self._queue.depth if self._queue is not None else 0
+
+    @property
+    def waiting_requests(self) -> int:
+        """Requests in the admission line, waiting for queue room."""
+        return self._queue.waiting if self._queue is not None else 0
+
+    def stats(self) -> dict[str, Any]:
+        """Serving figures for /health, metrics, tests and benchmarks (no secrets, no paths)."""
+        return {
+            "ready": self.ready,
+            "replicas": self.replicas,
+            "live_replicas": sum(1 for r in self._replicas if r.dead is None),
+            "queue_depth": self.queue_depth,
+            "queue_limit": self.settings.server.max_queued_shots,
+            "waiting_requests": self.waiting_requests,
+            "waiting_shots": self._queue.waiting_items if self._queue is not None else 0,
+            "shots_served": self.shots_served,
+            "requests_waited": self.waited,
+            "requests_refused": self.refused,
+            "shots_per_s": round(self._rate, 3),
+        }
+
+    # -- direct access for tests and benchmarks (bypasses the queue) ------------------------
+
+    def prepare(self, shot: ShotInput) -> PreparedShot:
+        """Turn one shot into model inputs (thread-safe); raises NotReady before ``load``."""
+        if self._preparer is None:
+            raise NotReady("the model is not loaded")
+        return self._preparer.prepare(shot)
+
+    def generator(self, replica: int = 0) -> BatchGenerator:
+        """The batch generator of one replica, to run ``generate`` on it directly.
+
+        Not thread-safe: use it only while the engine is not started (or stopped), from one
+        thread; on a GPU call ``use_replica_device`` on that thread first.
+        """
+        if not self._replicas:
+            raise NotReady("the model is not loaded")
+        return self._replicas[replica].generator
+
+    def use_replica_device(self, replica: int = 0) -> None:
+        """Make the replica's GPU the calling thread's current CUDA device (no-op on CPU)."""
+        if self._replicas and self._replicas[replica].gpu is not None:
+            torch.cuda.set_device(self._replicas[replica].gpu)
 
     def gpu_info(self) -> list[dict[str, Any]]:
         """Per visible GPU: index, name, memory used/total (MB), utilisation % (None if n/a)."""
@@ -658,6 +737,7 @@ class Engine:
             max_batch=batching.max_batch_size,
             max_wait_s=batching.max_wait_ms / 1000.0,
             alive=lambda item: not item.future.done(),
+            max_waiters=self.settings.server.max_waiting_requests,
         )
         workers = min(8, max(2, (os.cpu_count() or 2) // 2))
         self._prep_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qwen-prep")
@@ -703,33 +783,87 @@ class Engine:
         if not self._loaded or not self._started or self._queue is None:
             raise NotReady("the model is still loading")
 
-    def _retry_after(self) -> int:
-        if self._rate <= 0:
-            return 2
-        return int(min(60, max(1, math.ceil(self.queue_depth / self._rate))))
+    def _retry_after(self, shots: int) -> int:
+        """Seconds until room for ``shots`` is likely, spread with jitter.
 
-    async def analyze(self, shots: list[ShotInput]) -> list[ModelOutput]:
+        The estimate is the work ahead (queued plus waiting shots) over the measured rate; a
+        random 0-50 % on top keeps refused callers from all coming back in the same second.
+        """
+        assert self._queue is not None
+        ahead = self._queue.depth + self._queue.waiting_items + shots
+        base = ahead / self._rate if self._rate > 0 else 2.0
+        return int(min(60, max(1, math.ceil(base * random.uniform(1.0, 1.5)))))
+
+    async def _acquire(self, shots: int) -> None:
+        """Reserve queue room for ``shots``, waiting in line; Overloaded / NotReady if not."""
+        assert self._queue is not None
+        queue = self._queue
+        server = self.settings.server
+        if shots > queue.max_items:
+            self.refused += 1
+            raise Overloaded(
+                f"{shots} shots can never fit in the analysis queue (limit {queue.max_items}, "
+                "server.max_queued_shots); send smaller batches",
+                retry_after_s=self._retry_after(0),
+            )
+        try:
+            if await queue.acquire(shots, server.admission_wait_s):
+                self.waited += 1
+        except QueueClosed:
+            raise NotReady("the server is shutting down") from None
+        except QueueFull:
+            self.refused += 1
+            raise Overloaded(
+                f"the analysis queue is full ({queue.depth} shots queued, limit "
+                f"{queue.max_items}; {queue.waiting} requests waiting for room); retry later",
+                retry_after_s=self._retry_after(shots),
+            ) from None
+
+    @contextlib.asynccontextmanager
+    async def admit(self, shots: int) -> AsyncIterator[Admission]:
+        """Hold queue room for ``shots`` shots while the caller gets them ready.
+
+        ``async with engine.admit(n) as admission: ... await engine.analyze(inputs, admission)``.
+        Entering waits in the first-come-first-served admission line when the queue is full, for
+        up to ``server.admission_wait_s``; it raises Overloaded (503 + Retry-After) when no room
+        came in that time, when ``max_waiting_requests`` already wait, or when ``shots`` exceeds
+        the queue; NotReady when not serving. Room not used by ``analyze`` is given back on exit.
+        This is the only place requests are refused for load, so nothing is decoded for a
+        request that will be refused.
+        """
+        self._check_accepting()
+        assert self._queue is not None
+        if shots > 0:
+            await self._acquire(shots)
+        admission = Admission(self._queue, shots)
+        try:
+            yield admission
+        finally:
+            admission.release()
+
+    async def analyze(
+        self, shots: list[ShotInput], admission: Admission | None = None
+    ) -> list[ModelOutput]:
         """Analyse shots (merged with other callers' into GPU batches); results in input order.
 
-        Raises Overloaded when the queue cannot take them, NotReady when not serving,
-        InvalidInput for frames the image processor refuses, EngineFailure when generation
-        failed for any of them.
+        ``admission`` is the room granted by ``admit`` for these shots; without one, room is
+        acquired here the same way. Raises Overloaded when the queue cannot take them,
+        NotReady when not serving, InvalidInput for frames the image processor refuses,
+        EngineFailure when generation failed for any of them.
         """
+        if admission is None:
+            async with self.admit(len(shots)) as own:
+                return await self.analyze(shots, own)
+        if admission.shots != len(shots) or (shots and not admission.active):
+            raise ValueError(
+                f"admission for {admission.shots} shots used for {len(shots)} (or used twice)"
+            )
         self._check_accepting()
         if not shots:
             return []
         assert self._queue is not None and self._preparer is not None
         queue = self._queue
-        try:
-            queue.reserve(len(shots))
-        except QueueFull:
-            raise Overloaded(
-                f"the analysis queue is full ({queue.depth} shots waiting, limit "
-                f"{queue.max_items}); retry later",
-                retry_after_s=self._retry_after(),
-            ) from None
         loop = asyncio.get_running_loop()
-        put = False
         try:
             prepared = await asyncio.gather(
                 *(loop.run_in_executor(self._prep_pool, self._preparer.prepare, s) for s in shots)
@@ -738,10 +872,9 @@ class Engine:
             now = time.perf_counter()
             items = [_Item(p, loop.create_future(), now) for p in prepared]
             queue.put(items)
-            put = True
+            admission.consume()
         finally:
-            if not put:
-                queue.release(len(shots))
+            admission.release()  # no-op once consumed
         try:
             results = await asyncio.gather(*(i.future for i in items), return_exceptions=True)
         except asyncio.CancelledError:

@@ -183,12 +183,11 @@ async def run_batched(engine: Any, shots: list[Any], request_size: int) -> dict[
 
 def run_one_at_a_time(engine: Any, shots: list[Any]) -> dict[str, Any]:
     """The original server's way: preprocess one shot, one generate() for it, next shot."""
-    generator = engine._replicas[0].generator
-    preparer = engine._preparer
+    generator = engine.generator(0)
     tokens = []
     t0 = time.perf_counter()
     for shot in shots:
-        result = generator.generate([preparer.prepare(shot)])[0]
+        result = generator.generate([engine.prepare(shot)])[0]
         tokens.append(result.new_tokens)
     elapsed = time.perf_counter() - t0
     return {
@@ -244,8 +243,7 @@ async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
         await engine.stop(timeout=60)
     baseline = None
     if baseline_shots > 0:
-        if on_gpu and engine._replicas[0].gpu is not None:
-            torch.cuda.set_device(engine._replicas[0].gpu)
+        engine.use_replica_device(0)
         run_one_at_a_time(engine, shots[:1])  # warm-up for batch size 1
         baseline = run_one_at_a_time(engine, shots[:baseline_shots])
     return {

@@ -24,8 +24,7 @@ from .engine_fixtures import CAPTION_MAX, make_shot, tiny_settings
 
 
 def _expected_tokens(engine: Engine, shots: list[ShotInput]) -> list[float]:
-    assert engine._preparer is not None
-    return [float(len(engine._preparer.prepare(s).input_ids)) for s in shots]
+    return [float(len(engine.prepare(s).input_ids)) for s in shots]
 
 
 def _check_output(out, caption_max: int = CAPTION_MAX) -> None:
@@ -70,10 +69,9 @@ def test_batched_equals_one_at_a_time(tiny_model_dir: Path) -> None:
     """Left padding and multimodal positions are right: batching does not change any answer."""
     engine = Engine(tiny_settings(tiny_model_dir))  # frames_as=video, the default
     engine.load()
-    assert engine._preparer is not None
     shots = [make_shot(11, 5), make_shot(12, 1, (96, 160)), make_shot(13, 2, (200, 100))]
-    prepared = [engine._preparer.prepare(s) for s in shots]
-    generator = engine._replicas[0].generator
+    prepared = [engine.prepare(s) for s in shots]
+    generator = engine.generator(0)
     batched = generator.generate(prepared)
     single = [generator.generate([p])[0] for p in prepared]
     assert [r.text for r in batched] == [r.text for r in single]
@@ -143,7 +141,7 @@ def test_failures_are_isolated_oom_is_split_fatal_marks_failed(
 ) -> None:
     engine = Engine(tiny_settings(tiny_model_dir, batching={"max_wait_ms": 200}))
     engine.load()
-    generator = engine._replicas[0].generator
+    generator = engine.generator(0)
     real_generate = generator.generate
     mode = {"value": "ok"}
 

@@ -92,16 +92,14 @@ def test_qwen2_5_vl_checkpoint_is_served_too(tmp_path: Path) -> None:
     shots = [make_shot(31, 3), make_shot(32, 1, (96, 96))]
     engine = Engine(tiny_settings(model_dir))  # frames_as=video: uses second_per_grid_ts
     engine.load()
-    generator = engine._replicas[0].generator
+    generator = engine.generator(0)
     assert type(generator.model).__name__ == "Qwen2_5_VLForConditionalGeneration"
-    assert engine._preparer is not None
-    prepared = [engine._preparer.prepare(s) for s in shots]
+    prepared = [engine.prepare(s) for s in shots]
     batched = generator.generate(prepared)
     single = [generator.generate([p])[0] for p in prepared]
     assert [r.text for r in batched] == [r.text for r in single]
     # images mode: the same checkpoint, one batch
     engine = Engine(tiny_settings(model_dir, model={"frames_as": "images"}))
     engine.load()
-    assert engine._preparer is not None
-    results = engine._replicas[0].generator.generate([engine._preparer.prepare(s) for s in shots])
+    results = engine.generator(0).generate([engine.prepare(s) for s in shots])
     assert all(parse_model_output(r.text, CAPTION_MAX).complete for r in results)
