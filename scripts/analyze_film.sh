@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Analyse a film end to end: set up (if needed), start a local server (if none answers), run
-# the client on the film, write the results, stop what was started.
+# Usage: bash scripts/analyze_film.sh FILM [--out DIR] [--model ID|DIR] [--tiny-model]
+#                                          [--server URL] [-- qwen-client analyze flags...]
 #
-#   bash scripts/analyze_film.sh FILM [--out DIR] [--model ID|DIR] [--tiny-model]
-#                                     [--server URL] [-- qwen-client analyze flags...]
+# Analyse a film end to end: set up (if needed), start a local server (if none answers), run
+# the client on the film, write the results, stop the server it started (and only that one).
 #
 #   --out DIR      results folder (default: results/<film name>)
 #   --model X      hub id or local checkpoint for the local server (default: config.yaml)
@@ -11,9 +11,14 @@
 #                  machines without the real model; captions and scores are then meaningless
 #   --server URL   use a running server instead of starting one (key: QWEN_SERVER_TOKEN or
 #                  $QWEN_HOME/api_key)
+#   -h, --help     print this text
 # Environment: SKIP_INSTALL=1 reuses .venv as it is; RUN_DIR, QWEN_HOME as in the other scripts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/usage.sh
+. scripts/lib/usage.sh
+# shellcheck source=scripts/lib/pidfile.sh
+. scripts/lib/pidfile.sh
 
 VENV=${VENV:-.venv}
 QWEN_HOME=${QWEN_HOME:-$HOME/.config/qwen-server}
@@ -25,7 +30,18 @@ TINY=0
 SERVER_URL=""
 CLIENT_ARGS=()
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { print_usage "scripts/${0##*/}"; }
+
+# Stop the server this script started, and only while the PID file still names that very one.
+stop_started_server() {
+  if pidfile_read "$(pidfile_path)" && [ "$PIDFILE_PID" = "$started_pid" ] &&
+    [ "$PIDFILE_TOKEN" = "$started_token" ]; then
+    bash scripts/stop_server.sh
+  else
+    echo "==> the PID file no longer names the qwen-server this script started: not stopping anything"
+  fi
+}
+
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT=${2:?--out needs a folder}; shift 2 ;;
@@ -73,8 +89,18 @@ if [ -z "$SERVER_URL" ]; then
   if "$VENV/bin/qwen-client" health --server "$SERVER_URL" --token-file "$keyfile" >/dev/null 2>&1; then
     echo "==> using the server already running at $SERVER_URL"
   else
-    bash scripts/start_server.sh "${server_args[@]}"
-    trap 'bash scripts/stop_server.sh' EXIT
+    pid_file=$(pidfile_path)
+    if pidfile_check "$pid_file"; then
+      # Running but not answering yet (still loading?): start_server.sh waits for it; it is
+      # not ours to stop.
+      bash scripts/start_server.sh "${server_args[@]}"
+    else
+      bash scripts/start_server.sh "${server_args[@]}"
+      pidfile_read "$pid_file" || { echo "analyze_film.sh: $pid_file missing after start" >&2; exit 1; }
+      started_pid=$PIDFILE_PID
+      started_token=$PIDFILE_TOKEN
+      trap stop_started_server EXIT
+    fi
   fi
 fi
 

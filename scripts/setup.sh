@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Usage: bash scripts/setup.sh [--model HUB_ID] [--verify] [--no-model] [--no-key] [--extras LIST]
+#
 # Set up this project on a machine: virtualenv, PyTorch (CUDA build where an NVIDIA GPU is
 # present, the CPU build otherwise), the project, the model in the Hugging Face cache, and an
 # API key file. Safe to run again: every step is skipped when already done.
@@ -7,12 +9,17 @@
 #   bash scripts/setup.sh --model Qwen/Qwen2-VL-7B-Instruct
 #   bash scripts/setup.sh --verify             # check the cached model files, download nothing
 #   bash scripts/setup.sh --no-model           # install only (offline machines, model.path users)
+#   --no-key       do not create the API key file ($QWEN_HOME/api_key)
+#   --extras LIST  optional dependency groups to install (default: dev)
+#   -h, --help     print this text
 #
 # Environment: PYTHON (python3), VENV (.venv), TORCH_SPEC (torch==2.13.0 without GPU),
 # TORCH_INDEX_URL (extra index for PyTorch), EXTRAS (dev), QWEN_HOME (~/.config/qwen-server),
 # SKIP_INSTALL=1 (reuse the existing virtualenv as it is).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/usage.sh
+. scripts/lib/usage.sh
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
@@ -23,7 +30,7 @@ VERIFY=0
 DOWNLOAD=1
 MAKE_KEY=1
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { print_usage "scripts/${0##*/}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) MODEL=${2:?--model needs a hub id}; shift 2 ;;

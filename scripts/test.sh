@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# Set up from nothing and run the whole test suite:  bash scripts/test.sh [pytest args...]
-# Creates .venv (if missing), installs PyTorch first (TORCH_SPEC, default torch==2.13.0; set
-# TORCH_INDEX_URL to take it from another index), then the project with its test extras, then
-# runs pytest. Fails when any test fails or when no test was collected (pytest exit 5).
+# Usage: bash scripts/test.sh [pytest args...]      e.g. bash scripts/test.sh -x -q tests/unit
+#
+# Set up from nothing and run the whole test suite. Creates .venv (if missing), installs
+# PyTorch first (TORCH_SPEC, default torch==2.13.0; set TORCH_INDEX_URL to take it from another
+# index), then the project with its test extras, then runs pytest with the arguments given.
+# Fails when any test fails or when no test was collected (pytest exit 5).
+# -h or --help as the first argument prints this text and does nothing else; pytest's own help:
+# .venv/bin/python -m pytest --help.
+# Environment: PYTHON (python3), VENV (.venv), TORCH_SPEC, TORCH_INDEX_URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/usage.sh
+. scripts/lib/usage.sh
+case "${1:-}" in -h | --help) print_usage "scripts/${0##*/}"; exit 0 ;; esac
 
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
