@@ -21,17 +21,36 @@ auth errors. Messages and logs carry the HTTP status and request id only.
 
 Retries: the ``openai`` client is built with ``max_retries=0`` and this module retries once, itself,
 only where a retry is cheap and likely to help (connection failures and 5xx before any answer
-text). A 429 or a timeout is returned at once: retrying a 429 server-side would hold the caller
-for up to the provider's Retry-After (the client library honours up to two minutes), and retrying
-a timeout doubles ``chat.timeout_s``; the caller is better placed to decide.
+text) and only while the deadline leaves time for it. A 429 or a timeout is returned at once:
+retrying a 429 server-side would hold the caller for up to the provider's Retry-After (the client
+library honours up to two minutes); the caller is better placed to decide.
+
+Deadline: ``chat.timeout_s`` is the **total** time one answer may take, from the first byte sent
+to the provider to the last byte of the answer, retry included, streamed or not. The client's own
+httpx timeout (the same value) only bounds each read, so a provider trickling one byte a second
+would never trip it; ``asyncio.timeout_at`` around every await on the provider enforces the total.
+A streamed answer that runs past it ends with an ``error`` event carrying 504.
+
+Size: a reply is read incrementally and refused (502) once it exceeds what
+``chat.max_answer_tokens`` can explain (REPLY_BYTES_PER_TOKEN bytes per token for a whole JSON
+reply, ANSWER_CHARS_PER_TOKEN characters per token of streamed answer text), so a broken provider
+cannot make the server buffer an unbounded body.
+
+Logs: provider errors are logged as exception type, HTTP status and a checked request id, never
+their text or headers. The ``openai`` and ``httpx`` loggers get ``ProviderLogScrubber``, which
+omits header mappings, sanitises request ids, redacts the configured key and escapes control
+characters, in case their DEBUG output is switched on; httpcore's header traces are held off
+(its loggers at INFO).
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +73,109 @@ log = logging.getLogger("qwen_server.chat")
 RETRY_PAUSE_S = 0.5
 DEFAULT_RETRY_AFTER_S = 10
 MAX_RETRY_AFTER_S = 3600
+# Reply size limits, derived from chat.max_answer_tokens (see the module docstring).
+REPLY_BYTES_PER_TOKEN = 64
+MIN_REPLY_BYTES = 1 << 20
+ANSWER_CHARS_PER_TOKEN = 32
+
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,80}")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_control(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with control characters written as ``\\xNN`` / ``\\uNNNN`` escapes, so a logged
+    value can neither forge log lines (CR/LF) nor smuggle terminal escapes or NULs.
+    ``keep_newlines`` leaves ``\\n`` alone (multi-line tracebacks)."""
+
+    def esc(m: re.Match[str]) -> str:
+        ch = m.group()
+        if keep_newlines and ch == "\n":
+            return ch
+        code = ord(ch)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _CONTROL_CHARS.sub(esc, text)
+
+
+class ProviderLogScrubber(logging.Filter):
+    """Makes records of the provider client libraries (and of this module) safe to keep.
+
+    Secrets registered with ``add_secret`` (the provider key) are replaced by ``[redacted]``;
+    mapping arguments (response headers, request options) become ``[omitted]``; the request id
+    that ``openai`` logs at DEBUG is kept only when it looks like an id; control characters are
+    escaped.
+    """
+
+    # Loggers that get a scrubber: filters apply to the logger a record is made on, not its
+    # children, so every ``openai.*`` module logger is covered at install time.
+    LOGGERS = ("openai", "httpx", "httpx2", "qwen_server.chat")
+    # httpcore's only output is DEBUG traces that print raw response headers: held at INFO.
+    QUIETED = ("httpcore", "httpcore2")
+    _secrets: set[str] = set()
+
+    @classmethod
+    def add_secret(cls, value: str) -> None:
+        """Redact ``value`` from every record passing a scrubber (ignored when too short to be
+        a key: redacting "a" would mangle every message)."""
+        if len(value) >= 8:
+            cls._secrets.add(value)
+
+    @classmethod
+    def redact(cls, text: str) -> str:
+        """``text`` with every registered secret replaced."""
+        for secret in cls._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+    @classmethod
+    def install(cls) -> None:
+        """Attach one scrubber to each logger in LOGGERS and to every ``openai.*`` logger, and
+        hold the QUIETED loggers at INFO (idempotent)."""
+        names = set(cls.LOGGERS) | {
+            n for n in logging.root.manager.loggerDict if n.startswith("openai.")
+        }
+        for name in sorted(names):
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, cls) for f in logger.filters):
+                logger.addFilter(cls())
+        for name in cls.QUIETED:
+            logger = logging.getLogger(name)
+            if logger.level < logging.INFO:  # NOTSET too: it would inherit DEBUG from root
+                logger.setLevel(logging.INFO)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, Mapping):
+            args = ("[omitted]",)
+        elif args:
+            if record.msg == "request_id: %s":
+                args = tuple(safe_request_id(a) for a in args)
+            else:
+                args = tuple("[omitted]" if isinstance(a, Mapping) else a for a in args)
+        try:
+            message = str(record.msg) % args if args else str(record.msg)
+        except (TypeError, ValueError):
+            message = f"{record.msg} {args!r}"
+        record.msg = escape_control(self.redact(message))
+        record.args = None
+        if record.exc_info:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = escape_control(self.redact(text), keep_newlines=True)
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = escape_control(self.redact(record.exc_text), keep_newlines=True)
+        return True
+
+
+def safe_request_id(value: object) -> str:
+    """A provider request id fit for a log line: ``-`` when absent, ``[unsafe]`` when it does not
+    look like an id (it is a response header, and a provider may echo anything, a key included)."""
+    if not value:
+        return "-"
+    text = str(value)
+    if not _SAFE_REQUEST_ID.fullmatch(text) or ProviderLogScrubber.redact(text) != text:
+        return "[unsafe]"
+    return text
 
 
 @dataclass
@@ -94,10 +216,10 @@ def _retry_after_seconds(headers: Mapping[str, str] | None) -> int:
 
 
 def _request_id(exc: BaseException) -> str:
+    """The provider's request id for ``exc``, checked by ``safe_request_id``."""
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
-    rid = headers.get("x-request-id") if headers is not None else None
-    return str(rid) if rid else "-"
+    return safe_request_id(headers.get("x-request-id") if headers is not None else None)
 
 
 class ChatService:
@@ -106,6 +228,10 @@ class ChatService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._clients: dict[int, tuple[asyncio.AbstractEventLoop, openai.AsyncOpenAI]] = {}
+        ProviderLogScrubber.install()
+        key = settings.nebius_api_key
+        if key is not None and key.get_secret_value().strip():
+            ProviderLogScrubber.add_secret(key.get_secret_value().strip())
 
     # --- configuration --------------------------------------------------------------------
 
@@ -233,23 +359,77 @@ class ChatService:
         )
         return err
 
-    async def _create(self, prepared: PreparedChat, *, stream: bool) -> Any:
-        """``chat.completions.create`` with one retry on connection failures and 5xx."""
+    # --- deadline and size limits -----------------------------------------------------------
+
+    def _deadline(self) -> float:
+        """The event-loop time by which the answer must be complete (``chat.timeout_s``)."""
+        return asyncio.get_running_loop().time() + self.settings.chat.timeout_s
+
+    def _timed_out(self) -> ChatTimeout:
+        """The error for an answer that ran past the total deadline (logged here)."""
+        timeout = self.settings.chat.timeout_s
+        log.warning("chat provider call exceeded the total deadline (%g s) -> HTTP 504", timeout)
+        return ChatTimeout(
+            f"chat provider did not finish answering within chat.timeout_s ({timeout:g} s, "
+            "the total time allowed for one answer)"
+        )
+
+    @property
+    def reply_limit_bytes(self) -> int:
+        """Largest whole (non-streamed) reply body accepted, from ``chat.max_answer_tokens``."""
+        return max(MIN_REPLY_BYTES, REPLY_BYTES_PER_TOKEN * self.settings.chat.max_answer_tokens)
+
+    @property
+    def answer_limit_chars(self) -> int:
+        """Most characters of streamed answer text accepted, from ``chat.max_answer_tokens``."""
+        return ANSWER_CHARS_PER_TOKEN * self.settings.chat.max_answer_tokens
+
+    def _oversized(self, what: str) -> ChatUpstreamError:
+        tokens = self.settings.chat.max_answer_tokens
+        log.warning("chat provider sent an oversized %s -> HTTP 502", what)
+        return ChatUpstreamError(
+            f"chat provider sent an oversized {what} (far more than chat.max_answer_tokens = "
+            f"{tokens} allows)"
+        )
+
+    # --- calling the provider, within the deadline -------------------------------------------
+
+    async def _attempt(self, prepared: PreparedChat, *, stream: bool) -> Any:
+        """One provider request: the opened stream, or the whole reply parsed as JSON."""
         client = self._client()
         chat = self.settings.chat
+        kwargs: dict[str, Any] = {
+            "model": chat.model,
+            "messages": prepared.context.messages,
+            "max_tokens": chat.max_answer_tokens,
+            "temperature": chat.temperature,
+        }
+        if stream:
+            return await client.chat.completions.create(stream=True, **kwargs)
+        # Read the body ourselves, piece by piece, so its size can be bounded.
+        limit = self.reply_limit_bytes
+        body = bytearray()
+        async with client.chat.completions.with_streaming_response.create(**kwargs) as response:
+            async for piece in response.iter_bytes():
+                body += piece
+                if len(body) > limit:
+                    raise self._oversized("reply")
+        return json.loads(body)
+
+    async def _create(self, prepared: PreparedChat, *, stream: bool, deadline: float) -> Any:
+        """``_attempt`` within ``deadline``, with one retry on connection failures and 5xx when
+        the deadline leaves time for it."""
+        loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             try:
-                return await client.chat.completions.create(
-                    model=chat.model,
-                    messages=prepared.context.messages,  # type: ignore[arg-type]
-                    max_tokens=chat.max_answer_tokens,
-                    temperature=chat.temperature,
-                    stream=stream,
-                )
+                async with asyncio.timeout_at(deadline):
+                    return await self._attempt(prepared, stream=stream)
+            except TimeoutError:
+                raise self._timed_out() from None
             except openai.APITimeoutError as exc:
                 raise self._map_error(exc) from None
             except (openai.APIConnectionError, openai.InternalServerError) as exc:
-                if attempt == 2:
+                if attempt == 2 or loop.time() + RETRY_PAUSE_S >= deadline:
                     raise self._map_error(exc) from None
                 log.info("chat provider %s; retrying once", type(exc).__name__)
                 await asyncio.sleep(RETRY_PAUSE_S)
@@ -258,49 +438,73 @@ class ChatService:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def complete(self, prepared: PreparedChat) -> tuple[str, str]:
-        """The whole answer and the model that gave it. Raises ChatError subclasses."""
-        completion = await self._create(prepared, stream=False)
-        choices = getattr(completion, "choices", None)
-        if not choices:
+        """The whole answer and the model that gave it, within ``chat.timeout_s`` in total.
+        Raises ChatError subclasses."""
+        completion = await self._create(prepared, stream=False, deadline=self._deadline())
+        choices = completion.get("choices") if isinstance(completion, dict) else None
+        if not choices or not isinstance(choices, list):
             log.warning("chat provider reply had no choices")
             raise ChatUpstreamError("chat provider sent a reply without choices")
-        choice = choices[0]
-        content = getattr(getattr(choice, "message", None), "content", None)
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        message = choice.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, str) or not content.strip():
-            reason = getattr(choice, "finish_reason", None)
-            log.warning("chat provider sent an empty answer (finish_reason %s)", reason)
+            reason = choice.get("finish_reason")
+            log.warning("chat provider sent an empty answer (finish_reason %.40s)", reason)
             hint = "; raise chat.max_answer_tokens" if reason == "length" else ""
             raise ChatUpstreamError(f"chat provider sent an empty answer{hint}")
-        model = getattr(completion, "model", None) or self.settings.chat.model
-        return content, str(model)
+        model = completion.get("model")
+        return content, str(model) if isinstance(model, str) and model else self.settings.chat.model
 
     async def open_stream(self, prepared: PreparedChat) -> AnswerStream:
-        """Start a streamed answer.
+        """Start a streamed answer; the whole stream shares one ``chat.timeout_s`` deadline.
 
         Failures before the provider starts answering (no key, auth, 429, timeout) raise here,
-        so the HTTP layer can still answer with a proper status; later failures are raised by
-        the returned stream's iteration, as ChatError subclasses.
+        so the HTTP layer can still answer with a proper status; later failures (the deadline
+        included) are raised by the returned stream's iteration, as ChatError subclasses.
         """
-        raw = await self._create(prepared, stream=True)
-        return AnswerStream(self, raw)
+        deadline = self._deadline()
+        raw = await self._create(prepared, stream=True, deadline=deadline)
+        return AnswerStream(self, raw, deadline)
 
 
 class AnswerStream:
-    """Text deltas of a streamed answer; ``model`` is known once the first chunk arrived."""
+    """Text deltas of a streamed answer; ``model`` is known once the first chunk arrived.
 
-    def __init__(self, service: ChatService, raw: Any) -> None:
+    Every wait for the next chunk is bounded by the answer's deadline (an absolute event-loop
+    time), so the bound holds whichever task iterates the stream (the route reads the first
+    delta itself, Starlette's response task the rest).
+    """
+
+    def __init__(self, service: ChatService, raw: Any, deadline: float) -> None:
         self._service = service
         self._raw = raw
+        self._deadline = deadline
         self.model: str = service.settings.chat.model
         self.finish_reason: str | None = None
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._deltas()
 
+    async def _next_chunk(self, chunks: AsyncIterator[Any]) -> Any:
+        """The next provider chunk before the deadline; raises StopAsyncIteration at the end."""
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                return await anext(chunks)
+        except TimeoutError:
+            raise self._service._timed_out() from None
+
     async def _deltas(self) -> AsyncIterator[str]:
         got_text = False
+        chars = 0
+        limit = self._service.answer_limit_chars
         try:
-            async for chunk in self._raw:
+            chunks = aiter(self._raw)
+            while True:
+                try:
+                    chunk = await self._next_chunk(chunks)
+                except StopAsyncIteration:
+                    break
                 if getattr(chunk, "model", None):
                     self.model = str(chunk.model)
                 # Chunks without choices (usage reports) and reasoning-only deltas carry no text.
@@ -309,6 +513,9 @@ class AnswerStream:
                         self.finish_reason = str(choice.finish_reason)
                     text = getattr(getattr(choice, "delta", None), "content", None)
                     if isinstance(text, str) and text:
+                        chars += len(text)
+                        if chars > limit:
+                            raise self._service._oversized("answer")
                         got_text = True
                         yield text
         except ChatError:
@@ -318,7 +525,9 @@ class AnswerStream:
         finally:
             await self.aclose()
         if not got_text:
-            log.warning("chat provider streamed no answer (finish_reason %s)", self.finish_reason)
+            log.warning(
+                "chat provider streamed no answer (finish_reason %.40s)", self.finish_reason
+            )
             hint = "; raise chat.max_answer_tokens" if self.finish_reason == "length" else ""
             raise ChatUpstreamError(f"chat provider sent an empty answer{hint}")
 

@@ -39,6 +39,10 @@ TABLE_CAPTION_CHARS = 160  # captions are ~200 chars at most; trim the rare long
 TREND_PARTS = 5
 HISTORY_SHARE = 0.25  # at most this share of the budget goes to earlier turns
 MESSAGE_OVERHEAD_TOKENS = 4  # role markers etc. per chat message
+# Times beyond this are nonsense for a film (the contract bounds them far lower, at 7 days) and
+# are treated as unknown: a stored legacy row with ``start_time: 1e306`` must not overflow the
+# timecode arithmetic (``round(1e306 * 1000)``) or the trend buckets and turn /chat into a 500.
+MAX_TIME_S = 10_000_000.0  # ~115 days
 
 SYSTEM_INSTRUCTIONS = """\
 You are a film analyst helping a trailer editor. Answer questions about one film using only the \
@@ -129,8 +133,9 @@ def estimate_tokens(text: str) -> int:
 
 
 def timecode(seconds: float | None) -> str:
-    """``HH:MM:SS.mmm`` for a time in seconds; ``--:--:--.---`` when unknown."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+    """``HH:MM:SS.mmm`` for a time in seconds; ``--:--:--.---`` when unknown, negative, not
+    finite or beyond MAX_TIME_S. Never raises, whatever float it is given."""
+    if seconds is None or not math.isfinite(seconds) or not 0 <= seconds <= MAX_TIME_S:
         return "--:--:--.---"
     ms = round(seconds * 1000)
     hours, ms = divmod(ms, 3_600_000)
@@ -165,8 +170,18 @@ class FilmShot:
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
     return value if math.isfinite(value) else None
+
+
+def _time(value: Any) -> float | None:
+    """A time in seconds within [0, MAX_TIME_S]; None when absent, not a number or out of range
+    (so no later sum, difference or timecode of film times can overflow)."""
+    t = _num(value)
+    return t if t is not None and 0 <= t <= MAX_TIME_S else None
 
 
 def film_shots(results: Iterable[Mapping[str, Any]]) -> list[FilmShot]:
@@ -177,10 +192,11 @@ def film_shots(results: Iterable[Mapping[str, Any]]) -> list[FilmShot]:
         attrs = r.get("attributes") or {}
         if not isinstance(attrs, Mapping):
             attrs = {}
-        start = _num(r.get("start_time", r.get("start")))
-        end = _num(r.get("end_time", r.get("end")))
-        if end is None and start is not None and _num(r.get("duration")) is not None:
-            end = start + float(r["duration"])
+        start = _time(r.get("start_time", r.get("start")))
+        end = _time(r.get("end_time", r.get("end")))
+        duration = _time(r.get("duration"))
+        if end is None and start is not None and duration is not None:
+            end = _time(start + duration)
         audio = r.get("audio_class")
         shots.append(
             FilmShot(

@@ -14,9 +14,15 @@ Usage::
 Modes (``fake.mode``):
     ``ok``             answer normally (JSON, or SSE chunks ending with ``data: [DONE]``)
     ``401`` / ``403``  OpenAI-style error body, echoing the presented key as real providers do
+                       (in the body and in the ``x-request-id`` header)
     ``429``            rate limited, with ``Retry-After: fake.retry_after``
-    ``500``            internal error
+    ``500`` / ``502`` / ``503``  that server error
     ``slow``           wait ``fake.delay_s`` before answering (beyond the client's timeout)
+    ``hang``           accept the request and never answer (no status line, no bytes) until stop
+    ``trickle``        send the reply one byte every ``fake.trickle_interval_s`` (each read is
+                       quick, the whole reply takes minutes); streamed: the role chunk and the
+                       first text chunk at once, then the rest trickled
+    ``oversized``      an answer of ``fake.oversized_chars`` characters (streamed: 64 KiB chunks)
     ``stall_stream``   stream a first chunk, then wait ``fake.delay_s`` (stream only)
     ``cut_stream``     stream a first chunk, then drop the connection (stream only)
     ``error_event``    stream a first chunk, then an ``{"error": ...}`` event (stream only)
@@ -52,6 +58,8 @@ class FakeOpenAI:
         self.mode = "ok"
         self.retry_after = "17"
         self.delay_s = 5.0
+        self.trickle_interval_s = 0.25
+        self.oversized_chars = 3_000_000
         # Every request received: {"body": parsed JSON, "headers": lower-cased header dict}.
         self.requests: list[dict[str, Any]] = []
         self._stopping = threading.Event()
@@ -145,6 +153,7 @@ class FakeOpenAI:
                 return JSONResponse(
                     {"error": {"message": message, "type": "invalid_request_error"}},
                     status_code=int(mode),
+                    headers={"x-request-id": f"req-{key}"},
                 )
             if mode == "429":
                 return JSONResponse(
@@ -152,10 +161,12 @@ class FakeOpenAI:
                     status_code=429,
                     headers={"Retry-After": self.retry_after},
                 )
-            if mode == "500":
-                return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+            if mode in ("500", "502", "503"):
+                return JSONResponse({"error": {"message": "boom"}}, status_code=int(mode))
             if mode == "slow":
                 await self._wait(self.delay_s)
+            if mode == "hang":
+                await self._wait(600)
             if mode == "malformed":
                 return Response(b"{this is not json", media_type="application/json")
             if body.get("stream"):
@@ -171,26 +182,39 @@ class FakeOpenAI:
                     }
                 )
             content = "" if mode == "empty_content" else self.answer
-            return JSONResponse(
-                {
-                    "id": "chatcmpl-fake",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": self.model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": content},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-                }
-            )
+            if mode == "oversized":
+                content = ("word " * (self.oversized_chars // 5 + 1))[: self.oversized_chars]
+            reply = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+            }
+            if mode == "trickle":
+                return StreamingResponse(
+                    self._trickle(json.dumps(reply)), media_type="application/json"
+                )
+            return JSONResponse(reply)
 
         return app
 
-    async def _stream(self, mode: str) -> AsyncIterator[str]:
+    async def _trickle(self, text: str) -> AsyncIterator[bytes]:
+        """``text`` one byte at a time, ``trickle_interval_s`` apart (until stop)."""
+        for byte in text.encode():
+            if self._stopping.is_set():
+                return
+            yield bytes([byte])
+            await self._wait(self.trickle_interval_s)
+
+    async def _stream(self, mode: str) -> AsyncIterator[str | bytes]:
         yield self._chunk({"role": "assistant", "content": ""})
         pieces = self._pieces()
         if mode == "no_choices":
@@ -201,6 +225,17 @@ class FakeOpenAI:
             yield "data: [DONE]\n\n"
             return
         yield self._chunk({"content": pieces[0]})
+        if mode == "trickle":
+            rest = "".join(self._chunk({"content": p}) for p in pieces[1:])
+            async for byte in self._trickle(rest + "data: [DONE]\n\n"):
+                yield byte
+            return
+        if mode == "oversized":
+            block = ("word " * 13108)[:65536]
+            for _ in range(max(1, self.oversized_chars // len(block))):
+                yield self._chunk({"content": block})
+            yield "data: [DONE]\n\n"
+            return
         if mode == "stall_stream":
             await self._wait(self.delay_s)
         elif mode == "cut_stream":

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from qwen_server.chat import ChatService
+from qwen_server.chat import ChatService, ProviderLogScrubber, safe_request_id
 from qwen_server.config import Settings, load_settings
 from qwen_server.errors import (
     ChatError,
@@ -233,11 +234,85 @@ def test_failures_mid_stream_are_raised_after_the_text_so_far(
     assert PROVIDER_KEY not in err.message and PROVIDER_KEY not in caplog.text
 
 
-def test_5xx_is_retried_once_then_reported(service, provider):
+def test_5xx_is_retried_once_then_reported(provider, monkeypatch):
+    monkeypatch.delenv("NEBIUS_API_KEY", raising=False)
+    # The retry happens only when the deadline leaves time for it.
+    service = ChatService(make_settings(provider.base_url, timeout_s=10))
     provider.mode = "500"
     with pytest.raises(ChatUpstreamError, match="HTTP 500"):
         ask(service)
     assert len(provider.requests) == 2
+
+
+def test_no_retry_when_the_deadline_leaves_no_time(service, provider):
+    provider.mode = "503"  # timeout_s is 0.5: less than the pause before a retry
+    with pytest.raises(ChatUpstreamError, match="HTTP 503"):
+        ask(service)
+    assert len(provider.requests) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_trickling_provider_is_cut_at_the_total_deadline(provider, monkeypatch, stream):
+    """Each byte arrives well within the read timeout; the whole reply would take minutes.
+    The call must end near chat.timeout_s with ChatTimeout, not when the trickle ends."""
+    monkeypatch.delenv("NEBIUS_API_KEY", raising=False)
+    service = ChatService(make_settings(provider.base_url, timeout_s=1.5))
+    provider.mode = "trickle"
+    provider.trickle_interval_s = 0.2
+    started = time.monotonic()
+    if stream:
+        deltas, err, _ = ask_stream(service)
+        assert deltas and provider.answer.startswith(deltas[0])  # the first piece came at once
+    else:
+        with pytest.raises(ChatTimeout) as info:
+            ask(service)
+        err = info.value
+    elapsed = time.monotonic() - started
+    assert isinstance(err, ChatTimeout) and err.status_code == 504
+    assert "total time" in err.message
+    assert elapsed < 15, elapsed  # generous: the trickle alone would take over a minute
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_oversized_reply_is_refused(service, provider, stream):
+    provider.mode = "oversized"
+    if stream:
+        deltas, err, _ = ask_stream(service)
+        assert sum(map(len, deltas)) <= service.answer_limit_chars
+    else:
+        with pytest.raises(ChatUpstreamError) as info:
+            ask(service)
+        err = info.value
+    assert isinstance(err, ChatUpstreamError) and err.status_code == 502
+    assert "oversized" in err.message
+
+
+def test_provider_headers_and_debug_logs_never_carry_the_key(service, provider, caplog):
+    """401 with the key echoed in the body and in x-request-id, all loggers at DEBUG."""
+    caplog.set_level(logging.DEBUG)
+    provider.mode = "401"
+    with pytest.raises(ChatUpstreamError):
+        ask(service)
+    assert PROVIDER_KEY not in caplog.text
+    assert "request id [unsafe]" in caplog.text
+    assert not [r for r in caplog.records if r.name.startswith("httpcore")]
+
+
+def test_scrubber_escapes_control_characters_and_omits_headers():
+    ProviderLogScrubber.add_secret("sk-scrub-test-123456")
+    record = logging.LogRecord(
+        "openai._base_client", logging.DEBUG, __file__, 1, "x %s %s", ("a\r\nFAKE", {"h": 1}), None
+    )
+    assert ProviderLogScrubber().filter(record)
+    assert record.getMessage() == "x a\\x0d\\x0aFAKE [omitted]"
+    record = logging.LogRecord(
+        "qwen_server.chat", logging.INFO, __file__, 1, "key sk-scrub-test-123456\x00", None, None
+    )
+    assert ProviderLogScrubber().filter(record)
+    assert record.getMessage() == "key [redacted]\\x00"
+    assert safe_request_id("req_abc-123") == "req_abc-123"
+    assert safe_request_id("req sk-scrub-test-123456") == "[unsafe]"
+    assert safe_request_id(None) == "-"
 
 
 def test_429_and_timeouts_are_not_retried(service, provider):
