@@ -262,7 +262,7 @@ def test_start_refuses_bad_settings_before_starting(ops_env) -> None:
     assert r.returncode == 2 and "model.placement" in r.stderr
 
 
-def test_analyze_film_script_end_to_end(ops_env, tiny_model_dir, tmp_path) -> None:
+def test_analyze_film_script_end_to_end(ops_env, tiny_model_dir, tmp_path, decoys) -> None:
     film = make_film(
         tmp_path / "my film.mp4",
         [
@@ -272,25 +272,36 @@ def test_analyze_film_script_end_to_end(ops_env, tiny_model_dir, tmp_path) -> No
         ],
     )
     out = tmp_path / "results"
-    r = sh(
-        "analyze_film.sh",
-        str(film.path),
-        "--model",
-        str(tiny_model_dir),
-        "--out",
-        str(out),
-        "--",
-        "--quiet",
-        env=ops_env,
-        timeout=600,
-    )
+    # A PID file left by a server that died, its PID now another process's: the script starts
+    # its own server and, on exit, stops that one, never the decoy.
+    pid_file = Path(ops_env["RUN_DIR"]) / "qwen-server.pid"
+    decoy = decoys("sleep")
+    write_pid_file(pid_file, decoy.pid, ops_env)
+    try:
+        r = sh(
+            "analyze_film.sh",
+            str(film.path),
+            "--model",
+            str(tiny_model_dir),
+            "--out",
+            str(out),
+            "--",
+            "--quiet",
+            env=ops_env,
+            timeout=600,
+        )
+    finally:
+        if pid_file.exists() and int(pid_file.read_text().split()[0]) != decoy.pid:
+            sh("stop_server.sh", env=ops_env)  # only if the script left its server running
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "removing stale PID file" in r.stdout and "qwen-server stopped" in r.stdout
+    assert_alive(decoy)
     rows = [json.loads(line) for line in (out / "shots.jsonl").read_text().splitlines()]
     assert [row["shot_id"] for row in rows] == [1, 2, 3]
     assert rows[0]["attributes"]["darkness"] < rows[1]["attributes"]["darkness"]  # bright, dark
     assert (out / "summary.json").is_file() and (out / "shots.csv").is_file()
     # The script stopped the server it started.
-    assert not (Path(ops_env["RUN_DIR"]) / "qwen-server.pid").exists()
+    assert not pid_file.exists()
 
 
 # -- PID files are not trusted blindly ------------------------------------------------------
