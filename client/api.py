@@ -3,25 +3,35 @@
 ``ServerPool`` sends each batch to the least busy live server. Transient failures (no
 connection, timeouts, a dropped connection, 408/425/429/5xx) are retried, on whichever server is
 free first, after a capped exponential backoff with jitter or the server's ``Retry-After``.
-A server that keeps failing leaves the rotation (see ``PostingOptions``) and the others carry
-on; only when none is left does the run fail (``ServerUnreachable``). A 401 is never retried:
-the token is wrong everywhere, so the run stops at once (``AuthFailed``). Other 4xx answers mean
-the request itself is wrong, and are not retried either (``RequestRejected``).
+A server that keeps failing leaves the rotation while others carry on; the last server left is
+waited for up to ``PostingOptions.retry_for`` seconds (a single server restarting does not
+abort the film; the progress line says "waiting for server"), and only then does the run fail
+(``ServerUnreachable``, exit 3). A 401 is never retried: the token is wrong everywhere, so the
+run stops at once (``AuthFailed``). Other 4xx answers mean the request itself is wrong, and are
+not retried either (``RequestRejected``).
+
+Every socket the pool opens is remembered, so ``abort`` (a failed or interrupted run) can shut
+them down: a thread blocked reading an answer wakes at once with an error instead of holding
+the process for up to the read timeout, and every posting thread can be joined before exit.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import logging
 import random
 import re
+import socket
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpcore
 import httpx
 
 from client.errors import AuthFailed, RequestRejected, ServerProtocolError, ServerUnreachable
@@ -31,6 +41,9 @@ from qwen_server.schemas import ATTRIBUTES
 log = logging.getLogger("client.api")
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Answers that say "no server is serving here right now" (a proxy without its backend, a
+# server still loading): like a refused connection they are bounded by time, not attempts.
+UNAVAILABLE_STATUS = frozenset({502, 503, 504})
 _SESSION_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -95,6 +108,54 @@ def _detail(response: httpx.Response) -> str:
     return text.replace("\n", " ")[:300]
 
 
+class _AbortableBackend(httpcore.SyncBackend):
+    """httpcore's socket backend, remembering the sockets it opens so ``abort`` can shut them
+    down (waking any thread blocked on one) and refusing new connections afterwards."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._aborted = False
+
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        """Open a TCP connection like httpcore, and remember its socket."""
+        if self._aborted:
+            raise httpcore.ConnectError("the run was stopped")
+        stream = super().connect_tcp(*args, **kwargs)
+        sock = stream.get_extra_info("socket")
+        with self._lock:
+            aborted = self._aborted
+            if sock is not None and not aborted:
+                self._sockets.add(sock)
+        if aborted:
+            stream.close()
+            raise httpcore.ConnectError("the run was stopped")
+        return stream
+
+    def abort(self) -> None:
+        """Shut down every open socket: blocked reads and writes fail at once."""
+        with self._lock:
+            self._aborted = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _transport(limits: httpx.Limits, backend: _AbortableBackend) -> httpx.HTTPTransport:
+    """httpx's own transport over a connection pool that uses ``backend`` for its sockets."""
+    transport = httpx.HTTPTransport(limits=limits)
+    # httpx does not take a network backend; its pool (a plain httpcore.ConnectionPool when no
+    # proxy is set) is rebuilt with the same limits and ours.
+    transport._pool = httpcore.ConnectionPool(
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=backend,
+    )
+    return transport
+
+
 @dataclass
 class ServerState:
     """Book-keeping of one server in the rotation."""
@@ -142,11 +203,15 @@ class ServerPool:
         limits = httpx.Limits(
             max_connections=o.in_flight + 2, max_keepalive_connections=o.in_flight
         )
+        self._backend = _AbortableBackend()
         self.servers = [
             ServerState(
                 url=u.rstrip("/"),
                 client=httpx.Client(
-                    base_url=u.rstrip("/"), timeout=timeout, headers=headers, limits=limits
+                    base_url=u.rstrip("/"),
+                    timeout=timeout,
+                    headers=headers,
+                    transport=_transport(limits, self._backend),
                 ),
             )
             for u in dict.fromkeys(urls)
@@ -154,6 +219,10 @@ class ServerPool:
         self._cond = threading.Condition()
         self._rng = rng or random.Random()
         self._closed = False
+        self._waiting = False  # every live server is failing: waiting for one to come back
+        # Called with "waiting for server ..." while no server answers, and None when one does
+        # again (the CLI shows it on the progress line).
+        self.on_wait: Callable[[str | None], None] | None = None
 
     # --- rotation ---------------------------------------------------------------------------
     def _acquire(self) -> ServerState:
@@ -185,17 +254,34 @@ class ServerPool:
         parts = [f"{s.url}: {s.last_error or 'failed'}" for s in self.servers]
         return "no server left: " + "; ".join(parts)
 
+    def _notify_wait(self, message: str | None) -> None:
+        callback = self.on_wait
+        if callback is not None:
+            with contextlib.suppress(Exception):  # progress display must never break a run
+                callback(message)
+
     def _succeeded(self, server: ServerState) -> None:
         with self._cond:
             server.failures = 0
             server.failing_since = None
             server.stats["ok"] += 1
+            was_waiting, self._waiting = self._waiting, False
+        if was_waiting:
+            log.warning("server %s answers again; carrying on", server.url)
+            self._notify_wait(None)
 
     def _failed(
         self, server: ServerState, error: str, retry_after: float | None, hard: bool
     ) -> None:
-        """Record a transient failure and schedule the server's next attempt."""
+        """Record a transient failure and schedule the server's next attempt.
+
+        A hard failure (no answer, or a 5xx without Retry-After) counts towards
+        ``max_consecutive_failures`` while another server is left; the last server is kept
+        for ``retry_for`` seconds from its first failure, its attempts spaced by the backoff
+        but never later than that deadline, so the run fails in bounded time.
+        """
         o = self.options
+        wait_message = None
         with self._cond:
             now = time.monotonic()
             server.stats["failed"] += 1
@@ -209,10 +295,16 @@ class ServerPool:
             else:
                 exp = min(o.backoff_cap, o.backoff_base * 2 ** max(0, server.failures - 1))
                 delay = exp * self._rng.uniform(0.5, 1.0)  # jitter spreads retries apart
+            others = any(s.alive and s is not server for s in self.servers)
+            failing_for = now - server.failing_since
+            if not hard:
+                out = failing_for >= o.max_unavailable_seconds
+            elif others:
+                out = server.failures >= o.max_consecutive_failures
+            else:
+                out = failing_for >= o.retry_for
+                delay = min(delay, max(0.0, server.failing_since + o.retry_for - now))
             server.cooldown_until = now + delay
-            out = server.failures >= o.max_consecutive_failures or (
-                now - server.failing_since >= o.max_unavailable_seconds
-            )
             if out and server.alive:
                 server.alive = False
                 left = sum(1 for s in self.servers if s.alive)
@@ -224,7 +316,22 @@ class ServerPool:
                 )
             else:
                 log.info("server %s: %s; retrying in %.1f s", server.url, error, delay)
+                if hard and not others and server.alive:
+                    wait_message = (
+                        f"waiting for server {server.url} "
+                        f"({failing_for:.0f} of {o.retry_for:.0f} s; last: {error})"
+                    )
+                    if not self._waiting:
+                        self._waiting = True
+                        log.warning(
+                            "server %s is not answering (%s); waiting for server up to %.0f s",
+                            server.url,
+                            error,
+                            o.retry_for,
+                        )
             self._cond.notify_all()
+        if wait_message is not None:
+            self._notify_wait(wait_message)
 
     # --- requests ---------------------------------------------------------------------------
     def analyze_batch(
@@ -238,15 +345,26 @@ class ServerPool:
             body["title"] = title[:500]
         ids = [s["shot_id"] for s in shots]
         last_error = ""
-        for _attempt in range(self.options.max_attempts):
+        attempts = 0  # failures of this batch on a server that answered (see PostingOptions)
+        while attempts < self.options.max_attempts:
             server = self._acquire()
             try:
                 response = server.client.post("/analyze_batch", json=body)
+            except httpx.ConnectTimeout as exc:
+                last_error = f"connection timed out ({type(exc).__name__})"
+                self._failed(server, last_error, None, hard=True)
+                continue
             except httpx.TimeoutException as exc:
+                attempts += 1
                 last_error = f"timed out ({type(exc).__name__})"
                 self._failed(server, last_error, None, hard=True)
                 continue
+            except httpx.ConnectError as exc:
+                last_error = f"connection failed ({type(exc).__name__}: {exc})"
+                self._failed(server, last_error, None, hard=True)
+                continue
             except httpx.TransportError as exc:
+                attempts += 1  # the connection broke while the server had the batch
                 last_error = f"connection failed ({type(exc).__name__}: {exc})"
                 self._failed(server, last_error, None, hard=True)
                 continue
@@ -269,6 +387,8 @@ class ServerPool:
             if status in RETRYABLE_STATUS:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 last_error = f"HTTP {status}: {_detail(response)}"
+                if status not in UNAVAILABLE_STATUS and status != 429:
+                    attempts += 1
                 # "Come back later" answers (429, or 503 with Retry-After) do not count towards
                 # leaving the rotation; the time budget max_unavailable_seconds still applies.
                 hard = not (status == 429 or (status == 503 and retry_after is not None))
@@ -329,17 +449,47 @@ class ServerPool:
         return out
 
     def drop_unreachable(self) -> None:
-        """Check every server once (GET /health) and take unreachable ones out of rotation.
+        """Check every server (GET /health) before any work is done and take unreachable ones
+        out of rotation.
 
-        Raises ServerUnreachable when none answers, before any work is done.
+        When none answers, waits for one to come up (a server being restarted) for
+        ``retry_for`` seconds, asking again with a capped backoff and reporting "waiting for
+        server"; raises ServerUnreachable if none has answered by then.
         """
-        down = []
-        for entry, server in zip(self.health(), self.servers, strict=True):
-            if not entry["reachable"]:
-                down.append((server, entry["error"]))
-        if len(down) == len(self.servers):
+        o = self.options
+        deadline = time.monotonic() + o.retry_for
+        delay = max(0.05, o.backoff_base)
+        while True:
+            down = []
+            for entry, server in zip(self.health(), self.servers, strict=True):
+                if not entry["reachable"]:
+                    down.append((server, entry["error"]))
+            if len(down) < len(self.servers):
+                break
             detail = "; ".join(f"{s.url} ({err})" for s, err in down)
-            raise ServerUnreachable(f"cannot reach any server: {detail}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServerUnreachable(f"cannot reach any server: {detail}")
+            message = f"waiting for server: {detail} ({left:.0f} s left of {o.retry_for:.0f})"
+            if not self._waiting:
+                self._waiting = True
+                log.warning(
+                    "cannot reach any server yet (%s); waiting for server up to %.0f s",
+                    detail,
+                    o.retry_for,
+                )
+            self._notify_wait(message)
+            with self._cond:
+                if self._closed:
+                    raise ServerUnreachable("the run was stopped")
+                self._cond.wait(min(delay, left))
+                if self._closed:
+                    raise ServerUnreachable("the run was stopped")
+            delay = min(o.backoff_cap, delay * 2)
+        if self._waiting:
+            self._waiting = False
+            log.warning("a server answers; carrying on")
+            self._notify_wait(None)
         for server, err in down:
             server.alive = False
             server.last_error = f"unreachable ({err})"
@@ -349,10 +499,16 @@ class ServerPool:
         """Per-server counts of successful and failed requests."""
         return {s.url: dict(s.stats) for s in self.servers}
 
-    def close(self) -> None:
-        """Wake waiting threads and close the HTTP connections."""
+    def abort(self) -> None:
+        """Stop the run's requests now: wake threads waiting for a server and shut down every
+        open connection, so requests in flight fail at once (idempotent)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._backend.abort()
+
+    def close(self) -> None:
+        """Abort whatever is still in flight and close the HTTP connections."""
+        self.abort()
         for s in self.servers:
             s.client.close()

@@ -56,7 +56,8 @@ class AudioTrack:
         self._closed = False
         self.error: str | None = None
         self.corrupt_packets = 0
-        self._thread = threading.Thread(target=self._run, name="audio-decode", daemon=True)
+        # Not a daemon: close() joins it, so no thread is left inside FFmpeg at exit.
+        self._thread = threading.Thread(target=self._run, name="audio-decode", daemon=False)
 
     def start(self) -> AudioTrack:
         """Start decoding in the background."""
@@ -215,8 +216,9 @@ class AudioTrack:
             return (sum(len(b) for b in self._blocks.values()) + self._fill) / self.sample_rate
 
     def close(self) -> None:
-        """Stop the decoder thread (it ends at its next packet)."""
+        """Stop the decoder thread and wait for it (it ends at its next packet; idempotent)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join()

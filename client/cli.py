@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -361,7 +359,15 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=po.max_attempts,
         metavar="N",
-        help="attempts per batch before giving up",
+        help="attempts per batch that reached a server and failed there, before giving up",
+    )
+    g.add_argument(
+        "--retry-for",
+        type=float,
+        default=po.retry_for,
+        metavar="SECONDS",
+        help="how long to keep retrying when no server answers (e.g. one being restarted), "
+        "showing 'waiting for server', before failing with exit code 3",
     )
     add_extract_options(p)
     p.set_defaults(handler=_cmd_analyze)
@@ -383,6 +389,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             connect_timeout=args.connect_timeout,
             read_timeout=args.read_timeout,
             max_attempts=max(1, args.max_attempts),
+            retry_for=args.retry_for,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -547,6 +554,27 @@ def run(argv: Sequence[str] | None = None) -> int:
     configure_logging(verbose)
     handler = args.handler
     try:
+        return _run_handler(handler, args, verbose)
+    finally:
+        _join_background_threads()
+
+
+def _join_background_threads() -> None:
+    """Stop and join the client's own background threads before the process may exit.
+
+    A thread left running in native code (the librosa/numba warm-up inside LLVM) while the
+    interpreter shuts down aborts the process (exit 134) even though the results are complete.
+    """
+    features = sys.modules.get("client.features")
+    if features is not None:
+        features.stop_warm_up()
+
+
+def _run_handler(
+    handler: Callable[[argparse.Namespace], int], args: argparse.Namespace, verbose: int
+) -> int:
+    """Run one command handler, turning its failures into a one-line message and exit code."""
+    try:
         return int(handler(args))
     except ClientError as exc:
         print(f"qwen-client: error: {exc}", file=sys.stderr)
@@ -566,18 +594,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point. After a failure, exits at once even if worker threads are still
-    blocked (e.g. a request waiting for its read timeout): results already written are safe."""
-    code = run(argv)
-    if code != EXIT_OK and any(
-        t.is_alive() and not t.daemon
-        for t in threading.enumerate()
-        if t is not threading.main_thread()
-    ):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    """Console entry point. ``run`` has stopped and joined every thread the command started
+    (requests still in flight after a failure are aborted by closing their sockets), so the
+    interpreter exits normally with the command's code."""
+    return run(argv)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,22 @@ MFCCs of the -100 dB floor), never NaN, because JSON cannot carry NaN and the se
 librosa compiles some helpers with numba on first use (tens of seconds on a cold cache, then
 cached on disk by numba); ``warm_up_in_background`` runs a tiny extraction in a thread at start
 so that cost overlaps with opening and decoding the film instead of stalling the first shot.
+
+The warm-up thread is *not* a daemon and must never outlive the command: a thread still inside
+numba/llvmlite (LLVM, C++) or BLAS when the interpreter exits makes the process abort with
+``terminate called without an active exception`` (exit 134) after the results were written.
+It runs in short steps and checks a stop flag between them; ``stop_warm_up`` (called by the CLI
+on every exit path) sets the flag and joins the thread, so at most one step is waited for.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +37,8 @@ SILENCE_RMS = 3e-4
 
 _warm_lock = threading.Lock()
 _warm_thread: threading.Thread | None = None
+_warm_stop = threading.Event()
+_warm_done = threading.Event()  # the whole warm-up ran once: no need to run it again
 
 
 @functools.lru_cache(maxsize=4)
@@ -104,19 +114,65 @@ def compute_features(y: np.ndarray, sr: int, tempo_min_seconds: float = 3.0) -> 
     }
 
 
-def _warm_up() -> None:
+def _warm_up_steps() -> list[Callable[[], object]]:
+    """The warm-up as short steps (imports, filter banks, the feature path without and with
+    tempo), each touching the librosa code a real shot will run."""
+    sr = 22050
+    rng = np.random.default_rng(0)
+    short = rng.uniform(-0.1, 0.1, sr // 2).astype(np.float32)
+    long = rng.uniform(-0.1, 0.1, sr * 4).astype(np.float32)
+
+    def _import() -> object:
+        import librosa
+
+        return librosa
+
+    return [
+        _import,
+        lambda: _filter_banks(sr),
+        lambda: compute_features(short, sr, tempo_min_seconds=math.inf),
+        lambda: compute_features(long, sr, tempo_min_seconds=3.0),
+    ]
+
+
+def _warm_up(stop: threading.Event) -> None:
     try:
-        rng = np.random.default_rng(0)
-        compute_features(rng.uniform(-0.1, 0.1, 22050 * 4).astype(np.float32), 22050, 3.0)
+        for step in _warm_up_steps():
+            if stop.is_set():
+                return
+            step()
+        _warm_done.set()
     except Exception:  # pragma: no cover - a failed warm-up only costs time later
         log.debug("librosa warm-up failed", exc_info=True)
 
 
-def warm_up_in_background() -> threading.Thread:
-    """Start (once per process) a daemon thread that triggers librosa's imports and numba JIT."""
+def warm_up_in_background() -> threading.Thread | None:
+    """Start (once per process) the thread that triggers librosa's imports and numba JIT.
+
+    The thread is joined by ``stop_warm_up``; callers that start it must call that before the
+    process exits (see the module doc for why). Returns the running thread, or None when the
+    warm-up already ran to the end in this process.
+    """
     global _warm_thread
     with _warm_lock:
-        if _warm_thread is None:
-            _warm_thread = threading.Thread(target=_warm_up, name="librosa-warm-up", daemon=True)
+        if _warm_thread is None and not _warm_done.is_set():
+            _warm_stop.clear()
+            _warm_thread = threading.Thread(
+                target=_warm_up, args=(_warm_stop,), name="librosa-warm-up", daemon=False
+            )
             _warm_thread.start()
         return _warm_thread
+
+
+def stop_warm_up() -> None:
+    """Ask the warm-up to stop after its current step and wait for it (idempotent, cheap
+    when no warm-up was started). After it returns no warm-up thread is running."""
+    global _warm_thread
+    with _warm_lock:
+        thread = _warm_thread
+        _warm_stop.set()
+    if thread is not None:
+        thread.join()
+    with _warm_lock:
+        if _warm_thread is thread:
+            _warm_thread = None

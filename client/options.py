@@ -92,9 +92,16 @@ class PostingOptions:
     """How batches reach the servers.
 
     Transient failures (connection errors, timeouts, 408/425/429/5xx) are retried with a capped
-    exponential backoff with jitter, or after the server's ``Retry-After``. A server leaves the
-    rotation after ``max_consecutive_failures`` hard failures in a row (no answer, or a 5xx
-    without Retry-After), or after answering "come back later" for ``max_unavailable_seconds``.
+    exponential backoff with jitter, or after the server's ``Retry-After``. While another server
+    is left, a server leaves the rotation after ``max_consecutive_failures`` hard failures in a
+    row (no answer, or a 5xx without Retry-After). The last server left is never dropped that
+    fast: it is retried for ``retry_for`` seconds from its first failure (a restart of a single
+    server does not abort the film), then the run fails (exit 3). Any server answering "come
+    back later" (429, 503 + Retry-After) leaves after ``max_unavailable_seconds`` of it.
+
+    ``max_attempts`` bounds the attempts of one batch that reached a server and failed there
+    (500, 408, a read timeout, a connection dropped mid-answer); attempts that found no server
+    (connection refused, connect timeout, 502/503/504) do not count: they are bounded by time.
     """
 
     batch_size: int = 8
@@ -108,8 +115,11 @@ class PostingOptions:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     max_retry_after: float = 120.0
+    retry_for: float = 120.0
 
     def __post_init__(self) -> None:
+        if not self.retry_for >= 0:  # also refuses NaN
+            raise ValueError("retry_for must be >= 0 seconds")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if self.in_flight < 1:

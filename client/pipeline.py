@@ -36,7 +36,7 @@ from typing import Any
 from client.api import ServerPool, shot_payload
 from client.audio import AudioTrack
 from client.errors import ClientError
-from client.features import compute_features, warm_up_in_background
+from client.features import compute_features, stop_warm_up, warm_up_in_background
 from client.frames import encode_jpeg
 from client.options import ExtractOptions, PostingOptions
 from client.outputs import OutputDir, film_fingerprint, summarize
@@ -127,7 +127,8 @@ class ShotSource:
         self._audio_lock = threading.Lock()
         self._last_release = -math.inf
         self.detected = 0  # shots closed by the decoder so far
-        self._thread = threading.Thread(target=self._produce, name="decode", daemon=True)
+        # Not a daemon: close() joins it on every exit path (no thread left in FFmpeg at exit).
+        self._thread = threading.Thread(target=self._produce, name="decode", daemon=False)
 
     # --- decode thread ------------------------------------------------------------------------
     def _on_frame(self, frame_no: int, stream_time: float) -> None:
@@ -241,7 +242,8 @@ class ShotSource:
             self.close()
 
     def close(self) -> None:
-        """Stop decoding and the workers (idempotent)."""
+        """Stop decoding, the audio decoder, the workers and the librosa warm-up, and wait for
+        all of them (idempotent): after it returns no thread of this source is running."""
         self.stop.set()
         while self._thread.is_alive():
             with contextlib.suppress(queue.Empty):
@@ -250,6 +252,7 @@ class ShotSource:
         if self._audio is not None:
             self._audio.close()  # first: a worker may be waiting for audio that will not come
         self._pool.shutdown(wait=True, cancel_futures=True)
+        stop_warm_up()  # the run's shots are done: the warm-up has nothing left to speed up
 
 
 def _manifest(command: str, info: VideoInfo, settings: dict[str, Any]) -> dict[str, Any]:
@@ -337,6 +340,8 @@ def analyze(
     out = OutputDir(out_dir)
     settings = {**options.output_settings(), "session_id": session_id, "title": title}
     poster = _Poster(servers, servers.options, out, session_id, title, progress)
+    if progress is not None:
+        servers.on_wait = progress.status
     report = _run(
         "analyze",
         info,
@@ -457,10 +462,11 @@ class _Poster:
             self._raise_if_failed()
         except BaseException:
             source.stop.set()
-            self.servers.close()  # wakes threads waiting for a server
-            # Do not wait for requests still in flight (up to the read timeout): their results
-            # are simply not written, and a rerun sends those shots again.
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Wakes threads waiting for a server and shuts down the connections of requests
+            # still in flight (their results are simply not written; a rerun sends those shots
+            # again), so the posting threads end now and are joined: none outlives the run.
+            self.servers.abort()
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
         return self._written

@@ -30,6 +30,7 @@ class Progress:
         self._done_now = 0
         self._started = time.monotonic()
         self._total_frames = total_frames
+        self._status: str | None = None  # e.g. "waiting for server ...", shown in the postfix
         self._bar: tqdm | None = None
         if enabled:
             tty = sys.stderr.isatty()
@@ -66,6 +67,14 @@ class Progress:
             if self._bar is not None:
                 self._refresh()
 
+    def status(self, text: str | None) -> None:
+        """Show ``text`` (e.g. "waiting for server ...") on the progress line; None clears it."""
+        with self._lock:
+            self._status = text
+            if self._bar is not None:
+                self._refresh()
+                self._bar.refresh()
+
     def _refresh(self) -> None:
         assert self._bar is not None
         if self._frames > self._shown_frames:
@@ -77,10 +86,10 @@ class Progress:
                 self._detected, round(self._detected * self._total_frames / self._frames)
             )
         rate = self._done_now / max(1e-6, time.monotonic() - self._started)
-        self._bar.set_postfix_str(
-            f"{self.label} {self._done}/~{estimate} ({self._detected} found), {rate:.2f} shots/s",
-            refresh=False,
-        )
+        text = f"{self.label} {self._done}/~{estimate} ({self._detected} found), {rate:.2f} shots/s"
+        if self._status:
+            text += f", {self._status}"
+        self._bar.set_postfix_str(text, refresh=False)
 
     @property
     def frames(self) -> int:

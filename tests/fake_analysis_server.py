@@ -14,6 +14,7 @@ the shot's content. Tests steer failures through ``FakeAnalysisServer.behaviour`
         server.behaviour.delay = 0.2         # seconds to wait before answering each batch
         server.behaviour.hold_after = 2      # answer 2 batches, then hold requests until
         server.behaviour.release.set()       # ... this is set (to kill a client mid-run)
+        server.stop()                        # held and new requests: connection dropped
         ... server.url, server.requests, server.shot_ids, server.sessions ...
 
 Run it by hand with ``python tests/fake_analysis_server.py --port 8000 --token secret``.
@@ -124,6 +125,7 @@ class FakeAnalysisServer:
         self.behaviour = Behaviour()
         self.recorded = Recorded()
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
@@ -203,6 +205,8 @@ class FakeAnalysisServer:
             if hold is not None and self.recorded.answered >= hold:
                 while not self.behaviour.release.is_set():
                     await asyncio.sleep(0.02)
+                if self._stopping.is_set():  # stopped while held: the batch dies with it
+                    raise ConnectionAbortedError("server stopped")
             if self.behaviour.always_fail:
                 return JSONResponse({"detail": "model broken"}, status_code=503)
             if self._take("fail_503"):
@@ -233,6 +237,10 @@ class FakeAnalysisServer:
             }
 
         async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if self._stopping.is_set():
+                # Going away, like a killed server: nothing more is answered (a keep-alive
+                # connection could otherwise still carry a request during the shutdown).
+                raise ConnectionAbortedError("server stopped")
             if scope["type"] == "http" and scope["path"] == "/analyze_batch":
                 with self._lock:
                     self.recorded.requests += 1
@@ -267,7 +275,9 @@ class FakeAnalysisServer:
         return self
 
     def stop(self) -> None:
-        """Shut the server down (connections are refused afterwards)."""
+        """Shut the server down like a server going away: held and new requests get their
+        connection dropped, and connections are refused afterwards."""
+        self._stopping.set()
         self.behaviour.release.set()  # held requests must not block the shutdown
         if self._server is not None:
             self._server.should_exit = True

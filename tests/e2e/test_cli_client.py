@@ -54,7 +54,11 @@ def start_cli(*args: str) -> subprocess.Popen:
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
     err = proc.stderr.strip()
     assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("qwen-client:")]
+    lines = [
+        line
+        for line in err.splitlines()
+        if line.startswith("qwen-client:") and not line.startswith("qwen-client: WARNING:")
+    ]
     assert len(lines) == 1, err
     return lines[0]
 
@@ -131,7 +135,17 @@ def test_errors_are_one_line_with_exit_codes(film: FilmTruth, server, tmp_path: 
     assert wrong.returncode == 4 and "401" in one_line_error(wrong)
     assert "wrong-token" not in wrong.stdout + wrong.stderr  # the token is never printed
     dead = f"http://127.0.0.1:{free_port()}"
-    down = cli("analyze", str(film.path), "-s", dead, "--out", str(tmp_path / "b"), "-q")
+    down = cli(
+        "analyze",
+        str(film.path),
+        "-s",
+        dead,
+        "--out",
+        str(tmp_path / "b"),
+        "-q",
+        "--retry-for",
+        "1",
+    )
     assert down.returncode == 3 and "cannot reach any server" in one_line_error(down)
     assert cli("health", "-s", dead).returncode == 3
     missing = cli("analyze", str(tmp_path / "nope.mp4"), "-s", server.url, "--out", str(tmp_path))

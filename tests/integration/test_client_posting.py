@@ -130,7 +130,7 @@ def test_no_server_left_fails_clearly(film: FilmTruth, servers, tmp_path: Path) 
     a, b = servers
     a.behaviour.always_fail = b.behaviour.always_fail = True
     with pytest.raises(ServerUnreachable, match="no server left") as exc:
-        _run(film, tmp_path, [a.url, b.url], max_consecutive_failures=2)
+        _run(film, tmp_path, [a.url, b.url], max_consecutive_failures=2, retry_for=0.5)
     assert a.url in str(exc.value) and b.url in str(exc.value)
 
 
@@ -140,7 +140,7 @@ def test_unreachable_servers_are_detected_before_decoding(
     a, _ = servers
     dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ServerUnreachable, match="cannot reach any server"):
-        _run(film, tmp_path / "none", [dead])
+        _run(film, tmp_path / "none", [dead], retry_for=0.3)
     assert not (tmp_path / "none" / "shots.jsonl").exists()
     caplog.clear()
     report = _run(film, tmp_path / "one", [dead, a.url])
