@@ -1,8 +1,10 @@
 """``qwen-server`` / ``python -m qwen_server``: run the analysis server.
 
 Settings come from config.yaml, then ``QWEN_*`` environment variables, then these flags.
-SIGTERM/SIGINT drain gracefully: new requests get 503, requests in flight finish (up to
-``server.shutdown_timeout_s``), then the process exits; a second signal exits at once.
+SIGTERM/SIGINT drain gracefully: new requests get 503 and ``/health`` answers 503 "draining",
+requests in flight finish (up to ``server.shutdown_timeout_s``), then the process exits 0. A
+second signal ends the process at once, killed by that signal (exit status 143 for SIGTERM,
+130 for SIGINT), abandoning requests in flight (``qwen_server.serving.DrainingServer``).
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import argparse
 import contextlib
 import logging
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+        from .serving import ensure_fd_room
+
+        try:
+            ensure_fd_room(settings.server.max_connections)
+        except ConfigError as exc:
+            print(f"qwen-server: error: {exc.message}", file=sys.stderr)
+            return 2
         print(settings.server.host, settings.server.port)
         return 0
     configure_logging(settings.server.log_level)
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from .app import create_app
+    from .serving import DrainingServer, uvicorn_config
 
     exit_code = {"value": 0}
     server_box: dict[str, uvicorn.Server] = {}
@@ -142,43 +150,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         app = create_app(settings, on_fatal=on_fatal)
+        config = uvicorn_config(app, settings)
     except ConfigError as exc:
         print(f"qwen-server: error: {exc.message}", file=sys.stderr)
         return 2
 
-    class DrainingServer(uvicorn.Server):
-        """First signal drains (503 to new requests, in-flight finish); second exits now."""
-
-        draining_started = False
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            if self.draining_started:
-                super().handle_exit(sig, frame)
-                return
-            self.draining_started = True
-            run = app.state.run
-            run.draining = True
-            logger.info("signal %d: draining (%d requests in flight)", sig, run.inflight)
-            threading.Thread(target=self._exit_when_idle, daemon=True).start()
-
-        def _exit_when_idle(self) -> None:
-            deadline = time.monotonic() + settings.server.shutdown_timeout_s
-            run = app.state.run
-            while run.inflight > 0 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if run.inflight:
-                logger.warning("drain timeout: %d requests still in flight", run.inflight)
-            self.should_exit = True
-
-    config = uvicorn.Config(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=max(1, int(settings.server.shutdown_timeout_s)),
+    server = DrainingServer(
+        config, run=app.state.run, drain_timeout_s=settings.server.shutdown_timeout_s
     )
-    server = DrainingServer(config)
     server_box["server"] = server
     logger.info(
         "qwen-server %s starting on %s:%d", __version__, settings.server.host, settings.server.port

@@ -24,12 +24,48 @@ from . import __version__
 from .auth import ApiKeyVerifier
 from .config import Settings
 from .errors import ConfigError, QwenServerError
+from .logsafe import escape_log
 from .metrics import Metrics
-from .middleware import AuthMiddleware, BodySizeLimitMiddleware, RequestContextMiddleware
+from .middleware import (
+    AuthMiddleware,
+    BodySizeLimitMiddleware,
+    OptionsMiddleware,
+    RequestContextMiddleware,
+)
 
 logger = logging.getLogger("qwen_server")
 
 DOCS_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+PUBLIC_PATHS = {"/health"}
+
+_ERROR_SCHEMA = {
+    "title": "ErrorMessage",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"type": "string", "description": "What was wrong"}},
+}
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorMessage"}}}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}}
+# What the middleware can answer on any protected operation, before the route runs.
+_FRONT_RESPONSES: dict[str, dict[str, Any]] = {
+    "401": {
+        "description": "Missing or invalid bearer key (WWW-Authenticate: Bearer; the "
+        "connection is closed, the body is not read)",
+        "headers": {
+            "WWW-Authenticate": {"description": "Always `Bearer`", "schema": {"type": "string"}}
+        },
+    },
+    "503": {
+        "description": "Not serving: shutting down (draining), model loading, or busy "
+        "(see Retry-After)",
+        "headers": _RETRY_AFTER,
+    },
+}
+# ... and on operations with a body.
+_BODY_RESPONSES: dict[str, dict[str, Any]] = {
+    "400": {"description": "There was an error parsing the body, or a bad Content-Length"},
+    "413": {"description": "Body over server.max_body_mb (the connection is closed)"},
+}
 
 
 class ServerState:
@@ -55,6 +91,7 @@ async def _load_engine(app: FastAPI, on_fatal: Callable[[str], None] | None) -> 
     except Exception as exc:
         # ConfigError carries a user-facing message (e.g. "model not found; set model.path").
         msg = exc.message if isinstance(exc, QwenServerError) else f"{type(exc).__name__}: {exc}"
+        msg = escape_log(msg)
         run.load_error = msg
         logger.error("model failed to load: %s", msg, exc_info=not isinstance(exc, ConfigError))
         if on_fatal is not None:
@@ -160,7 +197,7 @@ def create_app(
     @app.exception_handler(QwenServerError)
     async def _domain_error(request: Request, exc: QwenServerError) -> JSONResponse:
         if exc.status_code >= 500:
-            logger.warning("%s: %s", type(exc).__name__, exc.message)
+            logger.warning("%s: %s", type(exc).__name__, escape_log(exc.message))
         return JSONResponse({"detail": exc.message}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -170,7 +207,7 @@ def create_app(
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         rid = request.scope.get("state", {}).get("request_id", "?")
-        logger.error("unexpected error in request %s", rid, exc_info=exc)
+        logger.error("unexpected error in request %s", escape_log(rid), exc_info=exc)
         return JSONResponse({"detail": f"internal server error (request id {rid})"}, 500)
 
     def custom_openapi() -> dict[str, Any]:
@@ -182,23 +219,23 @@ def create_app(
                 "bearer": {"type": "http", "scheme": "bearer"}
             }
             schema["security"] = [{"bearer": []}]
-            # /health is the one public route.
-            for op in schema["paths"].get("/health", {}).values():
-                op["security"] = []
+            _document_front(schema, public=PUBLIC_PATHS)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
 
-    public = {"/health"}
+    public = set(PUBLIC_PATHS)
     if settings.server.public_docs:
         public |= DOCS_PATHS
     if settings.server.public_metrics:
         public.add("/metrics")
-    # Added innermost first: the request passes RequestContext → Auth → BodySizeLimit → routes.
+    # Added innermost first: a request passes RequestContext → Auth → Options → BodySizeLimit →
+    # routes.
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=int(settings.server.max_body_mb * 1_048_576)
     )
+    app.add_middleware(OptionsMiddleware, router=app.router)
     app.add_middleware(AuthMiddleware, verifier=verifier, public=public)
     app.add_middleware(
         RequestContextMiddleware,
@@ -206,3 +243,26 @@ def create_app(
         observe=app.state.metrics.observe_request,
     )
     return app
+
+
+def _document_front(schema: dict[str, Any], *, public: set[str]) -> None:
+    """Add to the OpenAPI what the middleware answers before any route runs.
+
+    Every protected operation gets 401 and 503 (draining); those with a body also 400 (body
+    that cannot be parsed, bad Content-Length) and 413. Public paths get ``security: []``.
+    Responses a route already documents keep their description and gain the error schema.
+    """
+    schema["components"].setdefault("schemas", {})["ErrorMessage"] = _ERROR_SCHEMA
+    for path, operations in schema["paths"].items():
+        for op in operations.values():
+            if path in public:
+                op["security"] = []
+                continue
+            extra = dict(_FRONT_RESPONSES)
+            if "requestBody" in op:
+                extra.update(_BODY_RESPONSES)
+            responses = op.setdefault("responses", {})
+            for code, spec in extra.items():
+                merged = {**spec, **responses.get(code, {})}
+                merged.setdefault("content", _ERROR_CONTENT)
+                responses[code] = merged

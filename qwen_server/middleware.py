@@ -1,7 +1,10 @@
-"""ASGI middleware: request context and access log, bearer auth, body-size limit, draining.
+"""ASGI middleware: request context and access log, bearer auth, OPTIONS, body-size limit, drain.
 
 These are plain ASGI classes rather than ``BaseHTTPMiddleware`` so that a request can be refused
 before its body is read (auth, size) and so streaming responses pass through untouched.
+A refusal sent before the body was read says ``Connection: close``: the server then stops
+reading that body (``qwen_server.serving``) instead of reading it to its end to reach the next
+request on the connection.
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Router, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import ApiKeyVerifier
 from .errors import Unauthorized
+from .logsafe import escape_log
 
 access_log = logging.getLogger("qwen_server.access")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+CLOSE = {"Connection": "close"}  # on refusals sent before the request body was read
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -92,11 +98,12 @@ class RequestContextMiddleware:
             route = scope.get("route")
             route_path = getattr(route, "path", None) or "(unmatched)"
             shots = scope.get("state", {}).get("shot_count")
+            # Path and method are the caller's bytes: escaped so they cannot forge log lines.
             access_log.info(
                 "rid=%s %s %s status=%d latency_ms=%.1f%s",
-                rid,
-                scope["method"],
-                scope["path"],
+                escape_log(rid),
+                escape_log(scope["method"]),
+                escape_log(scope["path"]),
                 status,
                 elapsed * 1000.0,
                 f" shots={shots}" if shots is not None else "",
@@ -125,11 +132,69 @@ class AuthMiddleware:
             self.verifier.check_header(_header(scope, b"authorization"))
         except Unauthorized as exc:
             response = JSONResponse(
-                {"detail": exc.message}, status_code=exc.status_code, headers=exc.headers
+                {"detail": exc.message},
+                status_code=exc.status_code,
+                headers={**exc.headers, **CLOSE},
             )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+class OptionsMiddleware:
+    """Answers ``OPTIONS`` on a known path with 204 and ``Allow`` listing its real methods.
+
+    It sits behind auth, so a stranger learns nothing of the route map (401, like every other
+    request; ``OPTIONS /health`` is public like ``GET /health``). Unknown paths are 404.
+    There is no CORS: no browser front end calls this API.
+    """
+
+    def __init__(self, app: ASGIApp, *, router: Router) -> None:
+        self.app = app
+        self.router = router
+        self._compiled: list[tuple[re.Pattern[str], set[str]]] | None = None
+
+    def _table(self) -> list[tuple[re.Pattern[str], set[str]]]:
+        # Built on first use, when every route is registered. FastAPI keeps included routers
+        # as wrappers (``original_router`` + prefix): descend into them.
+        if self._compiled is None:
+            table: list[tuple[re.Pattern[str], set[str]]] = []
+
+            def walk(routes: list[Any], prefix: str) -> None:
+                for route in routes:
+                    included = getattr(route, "original_router", None)
+                    if included is not None:
+                        walk(included.routes, prefix + route.include_context.prefix)
+                    elif getattr(route, "methods", None) and hasattr(route, "path"):
+                        regex, _, _ = compile_path(prefix + route.path)
+                        table.append((regex, set(route.methods)))
+
+            walk(self.router.routes, "")
+            self._compiled = table
+        return self._compiled
+
+    def allowed(self, scope: Scope) -> list[str]:
+        """The methods the app serves at ``scope``'s path (with HEAD for GET, and OPTIONS)."""
+        methods: set[str] = set()
+        for regex, route_methods in self._table():
+            if regex.match(scope["path"]):
+                methods |= route_methods
+        if not methods:
+            return []
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods | {"OPTIONS"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        allowed = self.allowed(scope)
+        if allowed:
+            response: Response = Response(status_code=204, headers={"Allow": ", ".join(allowed)})
+        else:
+            response = JSONResponse({"detail": "Not Found"}, status_code=404)
+        await response(scope, receive, send)
 
 
 class BodySizeLimitMiddleware:
@@ -159,12 +224,14 @@ class BodySizeLimitMiddleware:
             except ValueError:
                 length = -1
             if length < 0:
-                await JSONResponse({"detail": "invalid Content-Length header"}, 400)(
+                await JSONResponse({"detail": "invalid Content-Length header"}, 400, headers=CLOSE)(
                     scope, receive, send
                 )
                 return
             if length > self.max_bytes:
-                await JSONResponse({"detail": self._too_large()}, 413)(scope, receive, send)
+                await JSONResponse({"detail": self._too_large()}, 413, headers=CLOSE)(
+                    scope, receive, send
+                )
                 return
         received = 0
 
@@ -175,7 +242,7 @@ class BodySizeLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     # Starlette's HTTPException passes through FastAPI's body parsing unchanged.
-                    raise HTTPException(status_code=413, detail=self._too_large())
+                    raise HTTPException(status_code=413, detail=self._too_large(), headers=CLOSE)
             return message
 
         await self.app(scope, limited_receive, send)

@@ -105,18 +105,24 @@ class LiveServer:
 
 
 @contextmanager
-def run_server(settings: Any, *, wait_ready: bool = True, **app_kw: Any) -> Iterator[LiveServer]:
-    """Start the real app on a free loopback port; stop it on exit."""
+def run_server(
+    settings: Any, *, wait_ready: bool = True, http: str = "auto", **app_kw: Any
+) -> Iterator[LiveServer]:
+    """Start the real app on a free loopback port, with the CLI's uvicorn config; stop on exit.
+
+    ``http`` picks the HTTP parser ("auto", "h11" or "httptools"), as ``uvicorn_config`` does.
+    """
     import uvicorn
 
     from qwen_server.app import create_app
+    from qwen_server.serving import uvicorn_config
 
     app = create_app(settings, **app_kw)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn_config(app, settings, http=http, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
