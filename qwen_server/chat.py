@@ -227,7 +227,10 @@ class ChatService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._clients: dict[int, tuple[asyncio.AbstractEventLoop, openai.AsyncOpenAI]] = {}
+        self._clients: dict[
+            int, tuple[asyncio.AbstractEventLoop, openai.AsyncOpenAI, tuple[Any, ...]]
+        ] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # old clients being closed
         ProviderLogScrubber.install()
         key = settings.nebius_api_key
         if key is not None and key.get_secret_value().strip():
@@ -250,32 +253,43 @@ class ChatService:
             )
 
     def _client(self) -> openai.AsyncOpenAI:
-        """The client for the running event loop.
+        """The client for the running event loop and the current provider settings.
 
         httpx connection pools belong to one event loop; keying by loop keeps a service that
         outlives a loop (test clients, restarts of an embedded server) from reusing dead pools.
+        A change of key, ``chat.base_url`` or ``chat.timeout_s`` builds a new client.
         """
         self.ensure_configured()
         loop = asyncio.get_running_loop()
-        entry = self._clients.get(id(loop))
-        if entry is not None and entry[0] is loop:
-            return entry[1]
         key = self.settings.nebius_api_key
         assert key is not None  # ensure_configured checked it
+        secret = key.get_secret_value().strip()
+        ProviderLogScrubber.add_secret(secret)
+        chat = self.settings.chat
+        signature = (secret, chat.base_url, chat.timeout_s)
+        entry = self._clients.get(id(loop))
+        if entry is not None and entry[0] is loop:
+            if entry[2] == signature:
+                return entry[1]
+            # Settings changed: close the old client's pool in the background.
+            task = loop.create_task(entry[1].close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         client = openai.AsyncOpenAI(
-            api_key=key.get_secret_value().strip(),
-            base_url=self.settings.chat.base_url,
-            timeout=self.settings.chat.timeout_s,
+            api_key=secret,
+            base_url=chat.base_url,
+            # Bounds connect and each read; the total is enforced by the deadline (_create).
+            timeout=chat.timeout_s,
             max_retries=0,  # see the module docstring: one retry, ours, where it helps
         )
         self._clients = {k: v for k, v in self._clients.items() if not v[0].is_closed()}
-        self._clients[id(loop)] = (loop, client)
+        self._clients[id(loop)] = (loop, client, signature)
         return client
 
     async def aclose(self) -> None:
         """Close the provider clients (their connection pools)."""
         clients, self._clients = self._clients, {}
-        for loop, client in clients.values():
+        for loop, client, _ in clients.values():
             if loop is asyncio.get_running_loop():
                 await client.close()
 

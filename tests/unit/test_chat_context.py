@@ -175,3 +175,32 @@ def test_inline_results_with_local_field_names():
 def test_cited_shots(answer: str, expected: list[int]):
     film = [shot(i, i * 2.5) for i in range(20)]
     assert cited_shots(answer, film) == expected
+
+
+@pytest.mark.parametrize(
+    "value", [1.8e305, 1.7976931348623157e308, -1.7976931348623157e308, -1.0, 1e7 + 1]
+)
+def test_timecode_never_raises_on_a_finite_float(value: float):
+    """Stored legacy rows may hold absurd times; formatting them must not overflow."""
+    assert timecode(value) == "--:--:--.---"
+    assert timecode(1e7) == "2777:46:40.000"  # the largest time still shown
+
+
+def test_context_survives_absurd_legacy_times():
+    """Huge, negative and mixed times, durations that overflow when added, and ints beyond a
+    float: the context is built, the absurd times are shown as unknown, sane shots stay timed."""
+    huge = 1.7976931348623157e308
+    results = [
+        shot(0, 0.0),
+        {**shot(1, 1.8e305), "end_time": huge},
+        {**shot(2, -huge), "end_time": 1.8e305},
+        {"shot_id": 3, "start_time": 5.0, "duration": huge, "attributes": {"suspense": 0.9}},
+        {"shot_id": 4, "start_time": 10**400, "end_time": 2.0, "caption": "int overflow"},
+    ]
+    ctx = build_context(results, "when is shot 1?", max_context_tokens=6000)
+    system = ctx.messages[0]["content"]
+    assert ctx.shots_total == ctx.shots_in_context == 5
+    assert "--:--:--.------:--:--.--- | 1 |" in system
+    assert "00:00:00.000-00:00:02.500 | 0 |" in system
+    assert "inf" not in system and "e+30" not in system
+    assert cited_shots("shot 1 and 00:00:01.000", results) == [1, 0]
