@@ -127,6 +127,8 @@ class ChatSettings(_Section):
 
     base_url: str = "https://api.studio.nebius.com/v1/"
     model: str = "openai/gpt-oss-120b"
+    # Total time one answer may take (request to last byte, retry included, streamed or not);
+    # past it /chat is 504, or a started stream ends with an error event carrying 504.
     timeout_s: float = Field(60.0, gt=0, le=600)
     max_context_tokens: int = Field(6000, ge=500, le=200_000)
     max_answer_tokens: int = Field(800, ge=16, le=16_000)
