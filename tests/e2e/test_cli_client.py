@@ -168,11 +168,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(
     server.behaviour.hold_after = server.recorded.answered + 2
     proc = start_cli("analyze", str(film.path), *common, "--out", str(out))
     lines: list[str] = []
+    deadline = time.monotonic() + 120
     while len(lines) < 2:
         assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the client never wrote two batches"
         time.sleep(0.02)
         path = out / "shots.jsonl"
-        lines = path.read_text().splitlines() if path.exists() else []
+        # Complete lines only: a line being appended right now must not count (or be parsed).
+        lines = path.read_text().split("\n")[:-1] if path.exists() else []
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
@@ -225,8 +228,10 @@ def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path: Path, server) -> None:
         "1",
         "-q",
     )
+    deadline = time.monotonic() + 120
     while server.requests < 2:  # the second batch is being held by the server
         assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the client never sent its second batch"
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
