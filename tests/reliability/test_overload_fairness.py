@@ -106,7 +106,8 @@ def _run_client(
 
 def test_sixteen_clients_on_a_queue_of_four_all_get_served(server_factory) -> None:
     with server_factory(
-        server={"max_queued_shots": QUEUE_SHOTS},
+        # A request must be able to fit the queue (a configuration that cannot work is refused).
+        server={"max_queued_shots": QUEUE_SHOTS, "max_shots_per_request": QUEUE_SHOTS},
         model={"caption_max_chars": 24, "max_pixels": 64 * 64},
     ) as live:
         records = [ClientRecord() for _ in range(CLIENTS)]

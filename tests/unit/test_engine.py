@@ -104,7 +104,9 @@ def test_concurrent_callers_are_merged_and_get_their_own_results(tiny_model_dir:
 
 def test_queue_bound_and_stop(tiny_model_dir: Path) -> None:
     """Past server.max_queued_shots: Overloaded with Retry-After; after stop(): NotReady."""
-    engine = Engine(tiny_settings(tiny_model_dir, server={"max_queued_shots": 3}))
+    engine = Engine(
+        tiny_settings(tiny_model_dir, server={"max_queued_shots": 3, "max_shots_per_request": 3})
+    )
     engine.load()
 
     async def run() -> None:

@@ -112,7 +112,12 @@ def test_engine_admit_holds_room_and_refuses_with_its_own_retry_after(
 ) -> None:
     settings = tiny_settings(
         tiny_model_dir,
-        server={"max_queued_shots": 2, "admission_wait_s": 60, "max_waiting_requests": 1},
+        server={
+            "max_queued_shots": 2,
+            "max_shots_per_request": 2,
+            "admission_wait_s": 60,
+            "max_waiting_requests": 1,
+        },
     )
     engine = Engine(settings)
     engine.load()
