@@ -124,6 +124,22 @@ class ChatMessage(BaseModel):
 class ChatRequest(BaseModel):
     """A question about one film, given as a stored session or as inline results."""
 
+    # "Exactly one of session_id / results" (checked by _one_source) stated in the OpenAPI too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["session_id"],
+                    "properties": {"session_id": {"type": "string"}, "results": {"type": "null"}},
+                },
+                {
+                    "required": ["results"],
+                    "properties": {"results": {"type": "array"}, "session_id": {"type": "null"}},
+                },
+            ]
+        }
+    )
+
     session_id: SessionId | None = Field(None, description="A stored session (or give results)")
     results: list[ChatShot] | None = Field(
         None,

@@ -136,6 +136,25 @@ def test_auth_matrix_over_every_registered_route(server: LiveServer) -> None:
     _assert_health(server)
 
 
+def test_openapi_documents_what_the_front_answers(server: LiveServer) -> None:
+    with server.client() as c:
+        spec = c.get("/openapi.json").json()
+    protected = 0
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            codes = set(op["responses"])
+            if path in PUBLIC:
+                assert op["security"] == [] and "401" not in codes
+                continue
+            protected += 1
+            assert {"401", "503"} <= codes, (method, path)
+            if "requestBody" in op:
+                assert {"400", "413"} <= codes, (method, path)
+    assert protected >= 7 and "401" in spec["paths"]["/metrics"]["get"]["responses"]
+    chat = spec["components"]["schemas"]["ChatRequest"]
+    assert [b["required"] for b in chat["oneOf"]] == [["session_id"], ["results"]]
+
+
 # --- connections that never finish a request -------------------------------------------------
 
 
