@@ -10,10 +10,11 @@ provider failure                               domain error (HTTP)
 no ``NEBIUS_API_KEY``                          ChatNotConfigured (503)
 401 / 403                                      ChatUpstreamError (502)
 429                                            ChatRateLimited (503, provider's Retry-After)
-timeout (``chat.timeout_s``)                   ChatTimeout (504)
+not done within ``chat.timeout_s`` (total)     ChatTimeout (504)
 connection refused / reset / DNS               ChatUpstreamError (502)
 other HTTP status                              ChatUpstreamError (502)
 non-JSON body, no choices, empty answer        ChatUpstreamError (502)
+reply larger than max_answer_tokens explains   ChatUpstreamError (502)
 =============================================  ==============================================
 
 The provider's own error text is never passed on or logged: providers echo (part of) the key in
@@ -67,6 +68,7 @@ from .errors import (
     ChatTimeout,
     ChatUpstreamError,
 )
+from .logsafe import escape_log
 
 log = logging.getLogger("qwen_server.chat")
 
@@ -79,22 +81,11 @@ MIN_REPLY_BYTES = 1 << 20
 ANSWER_CHARS_PER_TOKEN = 32
 
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,80}")
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def escape_control(text: str, *, keep_newlines: bool = False) -> str:
-    """``text`` with control characters written as ``\\xNN`` / ``\\uNNNN`` escapes, so a logged
-    value can neither forge log lines (CR/LF) nor smuggle terminal escapes or NULs.
-    ``keep_newlines`` leaves ``\\n`` alone (multi-line tracebacks)."""
-
-    def esc(m: re.Match[str]) -> str:
-        ch = m.group()
-        if keep_newlines and ch == "\n":
-            return ch
-        code = ord(ch)
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-    return _CONTROL_CHARS.sub(esc, text)
+def _escape_lines(text: str) -> str:
+    """A multi-line text (a traceback) with each line escaped by ``escape_log``."""
+    return "\n".join(escape_log(line) for line in text.split("\n"))
 
 
 class ProviderLogScrubber(logging.Filter):
@@ -156,14 +147,14 @@ class ProviderLogScrubber(logging.Filter):
             message = str(record.msg) % args if args else str(record.msg)
         except (TypeError, ValueError):
             message = f"{record.msg} {args!r}"
-        record.msg = escape_control(self.redact(message))
+        record.msg = escape_log(self.redact(message))
         record.args = None
         if record.exc_info:
             text = logging.Formatter().formatException(record.exc_info)
-            record.exc_text = escape_control(self.redact(text), keep_newlines=True)
+            record.exc_text = _escape_lines(self.redact(text))
             record.exc_info = None
         elif record.exc_text:
-            record.exc_text = escape_control(self.redact(record.exc_text), keep_newlines=True)
+            record.exc_text = _escape_lines(self.redact(record.exc_text))
         return True
 
 

@@ -87,7 +87,10 @@ async def _events(
         422: {"description": "Invalid request, or the session has no shots yet"},
         502: {"description": "The chat provider refused us or sent an unusable reply"},
         503: {"description": "Chat not configured (NEBIUS_API_KEY), or provider rate limit"},
-        504: {"description": "The chat provider did not answer in chat.timeout_s"},
+        504: {
+            "description": "The chat provider did not finish within chat.timeout_s (the total "
+            "time one answer may take; a stream already started ends with an error event)"
+        },
     },
 )
 async def chat(body: ChatRequest, request: Request) -> Any:

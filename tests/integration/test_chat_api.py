@@ -52,7 +52,7 @@ def live(fake: FakeOpenAI, tiny_model_dir: Path, tmp_path_factory) -> Iterator[L
     settings = test_settings(
         tiny_model_dir,
         tmp_path_factory.mktemp("chat-srv"),
-        chat={"base_url": fake.base_url, "timeout_s": 1.0},
+        chat={"base_url": fake.base_url, "timeout_s": 2.0},  # total deadline per answer
         NEBIUS_API_KEY=PROVIDER_KEY,
     )
     with run_server(settings) as server:
@@ -64,7 +64,7 @@ def live(fake: FakeOpenAI, tiny_model_dir: Path, tmp_path_factory) -> Iterator[L
 def provider(fake: FakeOpenAI) -> FakeOpenAI:
     fake.mode = "ok"
     fake.retry_after = "17"
-    fake.delay_s = 3.0
+    fake.delay_s = 6.0  # "slow" / "stall_stream": well past chat.timeout_s
     fake.requests.clear()
     return fake
 

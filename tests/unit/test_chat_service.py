@@ -70,12 +70,14 @@ def fake() -> Iterator[FakeOpenAI]:
 def provider(fake: FakeOpenAI) -> FakeOpenAI:
     fake.mode = "ok"
     fake.requests.clear()
-    fake.delay_s = 3.0
+    fake.delay_s = 6.0
     return fake
 
 
 def make_settings(base_url: str, key: str | None = PROVIDER_KEY, **chat: Any) -> Settings:
-    overrides: dict[str, Any] = {"chat": {"base_url": base_url, "timeout_s": 0.5, **chat}}
+    # timeout_s is the total deadline: short enough for "slow" (fake.delay_s) to pass it, long
+    # enough that a good answer on a loaded CI machine never does.
+    overrides: dict[str, Any] = {"chat": {"base_url": base_url, "timeout_s": 2.0, **chat}}
     if key is not None:
         overrides["NEBIUS_API_KEY"] = key
     return load_settings(None, **overrides)
@@ -244,8 +246,9 @@ def test_5xx_is_retried_once_then_reported(provider, monkeypatch):
     assert len(provider.requests) == 2
 
 
-def test_no_retry_when_the_deadline_leaves_no_time(service, provider):
-    provider.mode = "503"  # timeout_s is 0.5: less than the pause before a retry
+def test_no_retry_when_the_deadline_leaves_no_time(service, provider, monkeypatch):
+    monkeypatch.setattr("qwen_server.chat.RETRY_PAUSE_S", 30.0)  # longer than timeout_s
+    provider.mode = "503"
     with pytest.raises(ChatUpstreamError, match="HTTP 503"):
         ask(service)
     assert len(provider.requests) == 1
@@ -256,7 +259,7 @@ def test_trickling_provider_is_cut_at_the_total_deadline(provider, monkeypatch, 
     """Each byte arrives well within the read timeout; the whole reply would take minutes.
     The call must end near chat.timeout_s with ChatTimeout, not when the trickle ends."""
     monkeypatch.delenv("NEBIUS_API_KEY", raising=False)
-    service = ChatService(make_settings(provider.base_url, timeout_s=1.5))
+    service = ChatService(make_settings(provider.base_url))  # timeout_s 2
     provider.mode = "trickle"
     provider.trickle_interval_s = 0.2
     started = time.monotonic()
