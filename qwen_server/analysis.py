@@ -107,6 +107,9 @@ async def analyze_shots(
                 model=engine.model_id,
                 timings_ms={"decode_ms": round(prep.decode_ms, 2), **out.timings_ms},
                 generation=out.counts,
+                # What the model's answer lacked and was filled with neutral values: flagged,
+                # never passed off as the model's reading.
+                fallback=list(out.fallback),
             )
         )
     return results

@@ -182,7 +182,11 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.run = ServerState()
-    app.state.store = SessionStore(settings.store.path)
+    app.state.store = SessionStore(
+        settings.store.path,
+        max_size_mb=settings.store.max_size_mb,
+        reserve_mb=settings.store.reserve_mb,
+    )
     app.state.chat = ChatService(settings)
     app.state.metrics = Metrics(lambda: app.state.engine)
 

@@ -117,9 +117,15 @@ class FusionSettings(_Section):
 
 
 class StoreSettings(_Section):
-    """Where film sessions are kept."""
+    """Where film sessions are kept, and how much disk they may take."""
 
     path: Path = Path("var/qwen_server.sqlite3")
+    # Cap on the database size (None: the disk is the limit). Past it, results are still
+    # returned but not stored (stored: false), exactly as on a full disk.
+    max_size_mb: float | None = Field(None, gt=0, le=16_777_216)
+    # Spare file kept beside the database and given up when the disk is full, so that
+    # DELETE /sessions/{id} can still free space (0: no spare).
+    reserve_mb: float = Field(8.0, ge=0, le=4096)
 
 
 class ChatSettings(_Section):
@@ -160,6 +166,21 @@ class Settings(BaseSettings):
 
     # Set by load_settings before construction; not a setting itself.
     _yaml_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _combinations_that_can_work(self) -> Settings:
+        """Refuse combinations of keys that are each valid but cannot work together, naming
+        every key involved (as a config key and as its environment variable)."""
+        server = self.server
+        if server.max_queued_shots < server.max_shots_per_request:
+            raise ValueError(
+                f"server.max_queued_shots (env QWEN_SERVER__MAX_QUEUED_SHOTS) = "
+                f"{server.max_queued_shots} is below server.max_shots_per_request (env "
+                f"QWEN_SERVER__MAX_SHOTS_PER_REQUEST) = {server.max_shots_per_request}: a request "
+                "of that many shots could never be queued and would get 503 forever; raise "
+                "max_queued_shots or lower max_shots_per_request"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -215,7 +236,10 @@ class _SecretFreeYaml(YamlConfigSettingsSource):
 def _format_validation_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        if not err["loc"]:  # a cross-field check: its message names its keys itself
+            lines.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
+        key = ".".join(str(p) for p in err["loc"])
         env = "QWEN_" + key.upper().replace(".", "__")
         lines.append(f"{key} (env {env}): {err['msg']}")
     return "invalid settings: " + "; ".join(lines)

@@ -2,7 +2,10 @@
 
 Every check names the shot and frame it concerns, because a caller sending 64 shots of 5 frames
 needs to know which one was bad. Decompression bombs are refused from the header, before any
-pixel is decoded.
+pixel is decoded. Truncated frames are refused, never passed off as data: Pillow's
+``LOAD_TRUNCATED_IMAGES`` is kept off (a cut file is an error), the decode is forced in full
+(``load()``), and a JPEG that ends early *with* an end marker (which libjpeg fills with grey and
+reports only as a warning) is caught from its structure by ``jpeg_structure``.
 """
 
 from __future__ import annotations
@@ -10,11 +13,15 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import logging
 import warnings
 
-from PIL import Image
+from PIL import Image, ImageFile
 
 from .errors import InvalidInput
+from .jpeg_structure import jpeg_shortfall
+
+log = logging.getLogger("qwen_server.images")
 
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
 
@@ -49,6 +56,10 @@ def decode_image(
     kind = next((name for magic, name in _MAGIC.items() if raw.startswith(magic)), None)
     if kind is None:
         raise InvalidInput(f"{where}: not a JPEG or PNG image")
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # A process-wide switch some libraries turn on; with it, cut frames decode as grey.
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        log.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES was on; turned it off")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -59,6 +70,9 @@ def decode_image(
                     f"{where}: image is {width}x{height} = {width * height} pixels, over the "
                     f"limit of {max_pixels} (server.max_image_pixels)"
                 )
+            shortfall = jpeg_shortfall(raw) if kind == "JPEG" else None
+            if shortfall is not None:
+                raise InvalidInput(f"{where}: truncated JPEG ({shortfall})")
             if keep_pixels is not None and kind == "JPEG" and width * height > 4 * keep_pixels:
                 # DCT scaling: decode at 1/2, 1/4 or 1/8 size while staying above the target.
                 scale = (keep_pixels / (width * height)) ** 0.5

@@ -7,7 +7,7 @@ read at scrape time by a collector, so they are never stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -19,6 +19,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from .schemas import ATTRIBUTES
 
 # The *_created series double the exposition for no use on dashboards.
 disable_created_metrics()
@@ -91,6 +93,20 @@ class Metrics:
         self.shots = Counter(
             "qwen_shots_analyzed", "Shots analysed by the model", registry=self.registry
         )
+        self.fallback_fields = Counter(
+            "qwen_fallback_fields",
+            "Result fields the model's answer lacked, filled with a fallback (caption or a score)",
+            ["field"],
+            registry=self.registry,
+        )
+        for name in ("caption", *ATTRIBUTES):  # every series exists from the start, at 0
+            self.fallback_fields.labels(name)
+        self.store_failures = Counter(
+            "qwen_store_failures",
+            "Session store writes that failed (the results were still returned, stored: false)",
+            ["operation"],
+            registry=self.registry,
+        )
         self.registry.register(_LiveState(engine))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -103,6 +119,16 @@ class Metrics:
         self.batch_size.observe(size)
         self.batch_seconds.observe(seconds)
         self.shots.inc(size)
+
+    def observe_fallbacks(self, fields_per_result: Iterable[Iterable[str]]) -> None:
+        """Count, per field name, the fields that fell back in a request's results."""
+        for fields in fields_per_result:
+            for name in fields:
+                self.fallback_fields.labels(name).inc()
+
+    def observe_store_failure(self, operation: str) -> None:
+        """Count one failed store write (``operation``: save or delete)."""
+        self.store_failures.labels(operation).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 ATTRIBUTES: tuple[str, ...] = (
     "suspense",
@@ -20,12 +20,29 @@ ATTRIBUTES: tuple[str, ...] = (
     "motion",
 )
 
-# JSON can carry NaN/Infinity through Python's json module; scores and features never may.
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-NonNegFinite = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Largest time a shot may carry, in seconds (7 days). Far beyond any film, and small enough that
+# no timecode, sum or difference of times can overflow (1e306 s once turned /chat into a 500).
+# A plain constant, free of pydantic, so the client can import it to check its own output.
+MAX_TIME_S = 604_800.0
+# The largest shot id: 2**53 is the largest integer every JSON reader (JavaScript too) keeps exact.
+MAX_SHOT_ID = 2**53
+
+# Input numbers are strict: JSON numbers only. ``true`` or ``"7"`` are refused (lax pydantic would
+# read them as 1 and 7), while a JSON integer stays a valid float (``"tempo": 120``). JSON can
+# carry NaN/Infinity through Python's json module; scores and features never may.
+FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+NonNegFinite = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+Seconds = Annotated[
+    float,
+    Strict(),
+    Field(ge=0, le=MAX_TIME_S, allow_inf_nan=False, description="Seconds, 0..604800 (7 days)"),
+]
+# Output scores are built by the server itself (lax: numpy floats are fine there).
 Score = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 ShotId = Annotated[
-    int, Field(ge=0, le=2**53, description="Caller's shot number, unique per request")
+    int,
+    Strict(),
+    Field(ge=0, le=MAX_SHOT_ID, description="Caller's shot number, unique per request"),
 ]
 
 
@@ -43,14 +60,14 @@ class AudioFeatures(BaseModel):
     spectral_centroid_mean: NonNegFinite | None = Field(None, description="Hz")
     spectral_rolloff_mean: NonNegFinite | None = Field(None, description="Hz (85% energy)")
     spectral_bandwidth_mean: NonNegFinite | None = Field(None, description="Hz")
-    zero_crossing_rate_mean: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = (
-        Field(None, description="Fraction of sign changes per sample, 0..1")
-    )
+    zero_crossing_rate_mean: (
+        Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)] | None
+    ) = Field(None, description="Fraction of sign changes per sample, 0..1")
     rms_energy_mean: NonNegFinite | None = Field(
         None, description="Mean RMS of the mono signal (full scale = 1)"
     )
     rms_energy_std: NonNegFinite | None = Field(None, description="RMS standard deviation")
-    chroma_mean: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
+    chroma_mean: list[NonNegFinite] | None = Field(
         None, min_length=12, max_length=12, description="12 chroma bin means"
     )
     tempo: NonNegFinite | None = Field(
@@ -72,10 +89,14 @@ class ShotIn(BaseModel):
     audio_features: AudioFeatures | None = Field(
         None, description="Per-shot audio features; absent = analyse from images only"
     )
-    start_time: NonNegFinite | None = Field(None, description="Seconds from the film's start")
-    end_time: NonNegFinite | None = Field(None, description="Seconds from the film's start")
-    duration: NonNegFinite | None = Field(
-        None, description="Seconds; derived from start/end when absent"
+    start_time: Seconds | None = Field(
+        None, description="Seconds from the film's start (0..604800, i.e. at most 7 days)"
+    )
+    end_time: Seconds | None = Field(
+        None, description="Seconds from the film's start (0..604800, i.e. at most 7 days)"
+    )
+    duration: Seconds | None = Field(
+        None, description="Seconds (0..604800); derived from start/end when absent"
     )
 
     @model_validator(mode="after")
@@ -170,6 +191,14 @@ class ShotResult(BaseModel):
         default_factory=dict,
         description="Sizes of the generate call: batch_size, new_tokens, prompt_tokens",
     )
+    fallback: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Fields the model's answer lacked, filled with a neutral fallback instead of data: "
+            "'caption' (then '(no caption)') and/or attribute names (then 0.5 in "
+            "model_attributes, fused with measured signals in attributes); empty when complete"
+        ),
+    )
 
 
 class AnalyzeBatchResponse(BaseModel):
@@ -177,6 +206,16 @@ class AnalyzeBatchResponse(BaseModel):
 
     results: list[ShotResult] = Field(..., description="One result per shot, in request order")
     session_id: str | None = Field(None, description="Session the results were stored under")
+    stored: bool | None = Field(
+        None,
+        description=(
+            "With session_id: true when the results were stored, false when storing failed "
+            "(the results are still here; store_error says why). Null without session_id"
+        ),
+    )
+    store_error: str | None = Field(
+        None, description="Why storing failed (e.g. 'database or disk is full'); else null"
+    )
     model: str = Field(..., description="Model id that produced the captions")
     count: int = Field(..., description="Number of results")
     elapsed_ms: float = Field(..., description="Server-side time for the whole request")
@@ -200,3 +239,11 @@ class HealthResponse(BaseModel):
     shots_served: int = Field(0, description="Shots analysed since start")
     uptime_s: float = Field(0.0, description="Seconds since the process started")
     error: str | None = Field(None, description="Failure category when status is error")
+    store: str = Field(
+        "ok",
+        description=(
+            "Session store: 'ok', or 'error: <reason>' when it cannot be read or its last write "
+            "failed (e.g. disk full). Does not make /health 503: analysis still works and "
+            "returns results (with stored: false), so a load balancer must keep routing here"
+        ),
+    )

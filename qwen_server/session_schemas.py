@@ -9,9 +9,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
-from .schemas import ATTRIBUTES
+from .schemas import ATTRIBUTES, MAX_TIME_S, Seconds, ShotId
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
@@ -32,8 +41,9 @@ SessionId = Annotated[
     str,
     Field(pattern=SESSION_ID_PATTERN, description=f"Film id: {SESSION_ID_RULE}"),
 ]
-Score = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
-Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+# Inline chat results are caller input: strict like the analysis contract (``true`` is not 1.0,
+# ``"0.5"`` not 0.5), while a JSON integer score (0 or 1) stays valid.
+Score = Annotated[float, Strict(), Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
 # --- sessions --------------------------------------------------------------------------------
@@ -96,19 +106,19 @@ class ChatShot(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    shot_id: int = Field(..., ge=0, le=2**53, description="Shot number, unique in the film")
+    shot_id: ShotId = Field(..., description="Shot number, unique in the film")
     caption: str = Field("", max_length=MAX_CAPTION_CHARS, description="What is on screen")
     attributes: ChatAttributes = Field(default_factory=ChatAttributes, description="The six scores")
     audio_class: str | None = Field(None, max_length=64, description="silence, speech, music, ...")
     start_time: Seconds | None = Field(
         None,
         validation_alias=AliasChoices("start_time", "start"),
-        description="Seconds from the film's start (also accepted as 'start')",
+        description=f"Seconds from the film's start, at most {MAX_TIME_S:.0f} (or 'start')",
     )
     end_time: Seconds | None = Field(
         None,
         validation_alias=AliasChoices("end_time", "end"),
-        description="Seconds from the film's start (also accepted as 'end')",
+        description=f"Seconds from the film's start, at most {MAX_TIME_S:.0f} (or 'end')",
     )
 
 
@@ -155,7 +165,7 @@ class ChatRequest(BaseModel):
         max_length=MAX_HISTORY_MESSAGES,
         description="Earlier turns, oldest first; the oldest are dropped if over budget",
     )
-    stream: bool = Field(False, description="Answer as Server-Sent Events (see README)")
+    stream: StrictBool = Field(False, description="Answer as Server-Sent Events (see README)")
 
     @field_validator("question")
     @classmethod

@@ -15,6 +15,13 @@ Decisions:
   code is refused rather than guessed at.
 * **What is stored.** The whole result JSON per shot (so new result fields need no migration),
   plus ``shot_id``/``start_time``/``end_time`` as columns for ordering.
+* **Failures are visible and lose nothing.** A database error is a ``StoreError`` (503 with the
+  SQLite reason, never a path) instead of a generic 500, and ``/analyze_batch`` still returns the
+  results it computed (``stored: false``). The first failure of a run of them is logged once as
+  a warning, the recovery once as info; ``health()`` says ``error: ...`` meanwhile.
+* **Full disks.** ``store.max_size_mb`` caps the database (``PRAGMA max_page_count``: writes past
+  it fail as on a full disk); a spare file (``store_space``) lets deletes free space on a disk
+  that is really full; ``secure_delete=FAST`` keeps a delete from rewriting every freed page.
 """
 
 from __future__ import annotations
@@ -31,10 +38,13 @@ from typing import Any
 
 from .errors import ConfigError, InvalidInput, NotFound
 from .session_schemas import SESSION_ID_RE, SESSION_ID_RULE, SessionDetail, SessionSummary
+from .store_faults import SpareFile, StoreError, WriteFailures, is_disk_full
 
 log = logging.getLogger("qwen_server.store")
 
 BUSY_TIMEOUT_MS = 30_000
+
+__all__ = ["SessionStore", "StoreError", "check_session_id", "schema_version"]
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:
@@ -116,12 +126,19 @@ def _summary(row: sqlite3.Row | tuple[Any, ...]) -> SessionSummary:
 class SessionStore:
     """Thread-safe SQLite store of sessions and their shot results."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, *, max_size_mb: float | None = None, reserve_mb: float = 0.0
+    ) -> None:
+        """``max_size_mb`` caps the database file (None: the disk is the limit); ``reserve_mb``
+        is the spare file kept so deletes work on a full disk (0: none)."""
         self.path = Path(path)
+        self.max_size_mb = max_size_mb
+        self._spare = SpareFile(self.path.with_name(self.path.name + ".reserve"), reserve_mb)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._open = False
+        self._failures = WriteFailures()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -141,6 +158,7 @@ class SessionStore:
             if str(mode).lower() != "wal":
                 log.warning("SQLite journal mode is %s, not WAL; concurrent reads will block", mode)
             self._migrate(conn)
+            self._spare.ensure()
         except (sqlite3.Error, OSError) as exc:
             self.close()
             # ConfigError is raised at start-up only (never to an HTTP caller): the operator
@@ -167,15 +185,27 @@ class SessionStore:
                 log.debug("error closing a store connection", exc_info=True)
 
     def ping(self) -> bool:
-        """True when the database answers a trivial query (for ``/health``)."""
+        """True when the database answers a trivial query."""
+        return self._read_problem() is None
+
+    def _read_problem(self) -> str | None:
         if not self._open:
-            return False
+            return "not open"
         try:
             self._conn().execute("SELECT 1 FROM sessions LIMIT 1").fetchall()
-            return True
-        except sqlite3.Error:
-            log.warning("session store ping failed", exc_info=True)
-            return False
+            return None
+        except sqlite3.Error as exc:
+            log.warning("session store ping failed: %s", exc)
+            return str(exc)
+
+    def health(self) -> str:
+        """``"ok"``, or ``"error: <reason>"`` when the database cannot be read or its last write
+        failed (e.g. disk full) and no write has succeeded since. For ``/health``."""
+        problem = self._read_problem()
+        if problem is not None:
+            return f"error: {problem}"
+        write_error = self._failures.error
+        return f"error: last write failed ({write_error})" if write_error else "ok"
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection, created on first use."""
@@ -193,6 +223,13 @@ class SessionStore:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Deleted content is zeroed where that costs no extra writes, not page by page: on a
+        # nearly full disk a delete must need as little space as possible.
+        conn.execute("PRAGMA secure_delete=FAST")
+        if self.max_size_mb is not None:
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = max(1, int(self.max_size_mb * 1_048_576) // page_size)
+            conn.execute(f"PRAGMA max_page_count={pages}")
         with self._lock:
             self._connections.append(conn)
         self._local.conn = conn
@@ -206,12 +243,15 @@ class SessionStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")  # can fail too (disk full): roll back below, never leave open
         except BaseException:
             # SQLite may already have rolled back (e.g. disk full); that is not a second error.
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.debug("rollback after a failed write failed", exc_info=True)
             raise
-        conn.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -271,6 +311,17 @@ class SessionStore:
                     blob,
                 )
             )
+        try:
+            self._save_rows(session_id, rows, title=title, model=model)
+        except sqlite3.Error as exc:
+            raise self._failures.failed(f"storing {len(rows)} results", exc) from None
+        self._failures.ok()
+        self._spare.ensure()
+        log.debug("stored %d results in session %s", len(rows), session_id)
+
+    def _save_rows(
+        self, session_id: str, rows: list[tuple[Any, ...]], *, title: str | None, model: str
+    ) -> None:
         now = _now()
         with self._write() as conn:
             conn.execute(
@@ -304,43 +355,72 @@ class SessionStore:
                 " WHERE id = ?",
                 (session_id, session_id),
             )
-        log.debug("stored %d results in session %s", len(rows), session_id)
 
     def list_sessions(self, *, limit: int, offset: int) -> tuple[list[SessionSummary], int]:
         """One page of sessions, most recently updated first, and the total count."""
         if limit < 0 or offset < 0:
             raise InvalidInput("limit and offset must not be negative")
-        with self._read() as conn:
-            total = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
-            rows = conn.execute(
-                f"SELECT {_SUMMARY_COLUMNS} FROM sessions ORDER BY write_seq DESC LIMIT ? OFFSET ?",
-                (limit, offset),
-            ).fetchall()
+        try:
+            with self._read() as conn:
+                total = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+                rows = conn.execute(
+                    f"SELECT {_SUMMARY_COLUMNS} FROM sessions ORDER BY write_seq DESC"
+                    " LIMIT ? OFFSET ?",
+                    (limit, offset),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"session store: listing sessions failed ({exc})") from None
         return [_summary(r) for r in rows], total
 
     def get_session(self, session_id: str) -> SessionDetail:
         """A session with its shots in time order; shots without a start time come last."""
         check_session_id(session_id)
-        with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {_SUMMARY_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"session not found: {session_id}")
-            blobs = conn.execute(
-                "SELECT result_json FROM shots WHERE session_id = ?"
-                " ORDER BY start_time IS NULL, start_time, shot_id",
-                (session_id,),
-            ).fetchall()
+        try:
+            with self._read() as conn:
+                row = conn.execute(
+                    f"SELECT {_SUMMARY_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+                ).fetchone()
+                blobs = conn.execute(
+                    "SELECT result_json FROM shots WHERE session_id = ?"
+                    " ORDER BY start_time IS NULL, start_time, shot_id",
+                    (session_id,),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"session store: reading session failed ({exc})") from None
+        if row is None:
+            raise NotFound(f"session not found: {session_id}")
         summary = _summary(row)
         return SessionDetail(**summary.model_dump(), shots=[json.loads(b[0]) for b in blobs])
 
     def delete_session(self, session_id: str) -> None:
         """Delete a session and all its shots; NotFound when there is no such session."""
         check_session_id(session_id)
-        with self._write() as conn:
-            conn.execute("DELETE FROM shots WHERE session_id = ?", (session_id,))
-            deleted = conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
+        try:
+            try:
+                deleted = self._delete_rows(session_id)
+            except sqlite3.Error as exc:
+                # A full disk cannot even take the delete's log pages: give up the spare file
+                # for them and try once more. The space comes back to the store's free pages.
+                if not (is_disk_full(exc) and self._spare.release()):
+                    raise
+                deleted = self._delete_rows(session_id)
+                self._checkpoint()
+        except sqlite3.Error as exc:
+            raise self._failures.failed("deleting a session", exc) from None
+        self._failures.ok()
         if not deleted:
             raise NotFound(f"session not found: {session_id}")
         log.info("deleted session %s", session_id)
+
+    def _delete_rows(self, session_id: str) -> int:
+        with self._write() as conn:
+            conn.execute("DELETE FROM shots WHERE session_id = ?", (session_id,))
+            return conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
+
+    def _checkpoint(self) -> None:
+        """Copy the write-ahead log into the database and truncate it, returning its space to
+        the disk (best effort: it needs room for pages the database file lacks)."""
+        try:
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            log.debug("session store: checkpoint after a delete failed (%s)", exc)

@@ -1,4 +1,10 @@
-"""POST /analyze and POST /analyze_batch."""
+"""POST /analyze and POST /analyze_batch.
+
+A store failure never loses finished work: when the results of a batch cannot be stored under
+its ``session_id`` (disk full, I/O error), the response still carries them, with
+``stored: false`` and ``store_error`` saying why; the failure is counted in ``/metrics``
+(``qwen_store_failures_total``), logged once per run of failures, and shown by ``/health``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from ..analysis import analyze_shots
 from ..errors import NotReady
 from ..schemas import AnalyzeBatchRequest, AnalyzeBatchResponse, ShotIn, ShotResult
+from ..store import StoreError
 
 router = APIRouter(tags=["analysis"])
 
@@ -33,6 +40,7 @@ async def _run(request: Request, shots: list[ShotIn]) -> list[ShotResult]:
         shots, settings=app.state.settings, engine=engine, pool=app.state.decode_pool
     )
     app.state.run.shots_served += len(results)
+    app.state.metrics.observe_fallbacks(r.fallback for r in results)
     return results
 
 
@@ -43,21 +51,34 @@ async def _run(request: Request, shots: list[ShotIn]) -> list[ShotResult]:
     summary="Analyse a batch of shots (results in request order)",
 )
 async def analyze_batch(body: AnalyzeBatchRequest, request: Request) -> AnalyzeBatchResponse:
-    """Caption and score every shot; with ``session_id`` the results are also stored."""
+    """Caption and score every shot; with ``session_id`` the results are also stored.
+
+    When storing fails the results are returned all the same, with ``stored: false`` and
+    ``store_error``: the caller can retry the store later by posting the batch again."""
     t0 = time.perf_counter()
     results = await _run(request, body.shots)
     model = request.app.state.engine.model_id
+    stored: bool | None = None
+    store_error: str | None = None
     if body.session_id:
-        await run_in_threadpool(
-            request.app.state.store.save_results,
-            body.session_id,
-            [r.model_dump() for r in results],
-            title=body.title,
-            model=model,
-        )
+        try:
+            await run_in_threadpool(
+                request.app.state.store.save_results,
+                body.session_id,
+                [r.model_dump() for r in results],
+                title=body.title,
+                model=model,
+            )
+            stored = True
+        except StoreError as exc:
+            # The store logged it (once per run of failures); the caller keeps its results.
+            stored, store_error = False, exc.message
+            request.app.state.metrics.observe_store_failure("save")
     return AnalyzeBatchResponse(
         results=results,
         session_id=body.session_id,
+        stored=stored,
+        store_error=store_error,
         model=model,
         count=len(results),
         elapsed_ms=round((time.perf_counter() - t0) * 1000.0, 2),

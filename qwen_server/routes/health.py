@@ -56,6 +56,9 @@ def health(request: Request, response: Response) -> HealthResponse:
         shots_served=run.shots_served,
         uptime_s=round(time.monotonic() - run.started_at, 1),
         error=error,
+        # Reported, not a 503: analysis still serves (results come back with stored: false),
+        # so a load balancer must not take this box out of rotation over its store.
+        store=app.state.store.health(),
     )
 
 

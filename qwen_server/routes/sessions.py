@@ -2,8 +2,10 @@
 
 ``GET /sessions`` pages through them (most recently updated first), ``GET /sessions/{id}``
 returns one with its shots in time order, ``DELETE /sessions/{id}`` removes it and answers
-204 No Content. Bad ids are 422 with a message stating the rule, unknown ids 404. Auth is the
-app's middleware; nothing here bypasses it.
+204 No Content. Bad ids are 422 with a message stating the rule, unknown ids 404, a store that
+cannot be read or written 503 with SQLite's reason (never a generic 500). ``DELETE`` works on a
+full disk: the store gives up its spare file to make room for the delete. Auth is the app's
+middleware; nothing here bypasses it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..session_schemas import SESSION_ID_PATTERN, SESSION_ID_RULE, SessionDetail, SessionList
-from ..store import SessionStore, check_session_id
+from ..store import SessionStore, StoreError, check_session_id
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 
@@ -25,6 +27,7 @@ _ERRORS = {
     401: {"description": "Missing or invalid bearer key"},
     404: {"description": "No such session"},
     422: {"description": "Invalid session id or paging parameters"},
+    503: {"description": "The session store cannot be read or written (reason in detail)"},
 }
 
 
@@ -48,7 +51,11 @@ def _session_id_param(
 ValidSessionId = Annotated[str, Depends(_session_id_param)]
 
 
-@router.get("", response_model=SessionList, responses={401: _ERRORS[401], 422: _ERRORS[422]})
+@router.get(
+    "",
+    response_model=SessionList,
+    responses={code: _ERRORS[code] for code in (401, 422, 503)},
+)
 async def list_sessions(
     request: Request,
     limit: int = Query(50, ge=1, le=200, description="Page size"),
@@ -70,5 +77,9 @@ async def get_session(request: Request, session_id: ValidSessionId) -> SessionDe
 @router.delete("/{session_id}", status_code=204, response_class=Response, responses=_ERRORS)
 async def delete_session(request: Request, session_id: ValidSessionId) -> Response:
     """Delete a session and all its shots. 204 No Content on success."""
-    await run_in_threadpool(_store(request).delete_session, session_id)
+    try:
+        await run_in_threadpool(_store(request).delete_session, session_id)
+    except StoreError:
+        request.app.state.metrics.observe_store_failure("delete")
+        raise
     return Response(status_code=204)

@@ -175,3 +175,60 @@ def test_large_frames_are_shrunk_to_what_the_model_uses(fmt: str) -> None:
         image_b64(size=(112, 84)), max_pixels=10**6, where="s", keep_pixels=448 * 448
     )
     assert small.size == (112, 84)
+
+
+# --- combinations that cannot work -----------------------------------------------------------
+
+
+def test_queue_smaller_than_a_request_is_refused_naming_both_keys(monkeypatch) -> None:
+    monkeypatch.setenv("QWEN_SERVER__MAX_QUEUED_SHOTS", "10")
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(CONFIG, server={"max_shots_per_request": 11})
+    message = str(excinfo.value)
+    assert "server.max_queued_shots (env QWEN_SERVER__MAX_QUEUED_SHOTS) = 10" in message
+    assert "server.max_shots_per_request (env QWEN_SERVER__MAX_SHOTS_PER_REQUEST) = 11" in message
+    assert "(root)" not in message
+    assert load_settings(CONFIG, server={"max_shots_per_request": 10}).server.max_queued_shots == 10
+
+
+def test_qwen_server_exits_2_on_an_impossible_combination(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "QWEN_SERVER__MAX_QUEUED_SHOTS": "8",
+        "QWEN_SERVER_API_KEYS": "k",
+        "QWEN_CONFIG": str(CONFIG),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "qwen_server", "--check-config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "QWEN_SERVER__MAX_SHOTS_PER_REQUEST" in proc.stderr
+
+
+@pytest.mark.parametrize(("key", "value"), [("max_size_mb", 0), ("reserve_mb", -1)])
+def test_store_space_settings_are_checked(key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"store.{key}"):
+        load_settings(CONFIG, store={key: value})
+
+
+def test_load_truncated_images_is_turned_off_before_decoding() -> None:
+    from PIL import ImageFile
+
+    cut = image_b64(size=(640, 480))
+    cut = cut[: len(cut) // 2 // 4 * 4]
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # as a library might set it process-wide
+    try:
+        with pytest.raises(InvalidInput, match="truncated"):
+            decode_image(cut, max_pixels=10**6, where="s")
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
