@@ -197,16 +197,25 @@ class _FrontMixin:
     def _admit(self) -> bool:
         """Enforce ``max_connections``; False when this new connection was refused."""
         open_ = [c for c in self.connections if not c.transport.is_closing()]
-        if len(open_) <= self.config.max_connections:
+        excess = len(open_) - self.config.max_connections
+        if excess <= 0:
             return True
-        idle = [c for c in open_ if c is not self and isinstance(c, _FrontMixin) and c.idle()]
-        if idle:
-            min(idle, key=lambda c: c._opened_at)._real.close()
-            action, admitted = "closed the oldest idle connection", True
+        idle = sorted(
+            (c for c in open_ if c is not self and isinstance(c, _FrontMixin) and c.idle()),
+            key=lambda c: c._opened_at,
+        )
+        # Room for this one by closing idle ones, oldest first; if there are not enough, this
+        # one is refused too (it is then one of the excess itself).
+        admitted = len(idle) >= excess
+        victims = idle[:excess] if admitted else idle[: excess - 1]
+        for victim in victims:
+            victim._real.close()
+        if admitted:
+            action = f"closed the {len(victims)} oldest idle connection(s)"
         else:
             self._real.write(_BUSY_RESPONSE)
             self.transport.close()  # no request yet, so no linger: flush and close
-            action, admitted = "refused a new connection with 503 (all are busy)", False
+            action = "refused a new connection with 503 (all others are busy)"
         now = time.monotonic()
         if now - self.config.cap_warned_at >= _CAP_WARN_EVERY_S:
             self.config.cap_warned_at = now

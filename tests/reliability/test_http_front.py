@@ -239,9 +239,13 @@ def test_401_stops_a_client_that_keeps_sending(front) -> None:
         sent, chunk = 0, b"\0" * 65536
         s.settimeout(60)
         end = time.monotonic() + 60
-        with pytest.raises(OSError):  # broken pipe / reset once the server has closed
+        closed = False
+        try:
             while time.monotonic() < end:
                 sent += s.send(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True  # the server closed (a send timeout would not count)
+        assert closed, "the server was still reading the refused body after 60 s"
         assert sent < 256 * 1_048_576, f"the server read {sent} bytes of a refused body"
         _assert_health(live)
 
