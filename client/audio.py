@@ -8,6 +8,11 @@ blocks; the pipeline releases blocks no shot needs any more and decoding never r
 
 Times given to this module are stream times in seconds (the video frames' own timestamps), so
 an audio stream that starts later or earlier than the video stays aligned.
+
+Damaged audio is never passed off as silence: packets that fail to decode leave a gap that is
+filled with zeros only to keep later audio aligned, and recorded as *missing*, as is everything
+after a failure that stopped decoding. ``missing(start, end)`` tells how much of a shot's
+window is missing and why, so the pipeline can withhold that shot's features (``audio_error``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import numpy as np
 from client.options import AudioOptions
 
 log = logging.getLogger("client.audio")
+
+GAP_MIN_SECONDS = 0.005  # smaller timestamp gaps are rounding, not lost packets
 
 
 def find_audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream | None:
@@ -54,8 +61,15 @@ class AudioTrack:
         self._video_time = -math.inf
         self._eof = False
         self._closed = False
-        self.error: str | None = None
+        self.error: str | None = None  # why decoding stopped early, if it did
         self.corrupt_packets = 0
+        self.first_problem: str | None = None  # the first decode error of any kind
+        # (start, end, reason) stream-time ranges whose audio could not be decoded; end is
+        # math.inf once decoding stopped for good.
+        self._missing: list[tuple[float, float, str]] = []
+        self._next_in: float | None = None  # stream time where the next decoded frame belongs
+        self._last_frame_seconds = 0.0
+        self._failed_since_good: str | None = None  # a packet failed after the last good frame
         # Not a daemon: close() joins it, so no thread is left inside FFmpeg at exit.
         self._thread = threading.Thread(target=self._run, name="audio-decode", daemon=False)
 
@@ -94,6 +108,17 @@ class AudioTrack:
                 self._cond.wait(0.5)
             return False
 
+    def _decoded_end(self) -> float:
+        """Stream time up to which samples are stored (caller holds the lock)."""
+        return (self._t0 or 0.0) + self._decoded / self.sample_rate
+
+    def _mark_missing(self, start: float, end: float, reason: str) -> None:
+        """Record a range of audio that could not be decoded (caller holds the lock)."""
+        if end > start:
+            self._missing.append((start, end, reason))
+        if self.first_problem is None:
+            self.first_problem = reason
+
     def _run(self) -> None:
         try:
             self._decode()
@@ -102,6 +127,13 @@ class AudioTrack:
             log.warning("audio decoding stopped: %s", self.error)
         finally:
             with self._cond:
+                stopped = self.error or (
+                    f"the last packets could not be decoded: {self._failed_since_good}"
+                    if self._failed_since_good
+                    else None
+                )
+                if stopped is not None:
+                    self._mark_missing(self._decoded_end(), math.inf, stopped)
                 if self._fill:
                     self._blocks[self._decoded // self._block] = self._current[: self._fill].copy()
                     self._fill = 0
@@ -126,11 +158,13 @@ class AudioTrack:
                 except av.error.FFmpegError as exc:
                     self.corrupt_packets += 1
                     log.warning("audio: stopped reading the stream: %s", exc)
-                    break
+                    self.error = f"stopped reading the audio stream: {exc}"
+                    return
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as exc:
                     self.corrupt_packets += 1
+                    self._failed_since_good = str(exc)
                     if self.corrupt_packets <= 3:
                         log.warning("audio: skipped a corrupt packet: %s", exc)
                     continue
@@ -140,9 +174,25 @@ class AudioTrack:
                 self._store(out)
 
     def _push(self, frame: av.AudioFrame, resampler: av.AudioResampler) -> None:
+        t = float(frame.time) if frame.time is not None else None
         if self._t0 is None:
             with self._cond:
-                self._t0 = float(frame.time) if frame.time is not None else 0.0
+                self._t0 = t if t is not None else 0.0
+        if t is not None and self._next_in is not None:
+            gap = t - self._next_in
+            # A gap of more than half a frame (and 5 ms: Matroska rounds timestamps to 1 ms)
+            # means packets were lost. Zeros keep what follows aligned; the range is recorded
+            # as missing, not silent.
+            if gap > max(GAP_MIN_SECONDS, 0.5 * self._last_frame_seconds):
+                with self._cond:
+                    reason = self._failed_since_good or "audio packets missing"
+                    self._mark_missing(self._next_in, t, f"{reason}")
+                self._append(np.zeros(int(round(gap * self.sample_rate)), np.float32))
+        self._failed_since_good = None
+        if frame.sample_rate:
+            start = t if t is not None else (self._next_in or 0.0)
+            self._last_frame_seconds = frame.samples / frame.sample_rate
+            self._next_in = start + self._last_frame_seconds
         for out in resampler.resample(frame):
             self._store(out)
 
@@ -208,6 +258,32 @@ class AudioTrack:
                 if lo < hi:
                     out[lo - first : hi - first] = block[lo - b0 : hi - b0]
             return out
+
+    def missing(self, start: float, end: float) -> tuple[float, str | None]:
+        """Seconds of ``[start, end)`` whose audio could not be decoded, and the first reason.
+
+        Call after ``slice`` for the same window (which waits until it is decoded).
+        """
+        with self._cond:
+            total, reason = 0.0, None
+            for lo, hi, why in self._missing:
+                overlap = min(end, hi) - max(start, lo)
+                if overlap > 0:
+                    total += overlap
+                    reason = reason or why
+            return min(total, max(0.0, end - start)), reason
+
+    def report(self) -> dict[str, object]:
+        """What went wrong with the audio in this pass, for run.json."""
+        with self._cond:
+            finite = [hi - lo for lo, hi, _ in self._missing if hi != math.inf]
+            tail = [lo for lo, hi, _ in self._missing if hi == math.inf]
+            return {
+                "error": self.error or self.first_problem,
+                "corrupt_packets": self.corrupt_packets,
+                "missing_seconds": round(sum(finite), 6),
+                "missing_from": round(tail[0], 6) if tail else None,
+            }
 
     @property
     def held_seconds(self) -> float:

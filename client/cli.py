@@ -273,6 +273,10 @@ def _report_line(report: Any, verb: str) -> str:
     corrupt = (
         f", {report.corrupt_packets} corrupt packets skipped" if report.corrupt_packets else ""
     )
+    if report.dropped_frames:
+        corrupt += f", {report.dropped_frames} frames could not be decoded"
+    if report.audio_errors:
+        corrupt += f", {report.audio_errors} shots without audio (audio_error)"
     return (
         f"{report.film}: {report.shots} shots{resumed}, {verb} {report.written_now}; "
         f"{report.frames} frames ({report.duration:.1f} s of film) in {report.elapsed:.1f} s "

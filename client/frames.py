@@ -7,9 +7,10 @@ or an area filter costs several times more at 1080p), then converted to BGR at t
 with OpenCV's BT.601 matrix (the small hue shift on BT.709 sources does not matter here).
 
 Sample candidates cost nothing while decoding: the reservoir keeps *references* to decoded
-frames (FFmpeg's refcounted buffers), and only the few frames finally picked are converted,
-resized and JPEG-encoded, in worker threads, with swscale (area filter, the source's own colour
-matrix).
+frames (FFmpeg's refcounted buffers), and only the few frames finally picked are converted and
+resized with swscale (area filter, the source's own colour matrix) when their shot closes, still
+in the decode thread (so decoder buffers are released at points fixed by the decode pass, see
+``video.ShotScanner._detach``), then JPEG-encoded in worker threads.
 
 Memory: a shot's length is unknown until its cut is seen, and the video is never read twice, so
 ``ShotReservoir`` keeps at most ``capacity`` candidate frames of the open shot: it takes every

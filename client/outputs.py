@@ -198,13 +198,24 @@ class OutputDir:
         """All complete shot records, sorted by shot id."""
         return sorted(self._load_and_repair(), key=lambda r: int(r["shot_id"]))
 
-    def finalize(self, summary: dict[str, Any], analysed: bool) -> list[dict[str, Any]]:
-        """Rewrite shots.jsonl sorted, write shots.csv and summary.json, mark the run complete."""
+    def finalize(
+        self,
+        summary: dict[str, Any],
+        analysed: bool,
+        diagnostics: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rewrite shots.jsonl sorted, write shots.csv and summary.json, mark the run complete.
+
+        ``diagnostics`` (the damage met while decoding: ``video_decode``, ``audio_error``) are
+        stored in run.json; None keeps what an earlier pass stored there.
+        """
         records = self.records()
         _atomic_write(self.shots_path, "".join(_dumps(r) + "\n" for r in records))
         _atomic_write(self.path / CSV, shots_csv(records, analysed))
         _atomic_write(self.path / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         manifest = self.manifest() or {}
+        if diagnostics is not None:
+            manifest.update(diagnostics)
         manifest["complete"] = True
         _atomic_write(self.path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return records
@@ -262,6 +273,7 @@ def summarize(
         "shot_count": len(records),
         "mean_shot_duration": round(sum(durations) / len(durations), 6) if durations else 0.0,
         "shots_with_audio": sum(1 for r in records if r.get("audio_features")),
+        "shots_with_audio_error": sum(1 for r in records if r.get("audio_error")),
     }
     if analysed:
         attributes: dict[str, Any] = {}

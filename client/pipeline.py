@@ -48,6 +48,9 @@ from qwen_server.schemas import ATTRIBUTES
 log = logging.getLogger("client.pipeline")
 
 _END = object()
+# A shot whose feature window misses more than this share of its audio (packets that could not
+# be decoded) gets no audio features and an ``audio_error`` instead.
+MAX_MISSING_AUDIO_FRACTION = 0.05
 
 
 @dataclass
@@ -58,10 +61,16 @@ class PreparedShot:
     sample_frames: list[int]
     jpegs: list[bytes]
     audio_features: dict[str, Any] | None
+    audio_error: str | None = None  # why the shot has no audio features although it should
 
     def base_record(self) -> dict[str, Any]:
-        """Timing, sample frame numbers (and, later, audio features) for shots.jsonl."""
-        return {**self.shot.as_record(), "sample_frames": self.sample_frames}
+        """Timing, sample frame numbers and the audio error (None when fine) for shots.jsonl;
+        the callers add the audio features."""
+        return {
+            **self.shot.as_record(),
+            "sample_frames": self.sample_frames,
+            "audio_error": self.audio_error,
+        }
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,8 @@ class RunReport:
     elapsed: float
     corrupt_packets: int
     already_complete: bool = False
+    dropped_frames: int = 0
+    audio_errors: int = 0  # shots without audio features because the audio could not be decoded
     servers: dict[str, dict[str, int]] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
 
@@ -206,6 +217,7 @@ class ShotSource:
         size = self.scanner.output_size
         jpegs = [encode_jpeg(c.frame, size, sampling.jpeg_quality) for c in scanned.samples]
         features = None
+        audio_error = None
         shot_id = scanned.shot.shot_id
         if self._audio is not None:
             try:
@@ -213,7 +225,18 @@ class ShotSource:
                 start = scanned.stream_start
                 end = min(scanned.stream_end, start + a.max_window_seconds)
                 samples = self._audio.slice(start, end)
-                features = compute_features(samples, self._audio.sample_rate, a.tempo_min_seconds)
+                missing, reason = self._audio.missing(start, end)
+                if missing > MAX_MISSING_AUDIO_FRACTION * (end - start):
+                    # Zeros where the audio could not be decoded are not silence: send no
+                    # features rather than fake ones, and say why.
+                    audio_error = (
+                        f"audio could not be decoded for {missing:.2f} of {end - start:.2f} s"
+                        f" ({reason})"
+                    )
+                else:
+                    features = compute_features(
+                        samples, self._audio.sample_rate, a.tempo_min_seconds
+                    )
             finally:
                 with self._audio_lock:
                     self._pending_audio.pop(shot_id, None)
@@ -222,7 +245,12 @@ class ShotSource:
             sample_frames=[c.frame_no for c in scanned.samples],
             jpegs=jpegs,
             audio_features=features,
+            audio_error=audio_error,
         )
+
+    def audio_report(self) -> dict[str, Any] | None:
+        """The audio track's decode report (None when audio is not used in this run)."""
+        return self._audio.report() if self._audio is not None else None
 
     # --- consumer --------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[PreparedShot]:
@@ -257,7 +285,9 @@ class ShotSource:
 
 def _manifest(command: str, info: VideoInfo, settings: dict[str, Any]) -> dict[str, Any]:
     return {
-        "format": 1,
+        # 2: frame numbers are the decoded frame index, times the frames' timestamps, and shots
+        # carry audio_error; a run of format 1 is not resumed into (--force starts over).
+        "format": 2,
         "command": command,
         "film": {"name": info.path.name, **film_fingerprint(info.path)},
         "settings": settings,
@@ -270,6 +300,7 @@ def _finish(
     settings: dict[str, Any],
     analysed: bool,
     expected: int | None,
+    diagnostics: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     records = out.records()
     if expected is not None:
@@ -277,7 +308,41 @@ def _finish(
         if missing:
             raise ClientError(f"shots missing from the results: {missing[:10]}")
     summary = summarize(records, info.as_record(), settings, analysed)
-    return out.finalize(summary, analysed)
+    return out.finalize(summary, analysed, diagnostics)
+
+
+def _diagnostics(source: ShotSource, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What run.json reports about damage met in this pass: video decode errors and dropped
+    frames, and the audio's errors with the number of shots left without audio features."""
+    audio = source.audio_report()
+    if audio is not None:
+        errored = [r for r in records if r.get("audio_error")]
+        audio = {**audio, "shots_with_audio_error": len(errored)}
+        if audio["error"] is None and errored:  # only from an earlier, interrupted pass
+            audio["error"] = errored[0]["audio_error"]
+    return {"video_decode": source.scanner.stats.as_record(), "audio_error": audio}
+
+
+def _warn_about_damage(name: str, diagnostics: dict[str, Any]) -> None:
+    """One stderr line per kind of damage, so a damaged film is never reported as clean."""
+    video = diagnostics["video_decode"]
+    if video["corrupt_packets"] or video["dropped_frames"]:
+        log.warning(
+            "%s: %d corrupt video packet(s); %d frame(s) could not be decoded (%.1f %%); "
+            "see run.json",
+            name,
+            video["corrupt_packets"],
+            video["dropped_frames"],
+            100 * video["dropped_fraction"],
+        )
+    audio = diagnostics["audio_error"]
+    if audio is not None and audio["error"]:
+        log.warning(
+            "%s: audio decoding failed (%s); %d shot(s) have no audio features (audio_error)",
+            name,
+            audio["error"],
+            audio["shots_with_audio_error"],
+        )
 
 
 def extract(
@@ -403,7 +468,9 @@ def _run(
     stats = source.scanner.stats
     if stats.stopped_early:
         raise ClientError("decoding stopped before the end of the film")
-    records = _finish(out, info, settings, analysed, expected=source.detected)
+    diagnostics = _diagnostics(source, out.records())
+    records = _finish(out, info, settings, analysed, source.detected, diagnostics)
+    _warn_about_damage(info.path.name, diagnostics)
     return RunReport(
         film=info.path.name,
         out=out.path,
@@ -414,6 +481,8 @@ def _run(
         duration=records[-1]["end_time"] if records else 0.0,
         elapsed=time.monotonic() - started,
         corrupt_packets=stats.corrupt_packets,
+        dropped_frames=stats.dropped_frames,
+        audio_errors=sum(1 for r in records if r.get("audio_error")),
         records=records,
     )
 

@@ -1,11 +1,12 @@
 """Opening the film and the single decode pass: shot detection and frame sampling together.
 
-``ShotScanner`` decodes the video stream once, front to back (no seeking), with FFmpeg's frame
-threading. Each frame is shrunk once for the detector; frames are held back ``CutFinder.delay``
-frames (2 for the adaptive detector), so when a frame is committed to the open shot its cut, if
-any, is already known. The open shot keeps a bounded set of sample candidates
-(``frames.ShotReservoir``); shots are closed with their picked frames and yielded while decoding
-goes on, so they stream out and memory does not grow with the film's length.
+``ShotScanner`` decodes the video stream once, front to back (no seeking), with FFmpeg's slice
+threading (deterministic even on damaged files, see ``ShotScanner.__iter__``); corrupt packets and
+frames that could not be decoded are counted in ``ScanStats``. Each frame is shrunk once for the
+detector; frames are held back ``CutFinder.delay`` frames (2 for the adaptive detector), so when a
+frame is committed to the open shot its cut, if any, is already known. The open shot keeps a bounded
+set of sample candidates (``frames.ShotReservoir``); shots are closed with their picked frames and
+yielded while decoding goes on, so they stream out and memory does not grow with the film's length.
 
 Minimum shot length: PySceneDetect keeps ``min_scene_len`` between cuts but not for the film's
 last shot (noise can report a cut a few frames before the end). ``ShotAssembler`` enforces the
@@ -159,14 +160,60 @@ class ScannedShot:
 
 @dataclass
 class ScanStats:
-    """Counters of one decode pass."""
+    """Counters of one decode pass.
+
+    ``packets`` counts the video packets read that carry data (one coded frame each);
+    ``declared_frames`` is the container's frame count when it has one (MP4/MOV do, WebM and
+    MKV usually not); without one, ``duration_frames`` estimates it from the declared duration
+    and frame rate (a damaged WebM cluster is skipped by the demuxer without any error, so the
+    packets read alone would not show the loss). Frames expected but not decoded are
+    ``dropped_frames``; the duration estimate only counts beyond a tolerance of 1 % + 2
+    frames (durations are rounded, and audio can outlast the picture).
+    """
 
     frames: int = 0
     corrupt_packets: int = 0
+    packets: int = 0
+    declared_frames: int | None = None
+    duration_frames: int | None = None  # duration x frame rate, when no count is declared
     first_time: float | None = None
     last_frame: int = -1
     stopped_early: bool = False
+    read_stopped: bool = False  # a read error ended the pass before the end of the file
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def expected_frames(self) -> int:
+        """How many frames the film should have yielded (see the class doc)."""
+        expected = max(self.packets, self.declared_frames or 0)
+        estimate = self.duration_frames
+        if (
+            self.declared_frames is None
+            and estimate is not None
+            and estimate - expected > 2 + 0.01 * estimate
+        ):
+            expected = estimate
+        return expected
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames expected but not decoded."""
+        return max(0, self.expected_frames - self.frames)
+
+    def as_record(self, max_errors: int = 20) -> dict[str, object]:
+        """The decode report written to run.json (the first ``max_errors`` messages)."""
+        expected = self.expected_frames
+        return {
+            "expected_frames": expected,
+            "frames_decoded": self.frames,
+            "video_packets": self.packets,
+            "declared_frames": self.declared_frames,
+            "dropped_frames": self.dropped_frames,
+            "dropped_fraction": round(self.dropped_frames / expected, 6) if expected else 0.0,
+            "corrupt_packets": self.corrupt_packets,
+            "read_stopped": self.read_stopped,
+            "errors": self.errors[:max_errors],
+        }
 
 
 @dataclass
@@ -176,6 +223,7 @@ class _HeldShot:
     shot_id: int
     start: tuple[int, float]  # (frame_no, stream time) of its first frame
     last: tuple[int, float]  # (frame_no, stream time) of its last frame
+    end_time: float  # stream time where it ends: the first frame of the next shot
     reservoir: ShotReservoir  # its own candidates, frozen at the cut
     merged: ShotReservoir  # the same candidates, still taking the next shot's frames
 
@@ -196,6 +244,8 @@ class ShotAssembler:
         self.min_frames = max(1, min_frames)
         self.closed = 0  # shot ids handed out so far (a held shot has its id)
         self.last: tuple[int, float] | None = None  # the last committed frame
+        self.origin: float | None = None  # stream time of the first frame (time 0 of shots)
+        self._step: float | None = None  # time between the last two committed frames
         self._cuts: deque[int] = deque()
         self._start: tuple[int, float] | None = None  # first frame of the open shot
         self._reservoir = ShotReservoir(capacity, count)
@@ -209,6 +259,7 @@ class ShotAssembler:
         """Assign the frame to its shot; returns the shot it lets close, if any."""
         if self._start is None:
             self._start = (frame_no, t)
+            self.origin = t
             self._reservoir.reset(frame_no)
         elif self._cuts and self._cuts[0] <= frame_no:
             while self._cuts and self._cuts[0] <= frame_no:
@@ -224,6 +275,7 @@ class ShotAssembler:
                     self.closed,
                     self._start,
                     self.last,
+                    t,
                     self._reservoir,
                     self._reservoir.clone(),
                 )
@@ -236,11 +288,13 @@ class ShotAssembler:
         held = self._held
         if held is not None and held.merged.wants(frame_no):
             held.merged.add(candidate)
+        if self.last is not None and t > self.last[1]:
+            self._step = t - self.last[1]
         self.last = (frame_no, t)
         if held is not None and frame_no - self._start[0] + 1 >= self.min_frames:
             # The new shot is long enough to stand: the held shot keeps its cut.
             self._held = None
-            return [self._close(held.shot_id, held.start, held.last, held.reservoir)]
+            return [self._close(held.shot_id, held.start, held.last, held.end_time, held.reservoir)]
         return []
 
     def finish(self) -> ScannedShot | None:
@@ -249,24 +303,35 @@ class ShotAssembler:
         if self._start is None or self.last is None:
             return None
         held, self._held = self._held, None
+        # The last frame lasts as long as the one before it (one nominal frame if alone).
+        end = self.last[1] + (self._step if self._step is not None else 1.0 / float(self.fps))
         if held is not None:
-            return self._close(held.shot_id, held.start, self.last, held.merged)
+            return self._close(held.shot_id, held.start, self.last, end, held.merged)
         self.closed += 1
-        return self._close(self.closed, self._start, self.last, self._reservoir)
+        return self._close(self.closed, self._start, self.last, end, self._reservoir)
 
     def _close(
         self,
         shot_id: int,
         start: tuple[int, float],
         last: tuple[int, float],
+        end_time: float,
         reservoir: ShotReservoir,
     ) -> ScannedShot:
-        shot = Shot(shot_id=shot_id, start_frame=start[0], end_frame=last[0], fps=self.fps)
+        origin = self.origin if self.origin is not None else start[1]
+        shot = Shot(
+            shot_id=shot_id,
+            start_frame=start[0],
+            end_frame=last[0],
+            fps=self.fps,
+            start_seconds=start[1] - origin,
+            end_seconds=end_time - origin,
+        )
         return ScannedShot(
             shot=shot,
             samples=reservoir.pick(last[0]),
             stream_start=start[1],
-            stream_end=last[1] + 1.0 / float(self.fps),
+            stream_end=end_time,
         )
 
 
@@ -311,8 +376,11 @@ class ShotScanner:
             except StopIteration:
                 return
             except av.error.FFmpegError as exc:
+                self.stats.read_stopped = True
                 self._corrupt(f"stopped reading the file: {exc}")
                 return
+            if packet.size:
+                self.stats.packets += 1
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as exc:
@@ -336,12 +404,41 @@ class ShotScanner:
                 "%s: more corrupt packets; further warnings suppressed", self.info.path.name
             )
 
+    def _detach(self, scanned: ScannedShot) -> ScannedShot:
+        """The shot with its samples converted, here in the decode thread, to BGR pictures at
+        the output size that own their memory.
+
+        The decoder's own frames must not outlive a lifetime fixed by this thread: on a
+        damaged stream FFmpeg conceals a missing reference with whatever a recycled pool
+        buffer holds, so if worker threads kept decoded frames for as long as encoding takes,
+        later pictures (and the cuts found in them) would change from run to run. Converting
+        the few picked frames costs little next to decoding the shot.
+        """
+        w, h = self.output_size
+        samples = [
+            Candidate(
+                c.frame_no,
+                c.frame.reformat(width=w, height=h, format="bgr24", interpolation="AREA"),
+            )
+            for c in scanned.samples
+        ]
+        return ScannedShot(scanned.shot, samples, scanned.stream_start, scanned.stream_end)
+
     def __iter__(self) -> Iterator[ScannedShot]:
         info, fps = self.info, self.info.fps
         container = open_container(info.path)
         try:
             stream = find_video_stream(container, info.path.name)
-            stream.thread_type = "AUTO"  # frame + slice threads: decoding is the bottleneck
+            # Slice threads only, never frame threads: on a damaged stream FFmpeg's frame
+            # threading conceals errors from frames that other threads are still decoding, so
+            # the same file gave different pictures (and shot lists: 11-13 shots) from run to
+            # run. Resume relies on the same shots every time; slice threading is
+            # deterministic, and intact films decode to the same frames either way. (The other
+            # half of determinism on damaged files is in _detach.)
+            stream.thread_type = "SLICE"
+            self.stats.declared_frames = stream.frames or None
+            if info.duration:
+                self.stats.duration_frames = round(info.duration * fps)
             finder = CutFinder(make_detector(self.options.detection, fps), fps)
             sampling = self.options.sampling
             shots = ShotAssembler(
@@ -351,36 +448,39 @@ class ShotScanner:
                 min_shot_frames(self.options.detection, fps),
             )
             held: deque[tuple[int, float, av.VideoFrame]] = deque()
-            prev_no = -1
+            prev_t: float | None = None
+            nominal = 1.0 / float(fps)
 
             for frame in self._decoded_frames(container, stream):
+                # Frame numbers are the decoded frame index (see client.shot); times are the
+                # frames' timestamps, kept increasing (a frame without one, or with one that
+                # goes back, is placed one nominal frame after the previous).
+                frame_no = self.stats.frames
                 t = float(frame.time) if frame.time is not None else None
-                if self.stats.first_time is None:
-                    self.stats.first_time = t if t is not None else 0.0
-                # Frame numbers follow the timestamps (a skipped corrupt frame leaves a gap
-                # instead of shifting every later frame), forced to increase.
-                if t is None:
-                    frame_no = prev_no + 1
-                    t = self.stats.first_time + frame_no / float(fps)
-                else:
-                    frame_no = max(prev_no + 1, round((t - self.stats.first_time) * fps))
-                prev_no = frame_no
+                if prev_t is None:
+                    t = t if t is not None else 0.0
+                    self.stats.first_time = t
+                elif t is None or t <= prev_t:
+                    t = prev_t + nominal
+                prev_t = t
                 self.stats.frames += 1
                 shots.add_cuts(finder.process(frame_no, self._converter.detection_frame(frame)))
                 held.append((frame_no, t, frame))
                 while len(held) > finder.delay:
-                    yield from shots.commit(*held.popleft())
+                    for scanned in shots.commit(*held.popleft()):
+                        yield self._detach(scanned)
                 if self.on_frame is not None:
                     self.on_frame(frame_no, t)
             if self.stop.is_set():
                 return
             shots.add_cuts(finder.finish())
             while held:
-                yield from shots.commit(*held.popleft())
+                for scanned in shots.commit(*held.popleft()):
+                    yield self._detach(scanned)
             last = shots.finish()
             if last is None:
                 raise NoFramesDecoded(f"{info.path.name}: no video frame could be decoded")
             self.stats.last_frame = last.shot.end_frame
-            yield last
+            yield self._detach(last)
         finally:
             container.close()

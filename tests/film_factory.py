@@ -47,6 +47,8 @@ class ShotSpec:
         tone_hz: frequency of the tone when ``audio == "tone"``.
         amplitude: peak amplitude of tone / noise (full scale = 1).
         drift: pixels per frame the texture moves (0 = a still picture).
+        frame_seconds: how long each frame of this shot lasts; None is ``1 / fps``. Any shot
+            with its own value makes a variable-frame-rate film (timestamps in 1/90000 s).
     """
 
     frames: int
@@ -57,10 +59,13 @@ class ShotSpec:
     tone_hz: float = 440.0
     amplitude: float = 0.5
     drift: float = 1.0
+    frame_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.frames < 1:
             raise ValueError("a shot needs at least one frame")
+        if self.frame_seconds is not None and not self.frame_seconds > 0:
+            raise ValueError("frame_seconds must be > 0")
         if self.pattern not in PATTERNS:
             raise ValueError(f"pattern must be one of {PATTERNS}, not {self.pattern!r}")
         if self.audio is not None and self.audio not in AUDIO_KINDS:
@@ -72,7 +77,8 @@ class FilmTruth:
     """What a generated film contains, for assertions.
 
     ``shot_ranges`` are (first frame, last frame) inclusive; ``cut_frames`` are the first frames
-    of shots 2..n. Times are ``frame / fps``.
+    of shots 2..n. ``shot_times`` are each shot's (start, end) in seconds: ``frame / fps`` for
+    a constant-frame-rate film, the frames' real timestamps for a variable-frame-rate one.
     """
 
     path: Path
@@ -87,19 +93,29 @@ class FilmTruth:
     video_codec: str
     audio_codec: str | None
     extra: dict[str, object] = field(default_factory=dict)
+    shot_times: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def variable_frame_rate(self) -> bool:
+        """Whether some shot sets its own frame duration."""
+        return any(s.frame_seconds is not None for s in self.shots)
 
     @property
     def duration(self) -> float:
         """Length of the film in seconds."""
+        if self.shot_times:
+            return self.shot_times[-1][1]
         return self.frame_count / self.fps
 
     @property
     def cut_times(self) -> tuple[float, ...]:
         """Cut positions in seconds."""
-        return tuple(f / self.fps for f in self.cut_frames)
+        return tuple(self.shot_seconds(i)[0] for i in range(1, len(self.shots)))
 
     def shot_seconds(self, index: int) -> tuple[float, float]:
         """(start, end) of shot ``index`` (0-based) in seconds, end exclusive."""
+        if self.shot_times:
+            return self.shot_times[index]
         first, last = self.shot_ranges[index]
         return first / self.fps, (last + 1) / self.fps
 
@@ -202,11 +218,15 @@ def make_film(
         else []
     )
 
+    vfr = any(s.frame_seconds is not None for s in shots)
+    tick = Fraction(1, 90000) if vfr else Fraction(1, fps)  # video time base
     container = av.open(str(path), mode="w")
     vstream = container.add_stream(video_codec, rate=fps)
     vstream.width, vstream.height = width, height
     vstream.pix_fmt = "yuv420p"
-    vstream.time_base = Fraction(1, fps)
+    vstream.time_base = tick
+    if vfr:
+        vstream.codec_context.time_base = tick
     vstream.codec_context.gop_size = gop
     if video_codec == "libx264":
         vstream.options = {"crf": str(crf), "preset": preset, "bf": "0"}
@@ -220,13 +240,21 @@ def make_film(
             astream.codec_context.options = {"strict": "experimental"}
 
     ranges: list[tuple[int, int]] = []
+    times: list[tuple[float, float]] = []
     audio_parts: list[np.ndarray] = []
     frame_no = 0
     sample_no = 0
+    clock = Fraction(0)  # timestamp of the next frame, in seconds
     for index, spec in enumerate(shots):
         # Quantise once per shot; each frame is then just a window into it.
         texture = (_shot_texture(spec, index, width, height, seed) * 255.0 + 0.5).astype(np.uint8)
         ranges.append((frame_no, frame_no + spec.frames - 1))
+        step = (
+            Fraction(spec.frame_seconds).limit_denominator(90000)
+            if spec.frame_seconds
+            else (Fraction(1, fps))
+        )
+        shot_start = clock
         for k in range(spec.frames):
             travel = k * spec.drift % 128  # back and forth over 64 px: no jump inside a shot
             off = int(round(travel if travel <= 64 else 128 - travel))
@@ -235,12 +263,15 @@ def make_film(
                 noisy = img.astype(np.int16) + grains[frame_no % len(grains)]
                 img = np.clip(noisy, 0, 255).astype(np.uint8)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            frame.pts = frame_no
+            frame.pts = round(clock / tick)
+            frame.time_base = tick
             for packet in vstream.encode(frame):
                 container.mux(packet)
             frame_no += 1
+            clock += step
+        times.append((float(shot_start), float(clock)))
         if has_audio:
-            end_sample = frame_no * sample_rate // fps
+            end_sample = int(clock * sample_rate)
             audio_parts.append(
                 _shot_audio(spec, end_sample - sample_no, sample_no, sample_rate, rng)
             )
@@ -266,7 +297,51 @@ def make_film(
         has_audio=has_audio,
         video_codec=video_codec,
         audio_codec=audio_codec if has_audio else None,
+        shot_times=tuple(times),
     )
+
+
+def corrupt_stream_packets(
+    path: str | Path, kind: str, after_seconds: float, seed: int = 0, every: int = 1
+) -> int:
+    """Overwrite, in place, the payload of every ``every``-th packet of the first ``kind``
+    (``"audio"`` or ``"video"``) stream from ``after_seconds`` on with seeded random bytes.
+
+    The container's own structure (headers, index) stays intact, so the file still opens and
+    the other streams decode; only the chosen stream's data is damaged. Returns the number of
+    packets damaged. The same arguments always give the same damaged file.
+    """
+    path = Path(path)
+    with av.open(str(path)) as container:
+        stream = next(s for s in container.streams if s.type == kind)
+        spots = []
+        for packet in container.demux(stream):
+            if packet.pts is None or packet.pos is None or packet.pos < 0 or not packet.size:
+                continue
+            if float(packet.pts * packet.time_base) >= after_seconds:
+                spots.append((packet.pos, packet.size))
+    spots = spots[::every]
+    rng = np.random.default_rng(seed)
+    data = bytearray(path.read_bytes())
+    for pos, size in spots:
+        data[pos : pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return len(spots)
+
+
+def corrupt_bytes(path: str | Path, fraction: float, seed: int = 0) -> int:
+    """Replace ``fraction`` of the bytes between 10 % and 95 % of the file with seeded random
+    values (in place), like a damaged download; returns how many bytes were hit."""
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(seed)
+    n = len(data)
+    positions = rng.integers(int(n * 0.1), int(n * 0.95), max(1, int(n * fraction)))
+    values = rng.integers(0, 256, len(positions), dtype=np.uint8)
+    for pos, value in zip(positions.tolist(), values.tolist(), strict=True):
+        data[pos] = value
+    path.write_bytes(bytes(data))
+    return len(positions)
 
 
 def _encode_audio(

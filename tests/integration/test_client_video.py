@@ -189,6 +189,9 @@ def test_corrupt_packets_are_skipped_with_a_warning(
     assert scanner.stats.corrupt_packets > 0
     assert any("corrupt" in r.getMessage() for r in caplog.records)
     assert 0 < scanner.stats.frames < film.frame_count
-    # Frame numbers follow timestamps, so the cuts after the damage stay in place.
-    starts = [s.shot.start_frame for s in shots[1:]]
-    assert sum(any(abs(f - t) <= 1 for f in starts) for t in film.cut_frames) >= 3
+    # Frame numbers count decoded frames; times follow the timestamps, so the cuts after the
+    # damage stay in place in time.
+    starts = [s.shot.start_time for s in shots[1:]]
+    assert sum(any(abs(s - t) <= 1.5 / film.fps for s in starts) for t in film.cut_times) >= 3
+    assert shots[-1].shot.end_frame + 1 == scanner.stats.frames
+    assert scanner.stats.dropped_frames == film.frame_count - scanner.stats.frames
