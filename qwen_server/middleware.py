@@ -174,16 +174,12 @@ class OptionsMiddleware:
         return self._compiled
 
     def allowed(self, scope: Scope) -> list[str]:
-        """The methods the app serves at ``scope``'s path (with HEAD for GET, and OPTIONS)."""
+        """The methods the app serves at ``scope``'s path, and OPTIONS; [] for unknown paths."""
         methods: set[str] = set()
         for regex, route_methods in self._table():
             if regex.match(scope["path"]):
                 methods |= route_methods
-        if not methods:
-            return []
-        if "GET" in methods:
-            methods.add("HEAD")
-        return sorted(methods | {"OPTIONS"})
+        return sorted(methods | {"OPTIONS"}) if methods else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "OPTIONS":
