@@ -208,6 +208,7 @@ async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
     batch_size = args.batch_size or (128 if on_gpu else 8)
     n_shots = args.shots or (4 * batch_size if on_gpu else 16)
     baseline_shots = min(args.baseline_shots, n_shots)
+    queue_shots = max(n_shots, batch_size) * 2
     settings = Settings(
         model={
             "path": str(model_dir),
@@ -220,7 +221,8 @@ async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
             "max_new_tokens": max(16, args.new_tokens),
         },
         batching={"max_batch_size": batch_size, "max_wait_ms": args.max_wait_ms},
-        server={"max_queued_shots": max(n_shots, batch_size) * 2},
+        # The queue must hold a whole request (refused at start-up otherwise).
+        server={"max_queued_shots": queue_shots, "max_shots_per_request": queue_shots},
     )
     engine = Engine(
         settings,
