@@ -44,7 +44,7 @@ exit codes:
   2    usage error or bad input: missing file, not a video, no video stream,
        output directory holding a different run, unreadable token file; for
        chat, a request the server refused (unknown session, invalid results)
-  3    server unreachable, or every server failed
+  3    server unreachable (after --retry-for seconds), or every server failed
   4    authentication failed (401: missing or wrong token)
   5    a server rejected a request as invalid; for chat, the chat provider failed
   130  interrupted (Ctrl-C); run the same command again to resume
