@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +122,23 @@ def test_analyze_exit_codes_are_stable(
         _cli("shots", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "m")) for _ in range(2)
     ]
     _check_runs(missing, 2)
+
+
+def _threads_left_by(argv: list[str]) -> tuple[int, list[str]]:
+    """Run the CLI in-process; its exit code and the threads it left running."""
+    from client.cli import run
+
+    before = set(threading.enumerate())
+    code = run(argv)
+    return code, [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+
+
+def test_no_thread_outlives_a_command(film: FilmTruth, tmp_path: Path) -> None:
+    """The cause itself, checked directly: when ``run`` returns, every thread the command
+    started (warm-up, decoding, audio, workers, posting) has ended, on success and failure."""
+    code, left = _threads_left_by(["shots", str(film.path), "--out", str(tmp_path / "a"), "-q"])
+    assert (code, left) == (0, [])
+    dead = f"http://127.0.0.1:{free_port()}"
+    argv = ["analyze", str(film.path), "-s", dead, "--out", str(tmp_path / "b"), "-q"]
+    code, left = _threads_left_by([*argv, "--retry-for", "0"])
+    assert (code, left) == (3, [])
