@@ -11,21 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
-ATTRIBUTES: tuple[str, ...] = (
-    "suspense",
-    "darkness",
-    "ambiguity",
-    "emotional_tension",
-    "intensity",
-    "motion",
-)
-
-# Largest time a shot may carry, in seconds (7 days). Far beyond any film, and small enough that
-# no timecode, sum or difference of times can overflow (1e306 s once turned /chat into a 500).
-# A plain constant, free of pydantic, so the client can import it to check its own output.
-MAX_TIME_S = 604_800.0
-# The largest shot id: 2**53 is the largest integer every JSON reader (JavaScript too) keeps exact.
-MAX_SHOT_ID = 2**53
+from .contract.constants import ATTRIBUTES as ATTRIBUTES  # re-exported until importers move
+from .contract.constants import MAX_SHOT_ID, MAX_TIME_S
 
 # Input numbers are strict: JSON numbers only. ``true`` or ``"7"`` are refused (lax pydantic would
 # read them as 1 and 7), while a JSON integer stays a valid float (``"tempo": 120``). JSON can

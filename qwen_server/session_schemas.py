@@ -6,7 +6,6 @@ and the chat feature; the shapes are documented in the README.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,22 +19,19 @@ from pydantic import (
     model_validator,
 )
 
-from .schemas import ATTRIBUTES, MAX_TIME_S, Seconds, ShotId
-
-SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
-SESSION_ID_RULE = (
-    "1-128 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+from .contract.constants import (
+    ATTRIBUTES,
+    MAX_CAPTION_CHARS,
+    MAX_HISTORY_MESSAGE_CHARS,
+    MAX_HISTORY_MESSAGES,
+    MAX_INLINE_SHOTS,
+    MAX_QUESTION_CHARS,
+    MAX_TIME_S,
+    SESSION_ID_PATTERN,
+    SESSION_ID_RE,
+    SESSION_ID_RULE,
 )
-
-# Bounds on what a chat caller may send. A feature film has ~1,000-3,000 shots; 20,000 leaves
-# room for long documentaries while keeping one request's work bounded (the body size limit of
-# the server applies as well).
-MAX_INLINE_SHOTS = 20_000
-MAX_QUESTION_CHARS = 4_000
-MAX_HISTORY_MESSAGES = 20
-MAX_HISTORY_MESSAGE_CHARS = 8_000
-MAX_CAPTION_CHARS = 2_000
+from .schemas import Seconds, ShotId
 
 SessionId = Annotated[
     str,
