@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Usage: bash scripts/setup.sh [--model HUB_ID] [--verify] [--no-model] [--no-key] [--extras LIST]
+# Usage: bash scripts/setup.sh [--client] [--model HUB_ID] [--verify] [--no-model] [--no-key]
+#                              [--extras LIST]
 #
 # Set up this project on a machine: virtualenv, PyTorch (CUDA build where an NVIDIA GPU is
 # present, the CPU build otherwise), the project, the model in the Hugging Face cache, and an
 # API key file. Safe to run again: every step is skipped when already done.
+# A client-only box (qwen-client, no GPU server) needs none of the server's stack: --client.
 #
 #   bash scripts/setup.sh                      # everything, default model
 #   bash scripts/setup.sh --model Qwen/Qwen2-VL-7B-Instruct
 #   bash scripts/setup.sh --verify             # check the cached model files, download nothing
 #   bash scripts/setup.sh --no-model           # install only (offline machines, model.path users)
+#   bash scripts/setup.sh --client             # the film client only: no torch, model or key
 #   --no-key       do not create the API key file ($QWEN_HOME/api_key)
-#   --extras LIST  optional dependency groups to install (default: dev)
+#   --client       install the client alone (same as --extras client --no-model --no-key)
+#   --extras LIST  optional dependency groups to install (default: server,dev); PyTorch is
+#                  installed first only when the list includes server
 #   -h, --help     print this text
 #
 # Environment: PYTHON (python3), VENV (.venv), TORCH_SPEC (torch==2.13.0 without GPU),
-# TORCH_INDEX_URL (extra index for PyTorch), EXTRAS (dev), QWEN_HOME (~/.config/qwen-server),
+# TORCH_INDEX_URL (extra index for PyTorch), EXTRAS (server,dev), QWEN_HOME (~/.config/qwen-server),
 # SKIP_INSTALL=1 (reuse the existing virtualenv as it is).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +28,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-dev}
+EXTRAS=${EXTRAS:-server,dev}
 QWEN_HOME=${QWEN_HOME:-$HOME/.config/qwen-server}
 MODEL=""
 VERIFY=0
@@ -37,6 +42,7 @@ while [ $# -gt 0 ]; do
     --verify) VERIFY=1; shift ;;
     --no-model) DOWNLOAD=0; shift ;;
     --no-key) MAKE_KEY=0; shift ;;
+    --client) EXTRAS=client; DOWNLOAD=0; MAKE_KEY=0; shift ;;
     --extras) EXTRAS=${2:?--extras needs a value}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "setup.sh: unknown option: $1 (see --help)" >&2; exit 2 ;;
@@ -53,12 +59,14 @@ install() {
   local pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
   # Reinstall only when pyproject.toml changed since the last successful install.
   local stamp
-  stamp="$VENV/.installed-$EXTRAS-$(sha256sum pyproject.toml | cut -c1-16)"
+  local needs_torch
+  stamp="$VENV/.installed-${EXTRAS//,/+}-$(sha256sum pyproject.toml | cut -c1-16)"
   if [ -f "$stamp" ]; then
     echo "==> $VENV is up to date"
     return
   fi
-  if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  case ",$EXTRAS," in *,server,*) needs_torch=1 ;; *) needs_torch=0 ;; esac
+  if [ "$needs_torch" = "1" ] && ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     local spec=${TORCH_SPEC:-}
     if has_gpu; then
       spec=${spec:-torch>=2.4}
@@ -75,7 +83,7 @@ install() {
   fi
   echo "==> installing the project (extras: $EXTRAS)"
   "${pip[@]}" install -e ".[$EXTRAS]"
-  rm -f "$VENV"/.installed-"$EXTRAS"-*
+  rm -f "$VENV"/.installed-"${EXTRAS//,/+}"-*
   touch "$stamp"
 }
 

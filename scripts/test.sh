@@ -3,7 +3,7 @@
 #
 # Set up from nothing and run the whole test suite. Creates .venv (if missing), installs
 # PyTorch first (TORCH_SPEC, default torch==2.13.0; set TORCH_INDEX_URL to take it from another
-# index), then the project with its test extras, then runs pytest with the arguments given.
+# index), then the project with its server and test extras, then runs pytest with the arguments given.
 # Fails when any test fails or when no test was collected (pytest exit 5).
 # -h or --help as the first argument prints this text and does nothing else; pytest's own help:
 # .venv/bin/python -m pytest --help.
@@ -35,8 +35,8 @@ if [ ! -f "$stamp" ]; then
       "${PIP[@]}" install "$TORCH_SPEC"
     fi
   fi
-  echo "==> installing the project with test extras"
-  "${PIP[@]}" install -e ".[test]"
+  echo "==> installing the project with the server and test extras"
+  "${PIP[@]}" install -e ".[server,test]"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
