@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from .config import Settings
-from .engine import ShotInput
+from .engine.types import ShotInput
 from .errors import InvalidInput
 from .fusion import audio_cues, fuse
 from .images import decode_image

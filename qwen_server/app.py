@@ -146,7 +146,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.engine is None:
-            from .engine import Engine
+            from .engine.lifecycle import Engine
 
             app.state.engine = Engine(settings)
         app.state.engine.on_batch = app.state.metrics.observe_batch

@@ -148,7 +148,7 @@ def make_shots(n: int, frames: int, size: int, seed: int = 0) -> list[Any]:
     import numpy as np
     from PIL import Image
 
-    from qwen_server.engine import ShotInput
+    from qwen_server.engine.types import ShotInput
 
     rng = np.random.default_rng(seed)
     shots = []
@@ -202,7 +202,7 @@ async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
     import torch
 
     from qwen_server.config import Settings
-    from qwen_server.engine import Engine
+    from qwen_server.engine.lifecycle import Engine
 
     on_gpu = torch.cuda.is_available() and args.device != "cpu"
     batch_size = args.batch_size or (128 if on_gpu else 8)

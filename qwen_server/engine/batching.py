@@ -1,4 +1,8 @@
-"""A bounded asyncio queue whose consumers take work in batches, with a fair wait line.
+"""Batching: the bounded queue that merges callers' shots into GPU batches, and admission to it.
+
+``BatchQueue`` is a bounded asyncio queue whose consumers take work in batches, with a fair wait
+line; ``AdmissionLine`` decides who gets room in it (and when to come back: Retry-After);
+``Admission`` is the room one request holds between being admitted and queueing its shots.
 
 Producers ``reserve`` room for their items first (so a caller is refused *before* any work is
 done for it), then ``put`` them. ``acquire`` is the waiting form of ``reserve``: a producer that
@@ -10,7 +14,8 @@ to retry at the instant room frees up (which starved most clients of a retrying 
 
 Consumers - one per model replica - call ``next_batch``, which waits for a first item and then
 up to ``max_wait_s`` for more, returning at most ``max_batch`` items: several callers' items end
-up in one batch, and one caller's items may span several batches. Items whose caller has gone away (``alive`` returns False) are dropped, not run.
+up in one batch, and one caller's items may span several batches. Items whose caller has gone
+away (``alive`` returns False) are dropped, not run.
 
 Everything here runs on the event loop thread; nothing blocks.
 """
@@ -18,10 +23,14 @@ Everything here runs on the event loop thread; nothing blocks.
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from ..errors import NotReady, Overloaded
 
 T = TypeVar("T")
 
@@ -237,3 +246,88 @@ class BatchQueue(Generic[T]):
             self._pop_alive(batch)
         self._pop_alive(batch)
         return batch
+
+
+class Admission:
+    """Queue room held for ``shots`` shots: granted by ``Engine.admit``, used by ``analyze``.
+
+    The room is reserved from admission until ``analyze`` puts the prepared shots in the queue
+    (it is "consumed" then), so a caller can decode its frames knowing it will not be refused
+    afterwards. ``release`` gives unused room back; it is idempotent and a no-op once consumed.
+    """
+
+    def __init__(self, queue: BatchQueue[Any] | None, shots: int) -> None:
+        self._queue = queue
+        self.shots = shots
+        self._done = queue is None or shots == 0
+
+    @property
+    def active(self) -> bool:
+        """Still holding room: neither consumed nor released."""
+        return not self._done
+
+    def consume(self) -> None:
+        """The room became queued items (``BatchQueue.put`` took over the reservation)."""
+        self._done = True
+
+    def release(self) -> None:
+        """Give the room back (the shots will not be queued)."""
+        if not self._done:
+            self._done = True
+            assert self._queue is not None
+            self._queue.release(self.shots)
+
+
+class AdmissionLine:
+    """Admission to one ``BatchQueue``: room now, a place in line, or Overloaded + Retry-After.
+
+    Owns the figures of admission: requests refused, requests that waited, and the measured
+    service rate (shots/s, a moving average fed by ``observe``) that Retry-After is based on.
+    """
+
+    def __init__(self, queue: BatchQueue[Any], wait_s: float) -> None:
+        self.queue = queue
+        self.wait_s = wait_s
+        self.refused = 0  # requests answered Overloaded
+        self.waited = 0  # requests admitted after waiting in the line
+        self.rate = 0.0  # shots/s, moving average
+
+    def observe(self, shots: int, elapsed: float) -> None:
+        """A batch of ``shots`` took ``elapsed`` seconds: update the service rate."""
+        if elapsed > 0:
+            rate = shots / elapsed
+            self.rate = rate if self.rate <= 0 else 0.8 * self.rate + 0.2 * rate
+
+    def retry_after(self, shots: int) -> int:
+        """Seconds until room for ``shots`` is likely, spread with jitter.
+
+        The estimate is the work ahead (queued plus waiting shots) over the measured rate; a
+        random 0-50 % on top keeps refused callers from all coming back in the same second.
+        """
+        ahead = self.queue.depth + self.queue.waiting_items + shots
+        base = ahead / self.rate if self.rate > 0 else 2.0
+        return int(min(60, max(1, math.ceil(base * random.uniform(1.0, 1.5)))))
+
+    async def acquire(self, shots: int) -> Admission:
+        """Reserve queue room for ``shots``, waiting in line; Overloaded / NotReady if not."""
+        queue = self.queue
+        if shots > queue.max_items:
+            self.refused += 1
+            raise Overloaded(
+                f"{shots} shots can never fit in the analysis queue (limit {queue.max_items}, "
+                "server.max_queued_shots); send smaller batches",
+                retry_after_s=self.retry_after(0),
+            )
+        try:
+            if shots > 0 and await queue.acquire(shots, self.wait_s):
+                self.waited += 1
+        except QueueClosed:
+            raise NotReady("the server is shutting down") from None
+        except QueueFull:
+            self.refused += 1
+            raise Overloaded(
+                f"the analysis queue is full ({queue.depth} shots queued, limit "
+                f"{queue.max_items}; {queue.waiting} requests waiting for room); retry later",
+                retry_after_s=self.retry_after(shots),
+            ) from None
+        return Admission(queue, shots)

@@ -1,4 +1,4 @@
-"""Structured output: the JSON the model must write, its grammar, and a parser that never fails.
+"""Output grammar: the JSON the model must write, as a JSON schema and as xgrammar EBNF.
 
 The model answers one JSON object per shot::
 
@@ -12,9 +12,9 @@ The model answers one JSON object per shot::
 Because every allowed character is one ASCII byte, every token the grammar admits adds at least
 one character, so the whole answer is at most ``len(longest possible JSON) + 1`` (the stop
 token) tokens: ``worst_case_new_tokens`` gives that bound and the engine never generates fewer
-tokens than it, so a constrained answer always terminates as valid JSON. The parser still accepts
-garbage (unconstrained generation, truncated text) and falls back to neutral values rather than
-raising.
+tokens than it, so a constrained answer always terminates as valid JSON. The parser
+(``output_parsing``) still accepts garbage (unconstrained generation, truncated text) and falls
+back to neutral values.
 
 ``output_schema`` is that contract as a JSON schema; ``output_ebnf`` is the same language in the
 exact layout generated, which is what xgrammar compiles (see there why). The grammar is compiled
@@ -26,22 +26,17 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import xgrammar as xgr
 from xgrammar.contrib.hf import LogitsProcessor as XgrLogitsProcessor
 
-from .schemas import ATTRIBUTES
+from ..contract.constants import ATTRIBUTES
+from .output_parsing import SCORE_MAX
 
 logger = logging.getLogger("qwen_server.structured")
 
-SCORE_MAX = 100  # scores are generated as integers 0..SCORE_MAX
-NEUTRAL_SCORE = 0.5  # what a score falls back to when the text does not carry it
-FALLBACK_CAPTION = "(no caption)"
 
 # Printable ASCII except '"' (0x22) and '\' (0x5C): no escapes, one byte per character.
 _CAPTION_FIRST = r"[!#-\[\]-~]"
@@ -232,110 +227,3 @@ def _apply_mask_cuda(scores: torch.Tensor, mask: torch.Tensor, vocab_size: int) 
         logger.info("grammar masking on CUDA uses xgrammar's %s backend", backend)
         return
     raise RuntimeError(f"no xgrammar CUDA masking backend works: {last_error}")
-
-
-# --- parsing ---------------------------------------------------------------------------------
-
-
-@dataclass
-class ParsedOutput:
-    """What could be read from one answer; ``complete`` is False when anything fell back."""
-
-    caption: str
-    scores: dict[str, float]
-    complete: bool
-    missing: list[str] = field(default_factory=list)
-
-
-_CAPTION_RE = re.compile(r'"caption"\s*:\s*"((?:[^"\\]|\\.)*)("?)', re.DOTALL)
-_NUMBER = r"(-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
-
-
-def _score_value(raw: Any) -> float | None:
-    """Map a raw score to [0, 1]: integers are on the 0..100 scale, decimals <= 1 are fractions.
-
-    Models that ignore the grammar (unconstrained runs) often write 0.7 for 70%: accept both.
-    """
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, str):
-        try:
-            raw = float(raw) if any(c in raw for c in ".eE") else int(raw)
-        except ValueError:
-            return None
-    if not isinstance(raw, (int, float)) or not math.isfinite(raw):
-        return None
-    value = float(raw) if isinstance(raw, float) and raw <= 1.0 else raw / SCORE_MAX
-    return min(1.0, max(0.0, float(value)))
-
-
-def _clean_caption(text: str, caption_max_chars: int) -> str:
-    """One line, trimmed, bounded; never empty."""
-    text = " ".join(str(text).split())
-    if len(text) > caption_max_chars:
-        text = text[: max(1, caption_max_chars - 1)].rstrip() + "…"
-        text = text[:caption_max_chars]
-    return text or FALLBACK_CAPTION
-
-
-def parse_model_output(text: str, caption_max_chars: int) -> ParsedOutput:
-    """Read caption and scores from a model answer. Never raises.
-
-    Valid JSON is read directly; otherwise (truncated or unconstrained text) the caption and each
-    score are looked for with regular expressions. Anything missing falls back: the caption to
-    ``FALLBACK_CAPTION``, a score to ``NEUTRAL_SCORE``; ``complete`` says whether that happened.
-    """
-    try:
-        return _parse(text if isinstance(text, str) else str(text), caption_max_chars)
-    except Exception:  # defensive: a parser bug must not fail a request
-        logger.exception("unexpected error parsing model output")
-        return ParsedOutput(
-            caption=FALLBACK_CAPTION,
-            scores=dict.fromkeys(ATTRIBUTES, NEUTRAL_SCORE),
-            complete=False,
-            missing=["caption", *ATTRIBUTES],
-        )
-
-
-def _parse(text: str, caption_max_chars: int) -> ParsedOutput:
-    data: Any = None
-    start = text.find("{")
-    if start >= 0:
-        end = text.rfind("}")
-        if end > start:
-            try:
-                data = json.loads(text[start : end + 1])
-            except ValueError:
-                data = None
-    caption: str | None = None
-    raw_scores: dict[str, Any] = {}
-    if isinstance(data, dict):
-        if isinstance(data.get("caption"), str):
-            caption = data["caption"]
-        raw_scores = {a: data.get(a) for a in ATTRIBUTES}
-    else:
-        match = _CAPTION_RE.search(text)
-        if match:
-            caption = match.group(1).replace('\\"', '"').replace("\\\\", "\\")
-        for name in ATTRIBUTES:
-            m = re.search(rf'"{name}"\s*:\s*"?{_NUMBER}', text)
-            if m:
-                raw_scores[name] = m.group(1)
-
-    missing: list[str] = []
-    scores: dict[str, float] = {}
-    for name in ATTRIBUTES:
-        value = _score_value(raw_scores.get(name))
-        if value is None:
-            missing.append(name)
-            value = NEUTRAL_SCORE
-        scores[name] = value
-    if caption is None or not caption.strip():
-        missing.insert(0, "caption")
-        caption = FALLBACK_CAPTION
-    return ParsedOutput(
-        caption=_clean_caption(caption, caption_max_chars),
-        scores=scores,
-        complete=not missing,
-        missing=missing,
-    )

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from .schemas import ATTRIBUTES
-from .structured import SCORE_MAX
+from ..contract.constants import ATTRIBUTES
+from .output_parsing import SCORE_MAX
 
 FramesAs = Literal["images", "video"]
 

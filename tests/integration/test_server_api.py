@@ -360,7 +360,7 @@ def test_health_reports_the_store(server: LiveServer) -> None:
 
 
 def test_health_is_503_while_loading_then_200(tiny_model_dir, tmp_path) -> None:
-    from qwen_server.engine import Engine
+    from qwen_server.engine.lifecycle import Engine
 
     release = threading.Event()
 

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from qwen_server.config import Settings
-from qwen_server.engine import ShotInput
+from qwen_server.engine.types import ShotInput
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

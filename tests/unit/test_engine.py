@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from qwen_server import model_loading
 from qwen_server.config import Settings
-from qwen_server.engine import Engine, ShotInput, describe_error, is_fatal, scrub_paths
+from qwen_server.contract.constants import ATTRIBUTES
+from qwen_server.engine import checkpoint, placement
+from qwen_server.engine.faults import describe_error, is_fatal, scrub_paths
+from qwen_server.engine.grammar import worst_case_new_tokens
+from qwen_server.engine.lifecycle import Engine
+from qwen_server.engine.types import ShotInput
 from qwen_server.errors import ConfigError, EngineFailure, NotReady, Overloaded
-from qwen_server.schemas import ATTRIBUTES
-from qwen_server.structured import worst_case_new_tokens
 
 from .engine_fixtures import CAPTION_MAX, make_shot, tiny_settings
 
@@ -221,26 +223,26 @@ def test_missing_model_gives_config_error(tmp_path: Path) -> None:
 
 
 def test_placement_rule() -> None:
-    gib = model_loading.GiB
-    choose = model_loading.choose_placement
+    gib = placement.GiB
+    choose = placement.choose_placement
     assert choose("auto", device="cpu", weight_bytes=gib, reserve_bytes=gib, free_bytes=[]) == "cpu"
     fits = {"weight_bytes": 5 * gib, "reserve_bytes": 10 * gib}
     assert choose("auto", device="cuda", free_bytes=[80 * gib, 40 * gib], **fits) == "replicate"
     assert choose("auto", device="cuda", free_bytes=[80 * gib, 12 * gib], **fits) == "shard"
     assert choose("shard", device="cuda", free_bytes=[80 * gib], **fits) == "shard"
     assert choose("replicate", device="cuda", free_bytes=[8 * gib], **fits) == "replicate"
-    assert model_loading.resolve_dtype("auto", "cpu") == torch.float32
-    assert model_loading.resolve_attention("auto") == "sdpa"
+    assert placement.resolve_dtype("auto", "cpu") == torch.float32
+    assert placement.resolve_attention("auto") == "sdpa"
     settings = Settings(model={"path": "/some/where/deep/my-model"})
-    assert model_loading.model_display_id(settings) == "my-model"
+    assert checkpoint.model_display_id(settings) == "my-model"
 
 
 def test_activation_reserve_grows_with_batch(tiny_model_dir: Path) -> None:
-    config = model_loading.load_config(tiny_settings(tiny_model_dir))
-    small = model_loading.activation_reserve_bytes(
+    config = checkpoint.load_config(tiny_settings(tiny_model_dir))
+    small = placement.activation_reserve_bytes(
         config, Settings(batching={"max_batch_size": 1}), torch.bfloat16
     )
-    big = model_loading.activation_reserve_bytes(
+    big = placement.activation_reserve_bytes(
         config, Settings(batching={"max_batch_size": 64}), torch.bfloat16
     )
-    assert model_loading.GiB < small < big
+    assert placement.GiB < small < big

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from qwen_server.batcher import BatchQueue, QueueClosed, QueueFull
-from qwen_server.engine import Engine
+from qwen_server.engine.batching import BatchQueue, QueueClosed, QueueFull
+from qwen_server.engine.lifecycle import Engine
 from qwen_server.errors import NotReady, Overloaded
 
 from .engine_fixtures import make_shot, tiny_settings

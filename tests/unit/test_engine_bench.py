@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from qwen_server.engine import Engine
+from qwen_server.engine.lifecycle import Engine
 
 from .engine_fixtures import load_script, make_shot, tiny_settings
 

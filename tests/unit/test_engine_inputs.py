@@ -7,17 +7,18 @@ from pathlib import Path
 
 import torch
 
-from qwen_server import model_loading
-from qwen_server.engine import Engine, ShotPreparer
-from qwen_server.structured import parse_model_output
+from qwen_server.engine import checkpoint
+from qwen_server.engine.inputs import ShotPreparer
+from qwen_server.engine.lifecycle import Engine
+from qwen_server.engine.output_parsing import parse_model_output
 
 from .engine_fixtures import CAPTION_MAX, load_script, make_shot, tiny_settings
 
 
 def _preparer(model_dir: Path, frames_as: str) -> ShotPreparer:
     settings = tiny_settings(model_dir, model={"frames_as": frames_as})
-    tokenizer, image_processor = model_loading.load_tokenizer_and_image_processor(settings)
-    config = model_loading.load_config(settings)
+    tokenizer, image_processor = checkpoint.load_tokenizer_and_image_processor(settings)
+    config = checkpoint.load_config(settings)
     return ShotPreparer(
         tokenizer,
         image_processor,
@@ -81,8 +82,8 @@ def test_tiny_builder_is_deterministic_and_loadable(tmp_path: Path) -> None:
         digest_a = hashlib.sha256((first / name).read_bytes()).hexdigest()
         digest_b = hashlib.sha256((second / name).read_bytes()).hexdigest()
         assert digest_a == digest_b, name
-    config = model_loading.load_config(tiny_settings(first))
-    assert model_loading.model_class_for(config).__name__ == "Qwen2VLForConditionalGeneration"
+    config = checkpoint.load_config(tiny_settings(first))
+    assert checkpoint.model_class_for(config).__name__ == "Qwen2VLForConditionalGeneration"
     assert config.get_text_config().vocab_size > config.video_token_id
 
 

@@ -10,17 +10,15 @@ import pytest
 import torch
 import xgrammar as xgr
 
-from qwen_server.schemas import ATTRIBUTES
-from qwen_server.structured import (
-    FALLBACK_CAPTION,
-    NEUTRAL_SCORE,
+from qwen_server.contract.constants import ATTRIBUTES
+from qwen_server.engine.grammar import (
     GrammarLogitsProcessor,
     compile_output_grammar,
     output_ebnf,
     output_schema,
-    parse_model_output,
     worst_case_new_tokens,
 )
+from qwen_server.engine.output_parsing import FALLBACK_CAPTION, NEUTRAL_SCORE, parse_model_output
 
 CAPTION_MAX = 30
 

@@ -1,0 +1,170 @@
+"""Batched generation on one model replica: collate, one constrained ``generate``, OOM split.
+
+A batch that runs out of memory is retried in halves; errors that leave the GPU unusable
+(``faults.is_fatal``) propagate so the engine retires the replica.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from .checkpoint import input_device
+from .faults import is_fatal, is_oom
+from .grammar import GrammarLogitsProcessor
+from .types import PreparedShot, RawResult
+
+logger = logging.getLogger("qwen_server.engine")
+
+
+class BatchGenerator:
+    """Collates prepared shots and runs one constrained ``generate`` on one model copy.
+
+    Not thread-safe by design: each replica's generator is used by that replica's thread only.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        tokenizer: Any,
+        grammar: Any | None,
+        pad_token_id: int,
+        stop_token_ids: list[int],
+        max_new_tokens: int,
+        min_new_tokens: int | None,
+        temperature: float,
+        image_token_id: int,
+        video_token_id: int,
+    ) -> None:
+        from transformers import GenerationConfig
+
+        self.model = model
+        self.device = input_device(model)
+        self.tokenizer = tokenizer
+        self.grammar = grammar
+        self.pad_token_id = pad_token_id
+        self.stop_token_ids = list(stop_token_ids)
+        self.image_token_id = image_token_id
+        self.video_token_id = video_token_id
+        self.vocab_limit = len(tokenizer)  # ids past the tokenizer (padded rows) decode to nothing
+        self.accepts_seconds = getattr(model.config, "model_type", "") == "qwen2_5_vl"
+        sampling: dict[str, Any] = {"do_sample": False}
+        if temperature > 0:
+            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        # Only our generation settings count: the checkpoint's sampling defaults (Qwen2-VL
+        # ships do_sample, top_k=1, top_p=0.001) would otherwise fill every unset field.
+        model.generation_config = GenerationConfig(
+            eos_token_id=self.stop_token_ids, pad_token_id=pad_token_id
+        )
+        self.generation_config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            eos_token_id=self.stop_token_ids,
+            pad_token_id=pad_token_id,
+            repetition_penalty=1.0,
+            num_beams=1,
+            use_cache=True,
+            **sampling,
+        )
+
+    def collate(self, shots: list[PreparedShot]) -> dict[str, torch.Tensor]:
+        """Left-padded token ids, masks and the concatenated pixels of the whole batch, on the
+        model's input device (pixels are copied shot by shot and concatenated there)."""
+        longest = max(len(s.input_ids) for s in shots)
+        input_ids = torch.full((len(shots), longest), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(shots), longest), dtype=torch.long)
+        for row, shot in enumerate(shots):
+            n = len(shot.input_ids)
+            input_ids[row, longest - n :] = torch.tensor(shot.input_ids, dtype=torch.long)
+            attention_mask[row, longest - n :] = 1
+        # 0 text, 1 image, 2 video: what the processor returns and M-RoPE needs.
+        mm_types = (input_ids == self.image_token_id).long() + 2 * (
+            input_ids == self.video_token_id
+        ).long()
+        mm_types = mm_types * attention_mask
+        batch: dict[str, torch.Tensor] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "mm_token_type_ids": mm_types,
+        }
+        images = [s for s in shots if s.kind == "image"]
+        videos = [s for s in shots if s.kind == "video"]
+        if images:
+            batch["image_grid_thw"] = torch.cat([s.grid_thw for s in images])
+        if videos:
+            batch["video_grid_thw"] = torch.cat([s.grid_thw for s in videos])
+            if self.accepts_seconds:
+                batch["second_per_grid_ts"] = torch.tensor(
+                    [s.seconds_per_grid for s in videos], dtype=torch.float32
+                )
+        non_blocking = self.device.type == "cuda"
+        on_device = {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
+        if images:
+            on_device["pixel_values"] = self._pixels_on_device(images)
+        if videos:
+            on_device["pixel_values_videos"] = self._pixels_on_device(videos)
+        return on_device
+
+    def _pixels_on_device(self, shots: list[PreparedShot]) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return torch.cat([s.pixel_values for s in shots])
+        return torch.cat([s.pixel_values.to(self.device, non_blocking=True) for s in shots])
+
+    def generate(self, shots: list[PreparedShot]) -> list[RawResult]:
+        """One ``generate`` call for the whole batch; results in input order."""
+        from transformers import LogitsProcessorList
+
+        inputs = self.collate(shots)
+        prompt_length = inputs["input_ids"].shape[1]
+        processors = LogitsProcessorList()
+        if self.grammar is not None:
+            processors.append(GrammarLogitsProcessor(self.grammar))
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs, generation_config=self.generation_config, logits_processor=processors
+            )
+        new = out[:, prompt_length:].tolist()
+        results = []
+        stops = set(self.stop_token_ids)
+        for row in new:
+            ids: list[int] = []
+            for tok in row:
+                if tok in stops:
+                    break
+                ids.append(tok)
+            text = self.tokenizer.decode(
+                [t for t in ids if 0 <= t < self.vocab_limit], skip_special_tokens=True
+            )
+            results.append(RawResult(text=text, new_tokens=len(ids)))
+        return results
+
+    def run(self, shots: list[PreparedShot]) -> list[RawResult | BaseException]:
+        """``generate`` with failure isolation: an out-of-memory batch is retried in halves.
+
+        Returns one entry per shot: its result, or the exception that failed it. Fatal errors
+        (see ``is_fatal``) propagate: the caller retires the replica.
+        """
+        try:
+            return list(self.generate(shots))
+        except BaseException as exc:
+            if is_fatal(exc) or not isinstance(exc, Exception):
+                raise
+            if is_oom(exc) and len(shots) > 1:
+                logger.warning("out of memory on a batch of %d; retrying in halves", len(shots))
+                self._free_memory()
+                half = len(shots) // 2
+                return self.run(shots[:half]) + self.run(shots[half:])
+            if is_oom(exc):
+                self._free_memory()
+            logger.exception("generation failed for a batch of %d shots", len(shots))
+            return [exc] * len(shots)
+
+    def _free_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+# --- the engine ------------------------------------------------------------------------------

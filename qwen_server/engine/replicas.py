@@ -1,0 +1,192 @@
+"""Replicas: the checkpoint turned into ready-to-serve model copies, one per GPU (or one sharded).
+
+``load_replicas`` loads config, tokenizer and image processor (``checkpoint``), decides where the
+weights go (``placement``), compiles the output grammar once, loads one model per replica with
+its own ``BatchGenerator`` and single generate thread, and warms every replica up.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import PIL.Image
+import torch
+
+from ..config import Settings
+from ..errors import ConfigError
+from . import checkpoint, placement
+from .generation import BatchGenerator
+from .grammar import compile_output_grammar, worst_case_new_tokens
+from .inputs import ShotPreparer
+from .types import ShotInput
+
+logger = logging.getLogger("qwen_server.engine")
+
+
+@dataclass
+class Replica:
+    """One model copy: its generator, the one thread that runs it, its GPU (None: CPU/shard)."""
+
+    index: int
+    generator: BatchGenerator
+    executor: ThreadPoolExecutor
+    gpu: int | None
+    dead: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    """What ``load_replicas`` hands the engine."""
+
+    device: str
+    placement: str
+    preparer: ShotPreparer
+    replicas: list[Replica]
+    max_new_tokens: int
+
+
+@dataclass
+class _TokenIds:
+    image: int
+    video: int
+    stop: list[int]
+    pad: int
+    vocab_size: int
+
+
+def stop_token_ids(config: Any, tokenizer: Any) -> list[int]:
+    """Tokens that end an answer: the tokenizer's EOS, <|im_end|> and <|endoftext|>."""
+    vocab = tokenizer.get_vocab()
+    ids: list[int] = []
+    if isinstance(tokenizer.eos_token_id, int):
+        ids.append(tokenizer.eos_token_id)
+    for text in ("<|im_end|>", "<|endoftext|>"):
+        if text in vocab and vocab[text] not in ids:
+            ids.append(int(vocab[text]))
+    if not ids:
+        raise ConfigError(f"'{getattr(config, 'model_type', '?')}': tokenizer has no EOS token")
+    return ids
+
+
+def _token_ids(model_id: str, config: Any, tokenizer: Any) -> _TokenIds:
+    image_token_id = int(config.image_token_id)
+    video_token_id = int(config.video_token_id)
+    for text, expected in (
+        ("<|image_pad|>", image_token_id),
+        ("<|video_pad|>", video_token_id),
+    ):
+        if tokenizer.convert_tokens_to_ids(text) != expected:
+            raise ConfigError(
+                f"'{model_id}': tokenizer id of {text} does not match the model config"
+            )
+    return _TokenIds(
+        image=image_token_id,
+        video=video_token_id,
+        stop=stop_token_ids(config, tokenizer),
+        pad=int(tokenizer.pad_token_id),
+        vocab_size=int(config.get_text_config().vocab_size),
+    )
+
+
+def _grammar_and_limits(
+    settings: Settings,
+    tokenizer: Any,
+    ids: _TokenIds,
+    force_new_tokens: int | None,
+    use_grammar: bool,
+) -> tuple[Any | None, int, int | None]:
+    """The compiled grammar (or None) and (max_new_tokens, min_new_tokens) of every generate."""
+    cfg = settings.model
+    grammar = None
+    if force_new_tokens is not None:
+        max_new, min_new = force_new_tokens, force_new_tokens
+    else:
+        max_new, min_new = cfg.max_new_tokens, None
+    if use_grammar:
+        # Compiled once per tokenizer, shared by every replica and every generate call.
+        grammar = compile_output_grammar(
+            tokenizer,
+            vocab_size=ids.vocab_size,
+            stop_token_ids=ids.stop,
+            caption_max_chars=cfg.caption_max_chars,
+        )
+        needed = worst_case_new_tokens(cfg.caption_max_chars)
+        if max_new < needed:
+            logger.info(
+                "max_new_tokens raised from %d to %d so a %d-character caption and the six "
+                "scores always fit (generation stops at the end of the JSON anyway)",
+                max_new,
+                needed,
+                cfg.caption_max_chars,
+            )
+            max_new = needed
+    return grammar, max_new, min_new
+
+
+def load_replicas(
+    settings: Settings, model_id: str, *, force_new_tokens: int | None, use_grammar: bool
+) -> LoadedModel:
+    """Load the checkpoint into serving replicas and warm them up (blocking, minutes)."""
+    cfg = settings.model
+    config = checkpoint.load_config(settings)
+    model_class = checkpoint.model_class_for(config)
+    plan = placement.plan_loading(settings, config, model_class)
+    logger.info(
+        "loading %s: device=%s placement=%s dtype=%s attention=%s weights=%.2f GiB",
+        model_id,
+        plan.device,
+        plan.placement,
+        str(plan.dtype).removeprefix("torch."),
+        plan.attn_implementation,
+        plan.weight_bytes / placement.GiB,
+    )
+    tokenizer, image_processor = checkpoint.load_tokenizer_and_image_processor(settings)
+    ids = _token_ids(model_id, config, tokenizer)
+    grammar, max_new, min_new = _grammar_and_limits(
+        settings, tokenizer, ids, force_new_tokens, use_grammar
+    )
+    models = checkpoint.load_models(settings, model_class, plan)
+    preparer = ShotPreparer(
+        tokenizer,
+        image_processor,
+        image_token_id=ids.image,
+        video_token_id=ids.video,
+        frames_as=cfg.frames_as,
+        caption_max_chars=cfg.caption_max_chars,
+        pixel_dtype=plan.dtype,
+        pin_memory=plan.device == "cuda",
+    )
+    replicas = []
+    for index, model in enumerate(models):
+        generator = BatchGenerator(
+            model,
+            tokenizer=tokenizer,
+            grammar=grammar,
+            pad_token_id=ids.pad,
+            stop_token_ids=ids.stop,
+            max_new_tokens=max_new,
+            min_new_tokens=min_new,
+            temperature=cfg.temperature,
+            image_token_id=ids.image,
+            video_token_id=ids.video,
+        )
+        gpu = plan.gpus[index] if plan.placement == "replicate" else None
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"qwen-gen-{index}")
+        replicas.append(Replica(index, generator, executor, gpu))
+    warm_up(preparer, replicas)
+    return LoadedModel(plan.device, plan.placement, preparer, replicas, max_new)
+
+
+def warm_up(preparer: ShotPreparer, replicas: list[Replica]) -> None:
+    """Run one tiny shot on every replica: surfaces problems at start-up, warms kernels."""
+    frame = PIL.Image.new("RGB", (56, 56))
+    shot = preparer.prepare(
+        ShotInput(shot_id=0, frames=[frame, frame], duration=1.0, audio_summary=None)
+    )
+    for replica in replicas:
+        if replica.gpu is not None:
+            torch.cuda.set_device(replica.gpu)
+        replica.generator.generate([shot])
