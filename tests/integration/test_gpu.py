@@ -10,8 +10,8 @@ import httpx
 import pytest
 import torch
 
-from qwen_server.engine.lifecycle import Engine
 from qwen_server.contract.constants import ATTRIBUTES
+from qwen_server.engine.lifecycle import Engine
 from tests.conftest import run_server, test_settings
 from tests.payloads import shot
 from tests.unit.engine_fixtures import make_shot, tiny_settings

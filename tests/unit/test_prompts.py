@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from qwen_server.contract.constants import ATTRIBUTES
 from qwen_server.engine.prompts import (
     SCORE_DEFINITIONS,
     build_messages,
     instructions,
     render_prompt,
 )
-from qwen_server.contract.constants import ATTRIBUTES
 
 
 def _texts(messages: list[dict]) -> str:
