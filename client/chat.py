@@ -1,9 +1,9 @@
-"""``qwen-client chat``: ask a question about a film's results and stream the answer.
+"""Chat client: ask the server's chat about a film's results and stream the answer.
 
-The film is a session stored on the server (``--session ID``) or a local run's results
-(``--results DIR``, reading ``DIR/shots.jsonl`` and sending the shots inline). Either way the
-server does the chat, so ``--server`` is needed. The answer is written to stdout as it arrives;
-the shots it cites go to stderr, so stdout stays just the answer.
+The film is a session stored on the server or a local run's results (``DIR/shots.jsonl``, the
+shots sent inline). Either way the server does the chat. The answer is written to ``out`` as
+it arrives; the shots it cites go to ``err``, so stdout stays just the answer. The command
+line is ``client.cli.chat``.
 
 Failures are raised as ``client.errors.ClientError`` subclasses, which the CLI prints as one
 line on stderr with their exit code: 2 bad input (``UsageError``/``InputError``: arguments,
@@ -14,16 +14,14 @@ server failing (``ChatFailed``). The token is never printed.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
 
-from client.credentials import TOKEN_ENV, read_token
+from client.credentials import TOKEN_ENV
 from client.errors import (
     EXIT_OK,
     AuthFailed,
@@ -32,49 +30,10 @@ from client.errors import (
     ServerUnreachable,
     UsageError,
 )
-from qwen_server.schemas import ATTRIBUTES
+from client.outputs import SHOTS
+from qwen_server.contract.constants import ATTRIBUTES, MAX_INLINE_SHOTS
 
-RESULTS_FILE = "shots.jsonl"
-MAX_INLINE_SHOTS = 20_000  # the server's limit (qwen_server.session_schemas)
-
-
-def add_chat_parser(subparsers: Any) -> None:
-    """Register the ``chat`` sub-command on an argparse ``subparsers`` object."""
-    p = subparsers.add_parser(
-        "chat",
-        help="ask a question about a film's results (answer streamed to stdout)",
-        description=(
-            "Ask a question about a film, answered by the server's chat model from the shot "
-            "results. The answer is streamed to stdout; cited shots are listed on stderr."
-        ),
-    )
-    p.add_argument("question", help="the question, e.g. 'Where is the film most suspenseful?'")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--session", metavar="ID", help="a session stored on the server")
-    source.add_argument(
-        "--results",
-        metavar="DIR",
-        type=Path,
-        help=f"a local run's output folder (its {RESULTS_FILE} is sent inline)",
-    )
-    p.add_argument("--server", required=True, metavar="URL", help="server base URL")
-    p.add_argument(
-        "--token-file",
-        type=Path,
-        metavar="PATH",
-        help=f"file holding the server's bearer token (default: ${TOKEN_ENV})",
-    )
-    p.add_argument(
-        "--no-stream", action="store_true", help="wait for the whole answer instead of streaming"
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=300.0,
-        metavar="S",
-        help="seconds to wait for the server's answer (default 300)",
-    )
-    p.set_defaults(handler=run_chat)
+RESULTS_FILE = SHOTS
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -231,26 +190,34 @@ def _stream_answer(client: httpx.Client, url: str, body: dict[str, Any], out: Te
     raise ChatFailed("the answer stream ended before it was complete")
 
 
-def ask(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Validate the arguments, send the question and write the answer; raise ClientError."""
-    question = (args.question or "").strip()
+def ask(
+    server: str,
+    question: str,
+    token: str | None,
+    *,
+    session: str | None = None,
+    results: Path | None = None,
+    stream: bool = True,
+    timeout: float = 300.0,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """Send ``question`` about a stored ``session`` or a local run's ``results`` to ``server``
+    (a checked base URL without a trailing slash) and write the answer; raise ClientError."""
+    question = (question or "").strip()
     if not question:
         raise UsageError("the question is empty")
-    server = (args.server or "").rstrip("/")
-    if not server.startswith(("http://", "https://")):
-        raise UsageError(f"--server must be an http:// or https:// URL, got {server!r}")
-    token = read_token(args.token_file)
     body: dict[str, Any] = {"question": question}
-    if args.session is not None:
-        body["session_id"] = args.session
+    if session is not None:
+        body["session_id"] = session
     else:
-        body["results"] = load_results(args.results)
+        assert results is not None, "a session or a results folder is required"
+        body["results"] = load_results(results)
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    timeout = httpx.Timeout(args.timeout, connect=10.0)
     try:
-        with httpx.Client(headers=headers, timeout=timeout) as client:
-            if args.no_stream:
+        with httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=10.0)) as client:
+            if not stream:
                 response = client.post(server + "/chat", json=body)
                 _raise_for_status(response)
                 done = response.json()
@@ -260,7 +227,7 @@ def ask(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except httpx.TimeoutException as exc:
         if isinstance(exc, httpx.ConnectTimeout):
             raise ServerUnreachable(f"cannot reach the server at {server} (timed out)") from None
-        raise ChatFailed(f"no answer from the server within {args.timeout:g} s") from None
+        raise ChatFailed(f"no answer from the server within {timeout:g} s") from None
     except (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         raise ServerUnreachable(
             f"cannot reach the server at {server} ({type(exc).__name__})"
@@ -271,9 +238,3 @@ def ask(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise ChatFailed("the server sent a malformed reply") from None
     _print_citations(done, err)
     return EXIT_OK
-
-
-def run_chat(args: argparse.Namespace) -> int:
-    """Handler of ``qwen-client chat``: errors are raised as ``ClientError`` and reported by
-    ``client.cli.run`` like every other command's."""
-    return ask(args, sys.stdout, sys.stderr)

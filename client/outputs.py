@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from client.errors import OutputConflict
-from qwen_server.schemas import ATTRIBUTES
+from qwen_server.contract.constants import ATTRIBUTES
 
 log = logging.getLogger("client.outputs")
 

@@ -40,11 +40,11 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from client.features import compute_features  # noqa: E402
-from client.frames import FrameConverter, output_size, sample_positions  # noqa: E402
+from client.media.features import compute_features  # noqa: E402
+from client.media.frames import FrameConverter, output_size, sample_positions  # noqa: E402
+from client.media.probe import probe  # noqa: E402
 from client.options import ExtractOptions  # noqa: E402
-from client.pipeline import extract  # noqa: E402
-from client.video import probe  # noqa: E402
+from client.pipeline.run import extract  # noqa: E402
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""HTTP client for the analysis servers: request bodies, spreading, retries and failover.
+"""``ServerPool``: spreading batches over the analysis servers, retries and failover.
 
 ``ServerPool`` sends each batch to the least busy live server. Transient failures (no
 connection, timeouts, a dropped connection, 408/425/429/5xx) are retried, on whichever server is
@@ -10,33 +10,30 @@ abort the film; the progress line says "waiting for server"), and only then does
 run stops at once (``AuthFailed``). Other 4xx answers mean the request itself is wrong, and are
 not retried either (``RequestRejected``).
 
-Every socket the pool opens is remembered, so ``abort`` (a failed or interrupted run) can shut
-them down: a thread blocked reading an answer wakes at once with an error instead of holding
-the process for up to the read timeout, and every posting thread can be joined before exit.
+Every socket the pool opens is remembered (``client.api.transport``), so ``abort`` (a failed or
+interrupted run) can shut them down: a thread blocked reading an answer wakes at once with an
+error instead of holding the process for up to the read timeout, and every posting thread can be
+joined before exit.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import email.utils
 import logging
 import random
-import re
-import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpcore
 import httpx
 
+from client.api.bodies import error_detail, parse_retry_after
+from client.api.transport import AbortableBackend, abortable_transport
 from client.errors import AuthFailed, RequestRejected, ServerProtocolError, ServerUnreachable
 from client.options import PostingOptions
-from qwen_server.schemas import ATTRIBUTES
+from qwen_server.contract.constants import ATTRIBUTES
 
 log = logging.getLogger("client.api")
 
@@ -44,116 +41,6 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Answers that say "no server is serving here right now" (a proxy without its backend, a
 # server still loading): like a refused connection they are bounded by time, not attempts.
 UNAVAILABLE_STATUS = frozenset({502, 503, 504})
-_SESSION_BAD = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def session_id_for(filename: str) -> str:
-    """A session id from a film's file name: only [A-Za-z0-9._-], starting with a letter or
-    digit, at most 128 characters (the contract's pattern)."""
-    sid = _SESSION_BAD.sub("_", filename).lstrip("._-")[:128]
-    return sid or "film"
-
-
-def valid_session_id(value: str) -> bool:
-    """Whether ``value`` matches the contract's session id pattern."""
-    return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value) is not None
-
-
-def shot_payload(
-    shot_id: int,
-    jpegs: Sequence[bytes],
-    audio_features: dict[str, Any] | None,
-    start_time: float,
-    end_time: float,
-    duration: float,
-) -> dict[str, Any]:
-    """One shot object of the contract (images as base64 JPEG; audio features omitted when the
-    film has none; ``tempo`` omitted when not meaningful)."""
-    body: dict[str, Any] = {
-        "shot_id": shot_id,
-        "images": [base64.b64encode(j).decode("ascii") for j in jpegs],
-        "start_time": start_time,
-        "end_time": end_time,
-        "duration": duration,
-    }
-    if audio_features is not None:
-        body["audio_features"] = {k: v for k, v in audio_features.items() if v is not None}
-    return body
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date); None if absent/invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    if detail is None:
-        detail = response.text[:200]
-    text = detail if isinstance(detail, str) else str(detail)
-    return text.replace("\n", " ")[:300]
-
-
-class _AbortableBackend(httpcore.SyncBackend):
-    """httpcore's socket backend, remembering the sockets it opens so ``abort`` can shut them
-    down (waking any thread blocked on one) and refusing new connections afterwards."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
-        self._aborted = False
-
-    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
-        """Open a TCP connection like httpcore, and remember its socket."""
-        if self._aborted:
-            raise httpcore.ConnectError("the run was stopped")
-        stream = super().connect_tcp(*args, **kwargs)
-        sock = stream.get_extra_info("socket")
-        with self._lock:
-            aborted = self._aborted
-            if sock is not None and not aborted:
-                self._sockets.add(sock)
-        if aborted:
-            stream.close()
-            raise httpcore.ConnectError("the run was stopped")
-        return stream
-
-    def abort(self) -> None:
-        """Shut down every open socket: blocked reads and writes fail at once."""
-        with self._lock:
-            self._aborted = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-def _transport(limits: httpx.Limits, backend: _AbortableBackend) -> httpx.HTTPTransport:
-    """httpx's own transport over a connection pool that uses ``backend`` for its sockets."""
-    transport = httpx.HTTPTransport(limits=limits)
-    # httpx does not take a network backend; its pool (a plain httpcore.ConnectionPool when no
-    # proxy is set) is rebuilt with the same limits and ours.
-    transport._pool = httpcore.ConnectionPool(
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=backend,
-    )
-    return transport
 
 
 @dataclass
@@ -203,7 +90,7 @@ class ServerPool:
         limits = httpx.Limits(
             max_connections=o.in_flight + 2, max_keepalive_connections=o.in_flight
         )
-        self._backend = _AbortableBackend()
+        self._backend = AbortableBackend()
         self.servers = [
             ServerState(
                 url=u.rstrip("/"),
@@ -211,7 +98,7 @@ class ServerPool:
                     base_url=u.rstrip("/"),
                     timeout=timeout,
                     headers=headers,
-                    transport=_transport(limits, self._backend),
+                    transport=abortable_transport(limits, self._backend),
                 ),
             )
             for u in dict.fromkeys(urls)
@@ -382,11 +269,11 @@ class ServerPool:
                     else "no token was given: set QWEN_SERVER_TOKEN or pass --token-file"
                 )
                 raise AuthFailed(
-                    f"{server.url} rejected the request (401: {_detail(response)}); {hint}"
+                    f"{server.url} rejected the request (401: {error_detail(response)}); {hint}"
                 )
             if status in RETRYABLE_STATUS:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                last_error = f"HTTP {status}: {_detail(response)}"
+                last_error = f"HTTP {status}: {error_detail(response)}"
                 if status not in UNAVAILABLE_STATUS and status != 429:
                     attempts += 1
                 # "Come back later" answers (429, or 503 with Retry-After) do not count towards
@@ -396,7 +283,7 @@ class ServerPool:
                 continue
             raise RequestRejected(
                 f"{server.url} rejected a batch of shots {ids[0]}..{ids[-1]} "
-                f"(HTTP {status}: {_detail(response)})"
+                f"(HTTP {status}: {error_detail(response)})"
             )
         raise ServerUnreachable(
             f"shots {ids[0]}..{ids[-1]} failed {self.options.max_attempts} times; "

@@ -27,7 +27,7 @@ import numpy as np
 
 from client.options import AudioOptions
 
-log = logging.getLogger("client.audio")
+log = logging.getLogger("client.media.audio")
 
 GAP_MIN_SECONDS = 0.005  # smaller timestamp gaps are rounding, not lost packets
 

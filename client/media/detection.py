@@ -27,7 +27,7 @@ from scenedetect.detector import FlashFilter
 
 from client.options import DetectionOptions
 
-log = logging.getLogger("client.detect")
+log = logging.getLogger("client.media.detection")
 
 
 def _fast_mean_pixel_distance(left: np.ndarray, right: np.ndarray) -> float:

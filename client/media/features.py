@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger("client.features")
+log = logging.getLogger("client.media.features")
 
 N_FFT = 2048
 HOP = 512

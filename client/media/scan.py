@@ -1,21 +1,22 @@
-"""Opening the film and the single decode pass: shot detection and frame sampling together.
+"""The single decode pass: shot detection and frame sampling together.
 
 ``ShotScanner`` decodes the video stream once, front to back (no seeking), with FFmpeg's slice
 threading (deterministic even on damaged files, see ``ShotScanner.__iter__``); corrupt packets and
 frames that could not be decoded are counted in ``ScanStats``. Each frame is shrunk once for the
 detector; frames are held back ``CutFinder.delay`` frames (2 for the adaptive detector), so when a
-frame is committed to the open shot its cut, if any, is already known. The open shot keeps a bounded
-set of sample candidates (``frames.ShotReservoir``); shots are closed with their picked frames and
-yielded while decoding goes on, so they stream out and memory does not grow with the film's length.
+frame is committed to the open shot its cut, if any, is already known. The open shot keeps a
+bounded set of sample candidates (``client.media.frames.ShotReservoir``); shots are closed with
+their picked frames and yielded while decoding goes on, so they stream out and memory does not
+grow with the film's length.
 
 Minimum shot length: PySceneDetect keeps ``min_scene_len`` between cuts but not for the film's
-last shot (noise can report a cut a few frames before the end). ``ShotAssembler`` enforces the
-minimum for every shot: a cut closer than the minimum to the open shot's start is dropped, and a
-shot is only closed once ``min_frames`` frames of the next shot have been committed (or the film
-ends). If the film ends first, the short last shot is merged into the held shot, whose samples
-come from a copy of its reservoir that kept taking the new shot's frames, so they stay evenly
-spread over the merged shot. The hold costs ``min_frames`` frames of latency and, at most, a
-second shot's candidates in memory.
+last shot (noise can report a cut a few frames before the end). ``ShotAssembler``
+(``client.media.assembly``) enforces the minimum for every shot: a cut closer than the minimum
+to the open shot's start is dropped, and a shot is only closed once ``min_frames`` frames of the
+next shot have been committed (or the film ends). If the film ends first, the short last shot is
+merged into the held shot, whose samples come from a copy of its reservoir that kept taking the
+new shot's frames, so they stay evenly spread over the merged shot. The hold costs
+``min_frames`` frames of latency and, at most, a second shot's candidates in memory.
 """
 
 from __future__ import annotations
@@ -23,139 +24,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from fractions import Fraction
-from pathlib import Path
 
 import av
 
-from client.audio import find_audio_stream
-from client.detect import CutFinder, make_detector, min_shot_frames
-from client.errors import FilmNotFound, NoFramesDecoded, NoVideoStream, VideoOpenFailure
-from client.frames import (
-    Candidate,
-    FrameConverter,
-    ShotReservoir,
-    candidate_capacity,
-    output_size,
-)
+from client.errors import NoFramesDecoded
+from client.media.assembly import ScannedShot, ShotAssembler
+from client.media.detection import CutFinder, make_detector, min_shot_frames
+from client.media.frames import Candidate, FrameConverter, candidate_capacity, output_size
+from client.media.probe import VideoInfo, find_video_stream, open_container
 from client.options import ExtractOptions
-from client.shot import Shot
 
-log = logging.getLogger("client.video")
+log = logging.getLogger("client.media.scan")
 
 MAX_CORRUPT_WARNINGS = 5
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the CLI and the outputs need to know about a film before decoding it."""
-
-    path: Path
-    container: str
-    codec: str
-    width: int
-    height: int
-    fps: Fraction
-    frame_estimate: int | None
-    duration: float | None
-    has_audio: bool
-    audio_codec: str | None
-
-    def as_record(self) -> dict[str, object]:
-        """JSON-friendly description for summaries and manifests."""
-        return {
-            "name": self.path.name,
-            "container": self.container,
-            "video_codec": self.codec,
-            "width": self.width,
-            "height": self.height,
-            "fps": round(float(self.fps), 6),
-            "audio_codec": self.audio_codec,
-        }
-
-
-def open_container(path: str | Path) -> av.container.InputContainer:
-    """Open a media file, turning FFmpeg failures into one-line input errors."""
-    p = Path(path)
-    if not p.exists():
-        raise FilmNotFound(f"film not found: {p}")
-    if not p.is_file():
-        raise FilmNotFound(f"not a file: {p}")
-    try:
-        return av.open(str(p))
-    except av.error.FFmpegError as exc:
-        raise VideoOpenFailure(f"cannot open {p.name} as a video: {exc.strerror or exc}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise VideoOpenFailure(f"cannot open {p.name} as a video: {exc}") from None
-
-
-def find_video_stream(
-    container: av.container.InputContainer, name: str
-) -> av.video.stream.VideoStream:
-    """The first real video stream (cover art, i.e. an attached picture, does not count)."""
-    fmt = container.format.name
-    if fmt == "image2" or fmt.endswith("_pipe"):
-        raise NoVideoStream(f"{name} is a still image, not a video")
-    for stream in container.streams.video:
-        if stream.disposition & av.stream.Disposition.attached_pic:
-            continue
-        return stream
-
-    def kind(s: av.stream.Stream) -> str:
-        if s.type == "video":  # only attached pictures are left
-            return "cover art"
-        return s.type
-
-    kinds = sorted({kind(s) for s in container.streams}) or ["nothing"]
-    raise NoVideoStream(f"{name} has no video stream (it holds: {', '.join(kinds)})")
-
-
-def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate and rate > 0:
-            return Fraction(rate.numerator, rate.denominator)
-    log.warning("the video stream declares no frame rate; assuming 25 fps")
-    return Fraction(25)
-
-
-def probe(path: str | Path) -> VideoInfo:
-    """Check that ``path`` is a usable film and describe it (raises an InputError if not)."""
-    p = Path(path)
-    with open_container(p) as container:
-        stream = find_video_stream(container, p.name)
-        fps = _frame_rate(stream)
-        duration = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000
-        frames = stream.frames or (round(duration * float(fps)) if duration else None)
-        audio = find_audio_stream(container)
-        ctx = stream.codec_context
-        return VideoInfo(
-            path=p,
-            container=container.format.name,
-            codec=ctx.name,
-            width=ctx.width,
-            height=ctx.height,
-            fps=fps,
-            frame_estimate=frames or None,
-            duration=duration,
-            has_audio=audio is not None,
-            audio_codec=audio.codec_context.name if audio is not None else None,
-        )
-
-
-@dataclass
-class ScannedShot:
-    """A closed shot with its sample frames (not yet encoded) and its stream times."""
-
-    shot: Shot
-    samples: list[Candidate]
-    stream_start: float  # stream time (s) of the shot's first frame, for audio alignment
-    stream_end: float
 
 
 @dataclass
@@ -214,125 +97,6 @@ class ScanStats:
             "read_stopped": self.read_stopped,
             "errors": self.errors[:max_errors],
         }
-
-
-@dataclass
-class _HeldShot:
-    """A shot whose cut is known, kept back until the next shot is long enough."""
-
-    shot_id: int
-    start: tuple[int, float]  # (frame_no, stream time) of its first frame
-    last: tuple[int, float]  # (frame_no, stream time) of its last frame
-    end_time: float  # stream time where it ends: the first frame of the next shot
-    reservoir: ShotReservoir  # its own candidates, frozen at the cut
-    merged: ShotReservoir  # the same candidates, still taking the next shot's frames
-
-
-class ShotAssembler:
-    """Turns committed frames and cut frame numbers into closed shots, with every shot (the
-    last included) at least ``min_frames`` frames long (see module doc).
-
-    ``commit`` must be called for every frame in order, once any cut at or before that frame has
-    been given to ``add_cuts``; it returns the shots closed by that frame (at most one).
-    ``finish`` closes the last shot after the final frame.
-    """
-
-    def __init__(self, fps: Fraction, capacity: int, count: int, min_frames: int) -> None:
-        self.fps = fps
-        self.capacity = capacity
-        self.count = count
-        self.min_frames = max(1, min_frames)
-        self.closed = 0  # shot ids handed out so far (a held shot has its id)
-        self.last: tuple[int, float] | None = None  # the last committed frame
-        self.origin: float | None = None  # stream time of the first frame (time 0 of shots)
-        self._step: float | None = None  # time between the last two committed frames
-        self._cuts: deque[int] = deque()
-        self._start: tuple[int, float] | None = None  # first frame of the open shot
-        self._reservoir = ShotReservoir(capacity, count)
-        self._held: _HeldShot | None = None
-
-    def add_cuts(self, cuts: Iterable[int]) -> None:
-        """Cut frame numbers reported by the detector (a cut starts a new shot)."""
-        self._cuts.extend(cuts)
-
-    def commit(self, frame_no: int, t: float, frame: object) -> list[ScannedShot]:
-        """Assign the frame to its shot; returns the shot it lets close, if any."""
-        if self._start is None:
-            self._start = (frame_no, t)
-            self.origin = t
-            self._reservoir.reset(frame_no)
-        elif self._cuts and self._cuts[0] <= frame_no:
-            while self._cuts and self._cuts[0] <= frame_no:
-                self._cuts.popleft()
-            # A cut that would leave the open shot too short is dropped (the detectors already
-            # keep their minimum between cuts; this also covers the first shot). A long enough
-            # open shot has already released the held shot (same length test as below).
-            assert self.last is not None
-            if self.last[0] - self._start[0] + 1 >= self.min_frames:
-                assert self._held is None
-                self.closed += 1
-                self._held = _HeldShot(
-                    self.closed,
-                    self._start,
-                    self.last,
-                    t,
-                    self._reservoir,
-                    self._reservoir.clone(),
-                )
-                self._start = (frame_no, t)
-                self._reservoir = ShotReservoir(self.capacity, self.count)
-                self._reservoir.reset(frame_no)
-        candidate = Candidate(frame_no, frame)
-        if self._reservoir.wants(frame_no):
-            self._reservoir.add(candidate)
-        held = self._held
-        if held is not None and held.merged.wants(frame_no):
-            held.merged.add(candidate)
-        if self.last is not None and t > self.last[1]:
-            self._step = t - self.last[1]
-        self.last = (frame_no, t)
-        if held is not None and frame_no - self._start[0] + 1 >= self.min_frames:
-            # The new shot is long enough to stand: the held shot keeps its cut.
-            self._held = None
-            return [self._close(held.shot_id, held.start, held.last, held.end_time, held.reservoir)]
-        return []
-
-    def finish(self) -> ScannedShot | None:
-        """The film's last shot (None if no frame was committed). A last shot shorter than
-        ``min_frames`` is merged into the held shot before it."""
-        if self._start is None or self.last is None:
-            return None
-        held, self._held = self._held, None
-        # The last frame lasts as long as the one before it (one nominal frame if alone).
-        end = self.last[1] + (self._step if self._step is not None else 1.0 / float(self.fps))
-        if held is not None:
-            return self._close(held.shot_id, held.start, self.last, end, held.merged)
-        self.closed += 1
-        return self._close(self.closed, self._start, self.last, end, self._reservoir)
-
-    def _close(
-        self,
-        shot_id: int,
-        start: tuple[int, float],
-        last: tuple[int, float],
-        end_time: float,
-        reservoir: ShotReservoir,
-    ) -> ScannedShot:
-        origin = self.origin if self.origin is not None else start[1]
-        shot = Shot(
-            shot_id=shot_id,
-            start_frame=start[0],
-            end_frame=last[0],
-            fps=self.fps,
-            start_seconds=start[1] - origin,
-            end_seconds=end_time - origin,
-        )
-        return ScannedShot(
-            shot=shot,
-            samples=reservoir.pick(last[0]),
-            stream_start=start[1],
-            stream_end=end_time,
-        )
 
 
 class ShotScanner:
@@ -452,7 +216,7 @@ class ShotScanner:
             nominal = 1.0 / float(fps)
 
             for frame in self._decoded_frames(container, stream):
-                # Frame numbers are the decoded frame index (see client.shot); times are the
+                # Frame numbers are the decoded frame index (see client.media.shot); times are the
                 # frames' timestamps, kept increasing (a frame without one, or with one that
                 # goes back, is placed one nominal frame after the previous).
                 frame_no = self.stats.frames

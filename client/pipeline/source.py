@@ -1,51 +1,31 @@
-"""The stages of a run and how they overlap.
+"""``ShotSource``: the producer side of a run (see ``client.pipeline``).
 
-::
-
-    decode thread:  demux+decode video (FFmpeg threads) -> detect cuts -> close shots
-                         |  (bounded queue of shots in film order; blocks when full)
-    worker pool:    JPEG encoding + librosa features of each closed shot
-    audio thread:   demux+decode+resample audio, paced to stay near the video position
-    main thread:    takes prepared shots in order -> batches of N ->
-    posting pool:   K batches in flight over the servers -> results appended to shots.jsonl
-
-Memory is bounded whatever the film's length: the decode thread holds a few frames and the
-candidates of the open shot (and of a closed shot held back until the next one has lasted the
-minimum shot length, see ``video.ShotAssembler``), the queue holds at most ``queue_size``
-prepared shots, at most K batches are in flight, and decoded audio is released as soon as no
-pending shot needs it.
-
-Resume: shots already in ``shots.jsonl`` are still detected (the decode pass is deterministic,
-so shot ids are stable) but are not encoded, analysed or written again.
+A decode thread runs the single decode pass and queues each closed shot's preparation (JPEG
+encoding and audio features, on a worker pool) in film order; an audio thread decodes the audio
+paced to the video. Iterating the source yields ``PreparedShot``; ``close`` stops and joins
+every thread it started, on every exit path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import queue
 import threading
-import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from client.api import ServerPool, shot_payload
-from client.audio import AudioTrack
-from client.errors import ClientError
-from client.features import compute_features, stop_warm_up, warm_up_in_background
-from client.frames import encode_jpeg
-from client.options import ExtractOptions, PostingOptions
-from client.outputs import OutputDir, film_fingerprint, summarize
+from client.media.assembly import ScannedShot
+from client.media.audio import AudioTrack
+from client.media.features import compute_features, stop_warm_up, warm_up_in_background
+from client.media.frames import encode_jpeg
+from client.media.probe import VideoInfo
+from client.media.scan import ShotScanner
+from client.media.shot import Shot
+from client.options import ExtractOptions
 from client.progress import Progress
-from client.shot import Shot
-from client.video import ScannedShot, ShotScanner, VideoInfo
-from qwen_server.schemas import ATTRIBUTES
-
-log = logging.getLogger("client.pipeline")
 
 _END = object()
 # A shot whose feature window misses more than this share of its audio (packets that could not
@@ -71,36 +51,6 @@ class PreparedShot:
             "sample_frames": self.sample_frames,
             "audio_error": self.audio_error,
         }
-
-
-@dataclass(frozen=True)
-class RunReport:
-    """What a finished run did (printed by the CLI)."""
-
-    film: str
-    out: Path
-    shots: int
-    written_now: int
-    resumed: int
-    frames: int
-    duration: float
-    elapsed: float
-    corrupt_packets: int
-    already_complete: bool = False
-    dropped_frames: int = 0
-    audio_errors: int = 0  # shots without audio features because the audio could not be decoded
-    servers: dict[str, dict[str, int]] = field(default_factory=dict)
-    records: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def frames_per_second(self) -> float:
-        """Source frames processed per wall-clock second."""
-        return self.frames / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def realtime_factor(self) -> float:
-        """Seconds of film processed per wall-clock second."""
-        return self.duration / self.elapsed if self.elapsed > 0 else 0.0
 
 
 class _Failure:
@@ -281,313 +231,3 @@ class ShotSource:
             self._audio.close()  # first: a worker may be waiting for audio that will not come
         self._pool.shutdown(wait=True, cancel_futures=True)
         stop_warm_up()  # the run's shots are done: the warm-up has nothing left to speed up
-
-
-def _manifest(command: str, info: VideoInfo, settings: dict[str, Any]) -> dict[str, Any]:
-    return {
-        # 2: frame numbers are the decoded frame index, times the frames' timestamps, and shots
-        # carry audio_error; a run of format 1 is not resumed into (--force starts over).
-        "format": 2,
-        "command": command,
-        "film": {"name": info.path.name, **film_fingerprint(info.path)},
-        "settings": settings,
-    }
-
-
-def _finish(
-    out: OutputDir,
-    info: VideoInfo,
-    settings: dict[str, Any],
-    analysed: bool,
-    expected: int | None,
-    diagnostics: dict[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    records = out.records()
-    if expected is not None:
-        missing = sorted(set(range(1, expected + 1)) - {r["shot_id"] for r in records})
-        if missing:
-            raise ClientError(f"shots missing from the results: {missing[:10]}")
-    summary = summarize(records, info.as_record(), settings, analysed)
-    return out.finalize(summary, analysed, diagnostics)
-
-
-def _diagnostics(source: ShotSource, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """What run.json reports about damage met in this pass: video decode errors and dropped
-    frames, and the audio's errors with the number of shots left without audio features."""
-    audio = source.audio_report()
-    if audio is not None:
-        errored = [r for r in records if r.get("audio_error")]
-        audio = {**audio, "shots_with_audio_error": len(errored)}
-        if audio["error"] is None and errored:  # only from an earlier, interrupted pass
-            audio["error"] = errored[0]["audio_error"]
-    return {"video_decode": source.scanner.stats.as_record(), "audio_error": audio}
-
-
-def _warn_about_damage(name: str, diagnostics: dict[str, Any]) -> None:
-    """One stderr line per kind of damage, so a damaged film is never reported as clean."""
-    video = diagnostics["video_decode"]
-    if video["corrupt_packets"] or video["dropped_frames"]:
-        log.warning(
-            "%s: %d corrupt video packet(s); %d frame(s) could not be decoded (%.1f %%); "
-            "see run.json",
-            name,
-            video["corrupt_packets"],
-            video["dropped_frames"],
-            100 * video["dropped_fraction"],
-        )
-    audio = diagnostics["audio_error"]
-    if audio is not None and audio["error"]:
-        log.warning(
-            "%s: audio decoding failed (%s); %d shot(s) have no audio features (audio_error)",
-            name,
-            audio["error"],
-            audio["shots_with_audio_error"],
-        )
-
-
-def extract(
-    info: VideoInfo,
-    out_dir: str | Path,
-    options: ExtractOptions,
-    progress: Progress | None = None,
-    force: bool = False,
-) -> RunReport:
-    """The ``shots`` command: detect shots, write sample JPEGs, audio features, shots.jsonl,
-    shots.csv and summary.json. No server involved. Resumable like ``analyze``."""
-    out = OutputDir(out_dir)
-    settings = options.output_settings()
-    return _run(
-        "shots",
-        info,
-        out,
-        options,
-        settings,
-        progress,
-        force,
-        sink=lambda source: _write_frames(source, out, progress),
-        analysed=False,
-    )
-
-
-def _write_frames(source: ShotSource, out: OutputDir, progress: Progress | None) -> int:
-    out.frames_path.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for prepared in source:
-        images = []
-        for frame_no, jpeg in zip(prepared.sample_frames, prepared.jpegs, strict=True):
-            name = f"shot{prepared.shot.shot_id:05d}_f{frame_no:07d}.jpg"
-            (out.frames_path / name).write_bytes(jpeg)
-            images.append(f"{out.frames_path.name}/{name}")
-        record = {
-            **prepared.base_record(),
-            "images": images,
-            "audio_features": prepared.audio_features,
-        }
-        out.append([record])
-        written += 1
-        if progress is not None:
-            progress.shots_done(1)
-    return written
-
-
-def analyze(
-    info: VideoInfo,
-    out_dir: str | Path,
-    options: ExtractOptions,
-    servers: ServerPool,
-    session_id: str | None,
-    title: str | None,
-    progress: Progress | None = None,
-    force: bool = False,
-) -> RunReport:
-    """The ``analyze`` command: extract shots and have the servers analyse them in batches,
-    writing results as they come (resumable; see the module doc)."""
-    out = OutputDir(out_dir)
-    settings = {**options.output_settings(), "session_id": session_id, "title": title}
-    poster = _Poster(servers, servers.options, out, session_id, title, progress)
-    if progress is not None:
-        servers.on_wait = progress.status
-    report = _run(
-        "analyze",
-        info,
-        out,
-        options,
-        settings,
-        progress,
-        force,
-        sink=poster.run,
-        analysed=True,
-        on_start=servers.drop_unreachable,
-    )
-    return RunReport(**{**report.__dict__, "servers": servers.summary()})
-
-
-def _run(
-    command: str,
-    info: VideoInfo,
-    out: OutputDir,
-    options: ExtractOptions,
-    settings: dict[str, Any],
-    progress: Progress | None,
-    force: bool,
-    sink: Callable[[ShotSource], int],
-    analysed: bool,
-    on_start: Callable[[], None] | None = None,
-) -> RunReport:
-    started = time.monotonic()
-    manifest = _manifest(command, info, settings)
-    old = out.manifest()
-    done = out.prepare(manifest, force)
-    if old is not None and old.get("complete") and not force and done:
-        # Same film and settings, already finished: just make sure the final files exist.
-        records = _finish(out, info, settings, analysed, expected=None)
-        return RunReport(
-            film=info.path.name,
-            out=out.path,
-            shots=len(records),
-            written_now=0,
-            resumed=len(records),
-            frames=0,
-            duration=records[-1]["end_time"] if records else 0.0,
-            elapsed=time.monotonic() - started,
-            corrupt_packets=0,
-            already_complete=True,
-            records=records,
-        )
-    if done:
-        log.info("resuming: %d shots already done in %s", len(done), out.path)
-    if on_start is not None:
-        on_start()
-    source = ShotSource(info, options, skip=done, progress=progress)
-    try:
-        written = sink(source)
-    finally:
-        source.close()
-        if progress is not None:
-            progress.close()
-    stats = source.scanner.stats
-    if stats.stopped_early:
-        raise ClientError("decoding stopped before the end of the film")
-    diagnostics = _diagnostics(source, out.records())
-    records = _finish(out, info, settings, analysed, source.detected, diagnostics)
-    _warn_about_damage(info.path.name, diagnostics)
-    return RunReport(
-        film=info.path.name,
-        out=out.path,
-        shots=len(records),
-        written_now=written,
-        resumed=len(done),
-        frames=stats.frames,
-        duration=records[-1]["end_time"] if records else 0.0,
-        elapsed=time.monotonic() - started,
-        corrupt_packets=stats.corrupt_packets,
-        dropped_frames=stats.dropped_frames,
-        audio_errors=sum(1 for r in records if r.get("audio_error")),
-        records=records,
-    )
-
-
-class _Poster:
-    """Batches prepared shots and keeps up to ``in_flight`` batches posting concurrently."""
-
-    def __init__(
-        self,
-        servers: ServerPool,
-        options: PostingOptions,
-        out: OutputDir,
-        session_id: str | None,
-        title: str | None,
-        progress: Progress | None,
-    ) -> None:
-        self.servers = servers
-        self.options = options
-        self.out = out
-        self.session_id = session_id
-        self.title = title
-        self.progress = progress
-        self._slots = threading.Semaphore(options.in_flight)
-        self._error: BaseException | None = None
-        self._written = 0
-        self._lock = threading.Lock()
-
-    def run(self, source: ShotSource) -> int:
-        """Consume the source; returns the number of shots written."""
-        pool = ThreadPoolExecutor(self.options.in_flight, thread_name_prefix="post")
-        futures: list[Future[None]] = []
-        try:
-            batch: list[PreparedShot] = []
-            for prepared in source:
-                self._raise_if_failed()
-                batch.append(prepared)
-                if len(batch) >= self.options.batch_size:
-                    futures.append(self._submit(pool, batch))
-                    batch = []
-            if batch:
-                futures.append(self._submit(pool, batch))
-            for f in futures:
-                while not f.done():
-                    self._raise_if_failed()
-                    time.sleep(0.05)
-            self._raise_if_failed()
-        except BaseException:
-            source.stop.set()
-            # Wakes threads waiting for a server and shuts down the connections of requests
-            # still in flight (their results are simply not written; a rerun sends those shots
-            # again), so the posting threads end now and are joined: none outlives the run.
-            self.servers.abort()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
-        return self._written
-
-    def _raise_if_failed(self) -> None:
-        with self._lock:
-            if self._error is not None:
-                raise self._error
-
-    def _submit(self, pool: ThreadPoolExecutor, batch: list[PreparedShot]) -> Future[None]:
-        while not self._slots.acquire(timeout=0.2):
-            self._raise_if_failed()
-        future = pool.submit(self._post, batch)
-        future.add_done_callback(self._done)
-        return future
-
-    def _done(self, future: Future[None]) -> None:
-        self._slots.release()
-        exc = future.exception() if not future.cancelled() else None
-        if exc is not None:
-            with self._lock:
-                if self._error is None:
-                    self._error = exc
-
-    def _post(self, batch: list[PreparedShot]) -> None:
-        payload = [
-            shot_payload(
-                p.shot.shot_id,
-                p.jpegs,
-                p.audio_features,
-                round(p.shot.start_time, 6),
-                round(p.shot.end_time, 6),
-                round(p.shot.duration, 6),
-            )
-            for p in batch
-        ]
-        answer = self.servers.analyze_batch(payload, self.session_id, self.title)
-        records = []
-        for prepared, result in zip(batch, answer.results, strict=True):
-            attrs = result["attributes"]
-            records.append(
-                {
-                    **prepared.base_record(),
-                    "caption": result.get("caption"),
-                    "attributes": {a: attrs[a] for a in ATTRIBUTES},
-                    "audio_class": result.get("audio_class"),
-                    "model": result.get("model") or answer.model,
-                    "audio_features": prepared.audio_features,
-                }
-            )
-        self.out.append(records)
-        with self._lock:
-            self._written += len(records)
-        if self.progress is not None:
-            self.progress.shots_done(len(records))

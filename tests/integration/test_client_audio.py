@@ -10,10 +10,10 @@ import av
 import numpy as np
 import pytest
 
-from client.audio import AudioTrack
+from client.media.audio import AudioTrack
+from client.media.probe import probe
 from client.options import AudioOptions, ExtractOptions
-from client.pipeline import ShotSource
-from client.video import probe
+from client.pipeline.source import ShotSource
 from tests.film_factory import FilmTruth, ShotSpec, make_film, standard_shots
 
 

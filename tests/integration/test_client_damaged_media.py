@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from client.api import ServerPool
+from client.media.probe import probe
 from client.options import ExtractOptions, PostingOptions
-from client.pipeline import analyze, extract
-from client.video import probe
+from client.pipeline.run import analyze, extract
 from tests.fake_analysis_server import FakeAnalysisServer
 from tests.film_factory import (
     FilmTruth,

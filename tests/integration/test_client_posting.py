@@ -17,9 +17,9 @@ import pytest
 
 from client.api import ServerPool
 from client.errors import AuthFailed, ServerUnreachable
+from client.media.probe import probe
 from client.options import AudioOptions, ExtractOptions, PostingOptions
-from client.pipeline import RunReport, analyze
-from client.video import probe
+from client.pipeline.run import RunReport, analyze
 from tests.fake_analysis_server import FakeAnalysisServer, free_port
 from tests.film_factory import FilmTruth, make_film, standard_shots
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from client.audio import AudioTrack
 from client.errors import NoVideoStream
-from client.features import compute_features
+from client.media.audio import AudioTrack
+from client.media.features import compute_features
+from client.media.probe import probe
+from client.media.scan import ShotScanner
 from client.options import AudioOptions, ExtractOptions
-from client.pipeline import ShotSource
-from client.video import ShotScanner, probe
+from client.pipeline.source import ShotSource
 
 MEDIA = Path(__file__).resolve().parents[2] / ".." / "shared" / "media"
 CUTS = MEDIA / "cuts.json"

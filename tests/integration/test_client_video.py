@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client.frames import sample_positions
+from client.media.frames import sample_positions
+from client.media.probe import probe
+from client.media.scan import ShotScanner
 from client.options import DetectionOptions, ExtractOptions, SamplingOptions
-from client.pipeline import ShotSource
-from client.video import ShotScanner, probe
+from client.pipeline.source import ShotSource
 from tests.film_factory import FilmTruth, ShotSpec, make_film, standard_shots
 
 

@@ -8,8 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from client.api import parse_retry_after, session_id_for, shot_payload, valid_session_id
-from client.features import compute_features
+from client.api import parse_retry_after, session_id_for, shot_payload
+from client.media.features import compute_features
+from qwen_server.contract.constants import is_valid_session_id as valid_session_id
 from qwen_server.schemas import AnalyzeBatchRequest
 
 

@@ -119,8 +119,8 @@ def test_bad_option_values_are_usage_errors(tmp_path: Path, capsys: pytest.Captu
 
 def test_client_does_not_import_torch_or_transformers() -> None:
     code = (
-        "import sys, client.cli, client.pipeline, client.api, client.video, client.audio;"
-        "import client.features;"
+        "import sys, client.cli, client.pipeline.run, client.api, client.media.scan;"
+        "import client.media.audio, client.media.features;"
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from client.features import compute_features
+from client.media.features import compute_features
 from qwen_server.schemas import AudioFeatures
 
 SR = 22050

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client.frames import (
+from client.media.frames import (
     Candidate,
     FrameConverter,
     ShotReservoir,

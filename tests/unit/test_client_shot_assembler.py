@@ -10,8 +10,8 @@ from fractions import Fraction
 
 import pytest
 
-from client.frames import Candidate, ShotReservoir, sample_positions
-from client.video import ScannedShot, ShotAssembler
+from client.media.assembly import ScannedShot, ShotAssembler
+from client.media.frames import Candidate, ShotReservoir, sample_positions
 
 FPS = Fraction(25)
 

@@ -1,0 +1,93 @@
+"""``qwen-client analyze``: analyse every shot of a film with one or more servers."""
+
+from __future__ import annotations
+
+import argparse
+
+from client.cli.options import (
+    add_command,
+    add_extract_options,
+    add_film_argument,
+    add_output_options,
+    add_posting_options,
+    add_server_options,
+    extract_options_from_args,
+    posting_options_from_args,
+    progress_bar,
+    server_urls,
+    warm_up_audio,
+)
+from client.cli.report import report_line
+from client.credentials import TOKEN_ENV, read_token
+from client.errors import EXIT_OK, UsageError
+from qwen_server.contract.constants import SESSION_ID_RULE, is_valid_session_id
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``analyze``."""
+    p = add_command(
+        sub,
+        "analyze",
+        summary="analyse every shot of a film with one or more servers",
+        description=(
+            "Find the shots of FILM, sample their frames and audio features, and have the\n"
+            "analysis servers caption and score them (suspense, darkness, ambiguity,\n"
+            "emotional_tension, intensity, motion). Results go to DIR/shots.jsonl as they\n"
+            "arrive, then DIR/shots.csv and DIR/summary.json. Run the same command again after\n"
+            f"an interruption to resume. The token comes from ${TOKEN_ENV} or --token-file."
+        ),
+        examples=[
+            f"export {TOKEN_ENV}=...",
+            "qwen-client analyze film.mp4 --server http://gpu1:8000 --out film_analysis",
+            "qwen-client analyze film.mkv -s http://gpu1:8000 -s http://gpu2:8000 \\",
+            "    --token-file ~/.qwen_token --out out --batch-size 16 --in-flight 4",
+        ],
+    )
+    add_film_argument(p)
+    add_server_options(p)
+    add_output_options(p)
+    p.add_argument(
+        "--session-id",
+        metavar="ID",
+        help="session id for the server's stored results (default: from the file name)",
+    )
+    add_posting_options(p)
+    add_extract_options(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``qwen-client analyze``."""
+    from client.api import ServerPool, session_id_for
+    from client.media.probe import probe
+    from client.pipeline.run import analyze
+
+    options = extract_options_from_args(args)
+    warm_up_audio(options)
+    urls = server_urls(args)
+    token = read_token(args.token_file)
+    posting = posting_options_from_args(args)
+    session_id = args.session_id or session_id_for(args.film.name)
+    if not is_valid_session_id(session_id):
+        raise UsageError(f"--session-id must be {SESSION_ID_RULE}")
+    info = probe(args.film)
+    servers = ServerPool(urls, token, posting)
+    try:
+        progress = progress_bar(args, info.frame_estimate, "analysed")
+        report = analyze(
+            info,
+            args.out,
+            options,
+            servers,
+            session_id,
+            args.film.name,
+            progress=progress,
+            force=args.force,
+        )
+    finally:
+        servers.close()
+    if not args.quiet and report.servers:
+        for url, counts in report.servers.items():
+            print(f"  {url}: {counts['ok']} batches ok, {counts['failed']} failed attempts")
+    print(report_line(report, "analysed"))
+    return EXIT_OK

@@ -1,0 +1,302 @@
+"""What every ``qwen-client`` command shares: how a command's parser is made (``add_command``:
+description, examples, exit codes, one help formatter), the option groups (output, verbosity,
+server, extraction, posting) and their conversion to typed options. A command module uses these
+and adds only its own arguments."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from client.credentials import TOKEN_ENV
+from client.errors import UsageError
+from client.options import (
+    DETECTORS,
+    AudioOptions,
+    DetectionOptions,
+    ExtractOptions,
+    PostingOptions,
+    SamplingOptions,
+)
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success
+  1    unexpected error (a bug; rerun with -v for the traceback)
+  2    usage error or bad input: missing file, not a video, no video stream,
+       output directory holding a different run, unreadable token file; for
+       chat, a request the server refused (unknown session, invalid results)
+  3    server unreachable (after --retry-for seconds), or every server failed
+  4    authentication failed (401: missing or wrong token)
+  5    a server rejected a request as invalid; for chat, the chat provider failed
+  130  interrupted (Ctrl-C); run the same command again to resume
+"""
+
+FILM_HELP = "video file (any container FFmpeg reads)"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' layout and shows meaningful defaults."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and "%(default)" not in text
+            and default not in (None, argparse.SUPPRESS)
+            and not isinstance(default, bool)
+            and not isinstance(action, argparse._CountAction)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    *,
+    summary: str,
+    description: str,
+    examples: Sequence[str],
+    exits: str = EXIT_CODES_HELP,
+) -> argparse.ArgumentParser:
+    """A command's parser in the one style of every command: ``summary`` in the command list,
+    ``description`` on top of its --help, then its examples and what its exit codes mean."""
+    epilog = "examples:\n" + "".join(f"  {line}\n" for line in examples) + "\n" + exits
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=epilog,
+        formatter_class=HelpFormatter,
+    )
+    return parser
+
+
+def add_film_argument(p: argparse.ArgumentParser) -> None:
+    """The FILM positional argument."""
+    p.add_argument("film", type=Path, metavar="FILM", help=FILM_HELP)
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """--out, --force, --quiet, -v."""
+    p.add_argument("--out", "-o", required=True, type=Path, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="discard results of an earlier run in DIR instead of resuming it",
+    )
+    add_verbosity_options(p)
+
+
+def add_verbosity_options(p: argparse.ArgumentParser, quiet: bool = True) -> None:
+    """-v (every command) and, where there is a progress bar or table, --quiet."""
+    if quiet:
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or table")
+    p.add_argument(
+        "--verbose", "-v", action="count", default=0, help="more log output (-vv: debug)"
+    )
+
+
+def add_server_options(
+    p: argparse.ArgumentParser,
+    repeatable: bool = True,
+    help: str = "analysis server base URL; repeat to spread work over several servers",
+) -> None:
+    """--server (repeatable where work can be spread) and --token-file."""
+    p.add_argument(
+        "--server",
+        "-s",
+        action="append" if repeatable else "store",
+        required=True,
+        metavar="URL",
+        help=help,
+    )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help=f"file holding the bearer token (default: ${TOKEN_ENV})",
+    )
+
+
+def add_extract_options(p: argparse.ArgumentParser) -> None:
+    """Shot detection, frame sampling and audio options (they shape the output)."""
+    d, s, a = DetectionOptions(), SamplingOptions(), AudioOptions()
+    g = p.add_argument_group("shot detection")
+    g.add_argument(
+        "--detector", choices=DETECTORS, default=d.detector, help="PySceneDetect detector"
+    )
+    g.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="detector threshold (default: adaptive 3.0, content 27, hash 0.395, histogram 0.05)",
+    )
+    _option(
+        g,
+        "--min-shot-len",
+        float,
+        d.min_shot_seconds,
+        "SECONDS",
+        "minimum shot length, the last shot included (a shorter last shot is merged)",
+    )
+    _option(
+        g,
+        "--detect-width",
+        int,
+        d.detect_width,
+        "PX",
+        "frames are shrunk to at least this width for detection",
+    )
+    g = p.add_argument_group("frames and audio")
+    _option(
+        g,
+        "--frames-per-shot",
+        int,
+        s.frames_per_shot,
+        "N",
+        "frames sampled per shot, evenly spaced inside it",
+    )
+    _option(
+        g,
+        "--max-side",
+        int,
+        s.max_side,
+        "PX",
+        "longest side of the sampled JPEGs (multiples of 28 suit Qwen2-VL)",
+    )
+    _option(g, "--jpeg-quality", int, s.jpeg_quality, "Q", "JPEG quality of the sampled frames")
+    g.add_argument("--no-audio", action="store_true", help="skip audio features")
+    _option(
+        g,
+        "--audio-rate",
+        int,
+        a.sample_rate,
+        "HZ",
+        "the mono rate audio is resampled to for features",
+    )
+    _option(
+        g,
+        "--workers",
+        int,
+        ExtractOptions().workers,
+        "N",
+        "threads encoding JPEGs and computing audio features",
+    )
+
+
+def add_posting_options(p: argparse.ArgumentParser) -> None:
+    """How batches are posted to the servers (``PostingOptions``)."""
+    po = PostingOptions()
+    g = p.add_argument_group("posting")
+    _option(g, "--batch-size", int, po.batch_size, "N", "shots per request")
+    _option(
+        g, "--in-flight", int, po.in_flight, "K", "requests in flight at once, over all servers"
+    )
+    _option(
+        g,
+        "--connect-timeout",
+        float,
+        po.connect_timeout,
+        "S",
+        "seconds to wait for a connection to a server",
+    )
+    _option(
+        g,
+        "--read-timeout",
+        float,
+        po.read_timeout,
+        "S",
+        "time a server may take to answer one batch",
+    )
+    _option(
+        g,
+        "--max-attempts",
+        int,
+        po.max_attempts,
+        "N",
+        "attempts per batch that reached a server and failed there, before giving up",
+    )
+    _option(
+        g,
+        "--retry-for",
+        float,
+        po.retry_for,
+        "SECONDS",
+        "how long to keep retrying when no server answers (e.g. one being restarted), "
+        "showing 'waiting for server', before failing with exit code 3",
+    )
+
+
+def _option(g: Any, flag: str, kind: type, default: Any, metavar: str, help: str) -> None:
+    """One typed option with a default and a metavar (the common shape of the groups above)."""
+    g.add_argument(flag, type=kind, default=default, metavar=metavar, help=help)
+
+
+def extract_options_from_args(args: argparse.Namespace) -> ExtractOptions:
+    """Typed options from the parsed command line (ValueError -> usage error)."""
+    try:
+        return ExtractOptions(
+            detection=DetectionOptions(
+                detector=args.detector,
+                threshold=args.threshold,
+                min_shot_seconds=args.min_shot_len,
+                detect_width=args.detect_width,
+            ),
+            sampling=SamplingOptions(
+                frames_per_shot=args.frames_per_shot,
+                max_side=args.max_side,
+                jpeg_quality=args.jpeg_quality,
+                candidates=max(SamplingOptions().candidates, 8 * args.frames_per_shot),
+            ),
+            audio=AudioOptions(enabled=not args.no_audio, sample_rate=args.audio_rate),
+            workers=max(1, args.workers),
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def posting_options_from_args(args: argparse.Namespace) -> PostingOptions:
+    """Typed posting options from the parsed command line (ValueError -> usage error)."""
+    try:
+        return PostingOptions(
+            batch_size=args.batch_size,
+            in_flight=args.in_flight,
+            connect_timeout=args.connect_timeout,
+            read_timeout=args.read_timeout,
+            max_attempts=max(1, args.max_attempts),
+            retry_for=args.retry_for,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def server_url(url: str) -> str:
+    """One --server URL, checked, without a trailing slash."""
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"server URL must start with http:// or https://: {url!r}")
+    return url.rstrip("/")
+
+
+def server_urls(args: argparse.Namespace) -> list[str]:
+    """The --server URLs, checked."""
+    return [server_url(url) for url in args.server]
+
+
+def warm_up_audio(options: ExtractOptions) -> None:
+    """Start librosa's one-off imports and JIT now, overlapping with opening the film."""
+    if options.audio.enabled:
+        from client.media.features import warm_up_in_background
+
+        warm_up_in_background()
+
+
+def progress_bar(args: argparse.Namespace, total: int | None, label: str) -> Any:
+    """The command's progress bar (hidden with --quiet)."""
+    from client.progress import Progress
+
+    return Progress(total, enabled=not args.quiet, label=label)
