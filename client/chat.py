@@ -130,7 +130,7 @@ def _raise_for_status(response: httpx.Response) -> None:
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
     """(event name, data) for each Server-Sent Event; the name is "message" when not given."""
-    event, data = "message", []
+    event, data = "message", list[str]()
     for line in lines:
         if line == "":
             if data:

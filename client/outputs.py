@@ -301,7 +301,7 @@ def summarize(
         summary["attributes"] = attributes
         classes = Counter(str(r.get("audio_class")) for r in records)
         summary["audio_classes"] = dict(sorted(classes.items()))
-        models = sorted({r.get("model") for r in records if r.get("model")})
+        models = sorted({m for r in records if (m := r.get("model"))})
         summary["model"] = models[0] if len(models) == 1 else models
     summary["settings"] = settings
     return summary

@@ -157,6 +157,15 @@ class ServerPool:
             log.warning("server %s answers again; carrying on", server.url)
             self._notify_wait(None)
 
+    def _backoff(self, server: ServerState, retry_after: float | None) -> float:
+        """Seconds before the server's next attempt: its Retry-After (capped), else a capped
+        exponential backoff over its consecutive hard failures, with jitter."""
+        o = self.options
+        if retry_after is not None:
+            return min(retry_after, o.max_retry_after)
+        exp = min(o.backoff_cap, o.backoff_base * 2 ** max(0, server.failures - 1))
+        return exp * self._rng.uniform(0.5, 1.0)  # jitter spreads retries apart
+
     def _failed(
         self, server: ServerState, error: str, retry_after: float | None, hard: bool
     ) -> None:
@@ -177,11 +186,7 @@ class ServerPool:
                 server.failing_since = now
             if hard:
                 server.failures += 1
-            if retry_after is not None:
-                delay = min(retry_after, o.max_retry_after)
-            else:
-                exp = min(o.backoff_cap, o.backoff_base * 2 ** max(0, server.failures - 1))
-                delay = exp * self._rng.uniform(0.5, 1.0)  # jitter spreads retries apart
+            delay = self._backoff(server, retry_after)
             others = any(s.alive and s is not server for s in self.servers)
             failing_for = now - server.failing_since
             if not hard:
@@ -237,22 +242,9 @@ class ServerPool:
             server = self._acquire()
             try:
                 response = server.client.post("/analyze_batch", json=body)
-            except httpx.ConnectTimeout as exc:
-                last_error = f"connection timed out ({type(exc).__name__})"
-                self._failed(server, last_error, None, hard=True)
-                continue
-            except httpx.TimeoutException as exc:
-                attempts += 1
-                last_error = f"timed out ({type(exc).__name__})"
-                self._failed(server, last_error, None, hard=True)
-                continue
-            except httpx.ConnectError as exc:
-                last_error = f"connection failed ({type(exc).__name__}: {exc})"
-                self._failed(server, last_error, None, hard=True)
-                continue
             except httpx.TransportError as exc:
-                attempts += 1  # the connection broke while the server had the batch
-                last_error = f"connection failed ({type(exc).__name__}: {exc})"
+                last_error, counts = self._transport_failure(exc)
+                attempts += counts
                 self._failed(server, last_error, None, hard=True)
                 continue
             finally:
@@ -263,14 +255,7 @@ class ServerPool:
                 self._succeeded(server)
                 return result
             if status == 401:
-                hint = (
-                    "check QWEN_SERVER_TOKEN or --token-file"
-                    if self._has_token
-                    else "no token was given: set QWEN_SERVER_TOKEN or pass --token-file"
-                )
-                raise AuthFailed(
-                    f"{server.url} rejected the request (401: {error_detail(response)}); {hint}"
-                )
+                raise self._auth_failed(server.url, response)
             if status in RETRYABLE_STATUS:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 last_error = f"HTTP {status}: {error_detail(response)}"
@@ -289,6 +274,28 @@ class ServerPool:
             f"shots {ids[0]}..{ids[-1]} failed {self.options.max_attempts} times; "
             f"last: {last_error}"
         )
+
+    @staticmethod
+    def _transport_failure(exc: httpx.TransportError) -> tuple[str, bool]:
+        """(message, whether it counts as an attempt) for a request that got no answer: a
+        connection never made does not count (time bounds it); a request that timed out or
+        whose connection broke while the server had the batch does."""
+        if isinstance(exc, httpx.ConnectTimeout):
+            return f"connection timed out ({type(exc).__name__})", False
+        if isinstance(exc, httpx.TimeoutException):
+            return f"timed out ({type(exc).__name__})", True
+        if isinstance(exc, httpx.ConnectError):
+            return f"connection failed ({type(exc).__name__}: {exc})", False
+        return f"connection failed ({type(exc).__name__}: {exc})", True
+
+    def _auth_failed(self, url: str, response: httpx.Response) -> AuthFailed:
+        """The error of a 401, with a hint on where the token comes from."""
+        hint = (
+            "check QWEN_SERVER_TOKEN or --token-file"
+            if self._has_token
+            else "no token was given: set QWEN_SERVER_TOKEN or pass --token-file"
+        )
+        return AuthFailed(f"{url} rejected the request (401: {error_detail(response)}); {hint}")
 
     @staticmethod
     def _parse(response: httpx.Response, ids: list[int], url: str) -> BatchResult:

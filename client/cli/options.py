@@ -125,7 +125,7 @@ def add_server_options(
 
 def add_extract_options(p: argparse.ArgumentParser) -> None:
     """Shot detection, frame sampling and audio options (they shape the output)."""
-    d, s, a = DetectionOptions(), SamplingOptions(), AudioOptions()
+    d = DetectionOptions()
     g = p.add_argument_group("shot detection")
     g.add_argument(
         "--detector", choices=DETECTORS, default=d.detector, help="PySceneDetect detector"
@@ -152,6 +152,12 @@ def add_extract_options(p: argparse.ArgumentParser) -> None:
         "PX",
         "frames are shrunk to at least this width for detection",
     )
+    _add_sampling_options(p)
+
+
+def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """Frame sampling and audio options (part of ``add_extract_options``)."""
+    s, a = SamplingOptions(), AudioOptions()
     g = p.add_argument_group("frames and audio")
     _option(
         g,

@@ -145,7 +145,7 @@ class AudioTrack:
             stream = find_audio_stream(container)
             if stream is None:
                 return
-            stream.thread_type = "AUTO"
+            stream.thread_type = "AUTO"  # type: ignore[attr-defined]  # not in PyAV's stubs
             resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate)
             packets = container.demux(stream)
             while True:

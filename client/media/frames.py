@@ -175,7 +175,9 @@ class FrameConverter:
         out = []
         for plane in frame.planes:
             h, w, stride = plane.height, plane.width, plane.line_size
-            arr = np.frombuffer(plane, np.uint8, count=stride * h).reshape(h, stride)[:, :w]
+            # A plane exposes the buffer protocol (PyAV's stubs do not say so).
+            buf = np.frombuffer(plane, np.uint8, count=stride * h)  # type: ignore[call-overload]
+            arr = buf.reshape(h, stride)[:, :w]
             out.append(arr)
         return out[0], out[1], out[2]
 

@@ -14,7 +14,7 @@ from client.cli import build_parser, run
 from client.credentials import read_token
 
 
-@pytest.mark.parametrize("command", [[], ["analyze"], ["shots"], ["health"]])
+@pytest.mark.parametrize("command", [[], ["analyze"], ["shots"], ["health"], ["chat"]])
 def test_every_command_has_help_with_examples(
     command: list[str], capsys: pytest.CaptureFixture
 ) -> None:
