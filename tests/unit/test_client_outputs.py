@@ -9,7 +9,7 @@ import pytest
 
 from client.errors import OutputConflict
 from client.outputs import OutputDir, summarize
-from qwen_server.schemas import ATTRIBUTES
+from qwen_server.contract.constants import ATTRIBUTES
 
 
 def _record(shot_id: int, score: float = 0.5) -> dict:
