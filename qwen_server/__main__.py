@@ -4,7 +4,7 @@ Settings come from config.yaml, then ``QWEN_*`` environment variables, then thes
 SIGTERM/SIGINT drain gracefully: new requests get 503 and ``/health`` answers 503 "draining",
 requests in flight finish (up to ``server.shutdown_timeout_s``), then the process exits 0. A
 second signal ends the process at once, killed by that signal (exit status 143 for SIGTERM,
-130 for SIGINT), abandoning requests in flight (``qwen_server.serving.DrainingServer``).
+130 for SIGINT), abandoning requests in flight (``qwen_server.http.serving.DrainingServer``).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        from .serving import ensure_fd_room
+        from .http.serving import ensure_fd_room
 
         try:
             ensure_fd_room(settings.server.max_connections)
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from .app import create_app
-    from .serving import DrainingServer, uvicorn_config
+    from .http.app import create_app
+    from .http.serving import DrainingServer, uvicorn_config
 
     exit_code = {"value": 0}
     server_box: dict[str, uvicorn.Server] = {}

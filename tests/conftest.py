@@ -114,8 +114,8 @@ def run_server(
     """
     import uvicorn
 
-    from qwen_server.app import create_app
-    from qwen_server.serving import uvicorn_config
+    from qwen_server.http.app import create_app
+    from qwen_server.http.serving import uvicorn_config
 
     app = create_app(settings, **app_kw)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -1,7 +1,7 @@
 """A small but real analysis server for client tests: FastAPI + uvicorn on 127.0.0.1.
 
 It implements the contract's ``POST /analyze_batch`` (validated with the real
-``qwen_server.schemas`` models) and ``GET /health``, with bearer auth, and answers with
+``qwen_server.contract.analysis`` models) and ``GET /health``, with bearer auth, and answers with
 deterministic results computed from the request: ``darkness`` is one minus the mean luma of the
 shot's JPEGs, ``audio_class`` follows the RMS and zero-crossing rate, other scores are hashes of
 the shot's content. Tests steer failures through ``FakeAnalysisServer.behaviour``::
@@ -39,7 +39,8 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from pydantic import ValidationError
 
-from qwen_server.schemas import ATTRIBUTES, AnalyzeBatchRequest, ShotIn
+from qwen_server.contract.analysis import AnalyzeBatchRequest, ShotIn
+from qwen_server.contract.constants import ATTRIBUTES
 
 MODEL = "fake-qwen/deterministic-v1"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qwen_server.schemas import ATTRIBUTES
+from qwen_server.contract.constants import ATTRIBUTES
 from tests.film_factory import ShotSpec, make_film
 
 REPO = Path(__file__).resolve().parents[2]

@@ -135,8 +135,8 @@ def test_rotated_keys_all_work(tiny_model_dir, tmp_path) -> None:
 
 
 def test_refuses_to_start_without_keys_unless_insecure(tiny_model_dir, tmp_path, caplog):
-    from qwen_server.app import create_app
     from qwen_server.errors import ConfigError
+    from qwen_server.http.app import create_app
 
     settings = test_settings(tiny_model_dir, tmp_path, server_api_keys=None)
     with pytest.raises(ConfigError, match="QWEN_SERVER_API_KEYS"):

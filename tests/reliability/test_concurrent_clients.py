@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from qwen_server.images import decode_image
-from qwen_server.signals import measure
+from qwen_server.analysis.images import decode_image
+from qwen_server.analysis.signals import measure
 from tests.payloads import image_b64
 
 CLIENTS = 8

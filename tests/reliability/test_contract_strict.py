@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from qwen_server.analysis.images import decode_image
+from qwen_server.analysis.jpeg_structure import jpeg_shortfall
+from qwen_server.contract.analysis import AnalyzeBatchRequest, ShotIn
+from qwen_server.contract.chat import ChatRequest
+from qwen_server.contract.constants import ATTRIBUTES, MAX_TIME_S
 from qwen_server.errors import InvalidInput
-from qwen_server.images import decode_image
-from qwen_server.jpeg_structure import jpeg_shortfall
-from qwen_server.schemas import ATTRIBUTES, MAX_TIME_S, AnalyzeBatchRequest, ShotIn
-from qwen_server.session_schemas import ChatRequest
 from tests.conftest import LiveServer
 from tests.payloads import audio_features, image_b64, shot
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qwen_server.store import SessionStore, StoreError
+from qwen_server.store.faults import StoreError
+from qwen_server.store.sqlite import SessionStore
 from tests.conftest import REPO_ROOT
 from tests.payloads import shot
 
@@ -89,7 +90,8 @@ _TMPFS_DRILL = textwrap.dedent(
     """
     import errno, json, os, subprocess, sys
     from pathlib import Path
-    from qwen_server.store import SessionStore, StoreError
+    from qwen_server.store.faults import StoreError
+    from qwen_server.store.sqlite import SessionStore
 
     def drill(mnt, reserve_mb):
         mnt.mkdir()

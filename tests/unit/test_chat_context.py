@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from qwen_server.chat_context import (
+from qwen_server.chat.context import (
     SYSTEM_INSTRUCTIONS,
     build_context,
     cited_shots,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from qwen_server.chat import ChatService, ProviderLogScrubber, safe_request_id
+from qwen_server.chat.service import ChatService, ProviderLogScrubber, safe_request_id
 from qwen_server.config import Settings, load_settings
 from qwen_server.errors import (
     ChatError,
@@ -247,7 +247,7 @@ def test_5xx_is_retried_once_then_reported(provider, monkeypatch):
 
 
 def test_no_retry_when_the_deadline_leaves_no_time(service, provider, monkeypatch):
-    monkeypatch.setattr("qwen_server.chat.RETRY_PAUSE_S", 30.0)  # longer than timeout_s
+    monkeypatch.setattr("qwen_server.chat.service.RETRY_PAUSE_S", 30.0)  # longer than timeout_s
     provider.mode = "503"
     with pytest.raises(ChatUpstreamError, match="HTTP 503"):
         ask(service)

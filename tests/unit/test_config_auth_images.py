@@ -9,10 +9,10 @@ import zlib
 import pytest
 from PIL import Image
 
-from qwen_server.auth import ApiKeyVerifier
+from qwen_server.analysis.images import decode_image
 from qwen_server.config import load_settings
 from qwen_server.errors import ConfigError, InvalidInput, Unauthorized
-from qwen_server.images import decode_image
+from qwen_server.http.auth import ApiKeyVerifier
 from tests.conftest import REPO_ROOT
 from tests.payloads import image_b64
 

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from qwen_server.analysis.audio_cues import audio_cues, classify_audio
+from qwen_server.analysis.fusion import fuse
+from qwen_server.analysis.signals import measure
 from qwen_server.config import FusionSettings
-from qwen_server.fusion import audio_cues, classify_audio, fuse
-from qwen_server.schemas import ATTRIBUTES, AudioFeatures
-from qwen_server.signals import measure
+from qwen_server.contract.analysis import AudioFeatures
+from qwen_server.contract.constants import ATTRIBUTES
 
 
 def flat(value: int, size=(96, 64)) -> Image.Image:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from qwen_server import store as store_mod
 from qwen_server.errors import ConfigError, InvalidInput, NotFound
-from qwen_server.store import SessionStore
+from qwen_server.store import sqlite as store_mod
+from qwen_server.store.sqlite import SessionStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -283,7 +283,7 @@ def test_a_killed_writer_loses_nothing_committed(db_path: Path):
         import os, sys, signal
         sys.path.insert(0, {str(REPO_ROOT)!r})
         from pathlib import Path
-        from qwen_server.store import SessionStore
+        from qwen_server.store.sqlite import SessionStore
         s = SessionStore(Path({str(db_path)!r}))
         s.open()
         s.save_results("film-1", [{{"shot_id": i, "start_time": float(i)}} for i in range(5)],

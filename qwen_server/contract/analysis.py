@@ -11,8 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
-from .contract.constants import ATTRIBUTES as ATTRIBUTES  # re-exported until importers move
-from .contract.constants import MAX_SHOT_ID, MAX_TIME_S
+from .constants import MAX_SHOT_ID, MAX_TIME_S
 
 # Input numbers are strict: JSON numbers only. ``true`` or ``"7"`` are refused (lax pydantic would
 # read them as 1 and 7), while a JSON integer stays a valid float (``"tempo": 120``). JSON can
@@ -155,6 +154,23 @@ class AudioCues(BaseModel):
     summary: str = Field(..., description="Plain-language summary given to the model")
 
 
+class Timings(BaseModel):
+    """Milliseconds one shot spent in each stage (keys of ``timings_ms``)."""
+
+    decode_ms: float = Field(..., description="Decoding the shot's base64 frames")
+    queue_ms: float = Field(..., description="Waiting in the batching queue for a replica")
+    preprocess_ms: float = Field(..., description="Image processor, prompt and token ids")
+    generate_ms: float = Field(..., description="The generate call of the shot's batch")
+
+
+class GenerationCounts(BaseModel):
+    """Sizes of the generate call that produced the shot's answer (keys of ``generation``)."""
+
+    batch_size: int = Field(..., description="Shots in that generate call")
+    new_tokens: int = Field(..., description="Tokens the model wrote for this shot")
+    prompt_tokens: int = Field(..., description="Prompt tokens of this shot, visual ones included")
+
+
 class ShotResult(BaseModel):
     """The analysis of one shot."""
 
@@ -171,13 +187,8 @@ class ShotResult(BaseModel):
     end_time: float | None = Field(None, description="Echo of the shot's end_time")
     duration: float | None = Field(None, description="Shot duration in seconds")
     model: str = Field(..., description="Model id that produced the caption")
-    timings_ms: dict[str, float] = Field(
-        default_factory=dict, description="decode_ms, preprocess_ms, queue_ms, generate_ms"
-    )
-    generation: dict[str, int] = Field(
-        default_factory=dict,
-        description="Sizes of the generate call: batch_size, new_tokens, prompt_tokens",
-    )
+    timings_ms: Timings = Field(..., description="Where the shot's time went, in milliseconds")
+    generation: GenerationCounts = Field(..., description="Sizes of the generate call")
     fallback: list[str] = Field(
         default_factory=list,
         description=(

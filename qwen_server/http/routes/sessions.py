@@ -15,8 +15,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..session_schemas import SESSION_ID_PATTERN, SESSION_ID_RULE, SessionDetail, SessionList
-from ..store import SessionStore, StoreError, check_session_id
+from ...contract.constants import SESSION_ID_PATTERN, SESSION_ID_RULE
+from ...contract.sessions import SessionDetail, SessionList
+from ...store.sqlite import SessionStore, StoreError, check_session_id
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 

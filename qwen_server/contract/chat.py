@@ -1,12 +1,11 @@
-"""Request and response models of ``/sessions`` and ``/chat``.
+"""Request and response models of ``/chat`` (questions over a film's results).
 
-Kept apart from ``schemas`` (the v1 analysis contract) because these belong to the session store
-and the chat feature; the shapes are documented in the README.
+The shapes are documented in the README; sessions are in ``sessions``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AliasChoices,
@@ -19,65 +18,20 @@ from pydantic import (
     model_validator,
 )
 
-from .contract.constants import (
-    ATTRIBUTES,
+from .analysis import Seconds, ShotId
+from .constants import (
     MAX_CAPTION_CHARS,
     MAX_HISTORY_MESSAGE_CHARS,
     MAX_HISTORY_MESSAGES,
     MAX_INLINE_SHOTS,
     MAX_QUESTION_CHARS,
     MAX_TIME_S,
-    SESSION_ID_PATTERN,
-    SESSION_ID_RE,
-    SESSION_ID_RULE,
 )
-from .schemas import Seconds, ShotId
+from .sessions import SessionId
 
-SessionId = Annotated[
-    str,
-    Field(pattern=SESSION_ID_PATTERN, description=f"Film id: {SESSION_ID_RULE}"),
-]
 # Inline chat results are caller input: strict like the analysis contract (``true`` is not 1.0,
 # ``"0.5"`` not 0.5), while a JSON integer score (0 or 1) stays valid.
 Score = Annotated[float, Strict(), Field(ge=0.0, le=1.0, allow_inf_nan=False)]
-
-
-# --- sessions --------------------------------------------------------------------------------
-
-
-class SessionSummary(BaseModel):
-    """One stored film: what it is and how much of it has been analysed."""
-
-    session_id: str = Field(..., description="Film id the results were stored under")
-    title: str | None = Field(None, description="Film title or source, as last given")
-    model: str = Field(..., description="Model id of the most recent batch stored")
-    shot_count: int = Field(..., ge=0, description="Distinct shots stored")
-    created_at: str = Field(..., description="ISO 8601 UTC, first batch stored")
-    updated_at: str = Field(..., description="ISO 8601 UTC, last batch stored")
-
-
-class SessionDetail(SessionSummary):
-    """A session with its shot results in time order (``start_time``, then ``shot_id``).
-
-    Shots are returned exactly as stored (``ShotResult`` objects as ``/analyze_batch`` returned
-    them), so results written by an older server version still read back.
-    """
-
-    shots: list[dict[str, Any]] = Field(
-        ..., description="ShotResult objects as /analyze_batch returned them, in time order"
-    )
-
-
-class SessionList(BaseModel):
-    """One page of sessions, most recently updated first."""
-
-    items: list[SessionSummary] = Field(..., description="This page's sessions")
-    total: int = Field(..., ge=0, description="Sessions stored in all")
-    limit: int = Field(..., description="Page size asked for")
-    offset: int = Field(..., description="Sessions skipped before this page")
-
-
-# --- chat ------------------------------------------------------------------------------------
 
 
 class ChatAttributes(BaseModel):
@@ -196,19 +150,3 @@ class ChatResponse(BaseModel):
     cited_shots: list[int] = Field(
         ..., description="Shot ids the answer cites (by id or timecode), in order of first mention"
     )
-
-
-__all__ = [
-    "ATTRIBUTES",
-    "ChatAttributes",
-    "ChatMessage",
-    "ChatRequest",
-    "ChatResponse",
-    "ChatShot",
-    "SessionDetail",
-    "SessionList",
-    "SessionSummary",
-    "SESSION_ID_PATTERN",
-    "SESSION_ID_RE",
-    "SESSION_ID_RULE",
-]

@@ -6,8 +6,9 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
-from .. import __version__
-from ..schemas import HealthResponse
+from ... import __version__
+from ...contract.analysis import HealthResponse
+from ...engine.protocol import EngineClient
 
 router = APIRouter(tags=["operations"])
 
@@ -22,13 +23,13 @@ def health(request: Request, response: Response) -> HealthResponse:
     """200 when the model is loaded and serving; 503 while loading, draining or failed."""
     app = request.app
     run = app.state.run
-    engine = app.state.engine
+    engine: EngineClient | None = app.state.engine
     settings = app.state.settings
     # Only a category here: load errors can name local paths, which /health never shows.
     error = None
     if run.load_error:
         error = "model failed to load (details in the server log)"
-    elif engine is not None and getattr(engine, "failed", None):
+    elif engine is not None and engine.failed:
         error = "engine failed (details in the server log)"
     ready = engine is not None and engine.ready
     if error:
@@ -53,7 +54,7 @@ def health(request: Request, response: Response) -> HealthResponse:
         gpu_count=len(gpus),
         gpus=gpus,
         queue_depth=engine.queue_depth if ready else 0,
-        shots_served=run.shots_served,
+        shots_served=engine.shots_served if engine is not None else 0,
         uptime_s=round(time.monotonic() - run.started_at, 1),
         error=error,
         # Reported, not a 503: analysis still serves (results come back with stored: false),

@@ -20,11 +20,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from . import __version__
+from .. import __version__
+from ..config import Settings
+from ..engine.protocol import EngineClient
+from ..errors import ConfigError, QwenServerError
+from ..logsafe import escape_log
 from .auth import ApiKeyVerifier
-from .config import Settings
-from .errors import ConfigError, QwenServerError
-from .logsafe import escape_log
 from .metrics import Metrics
 from .middleware import (
     AuthMiddleware,
@@ -76,11 +77,10 @@ class ServerState:
         self.draining = False
         self.inflight = 0  # requests being handled, /health excluded (for graceful drain)
         self.load_error: str | None = None
-        self.shots_served = 0
 
 
 async def _load_engine(app: FastAPI, on_fatal: Callable[[str], None] | None) -> None:
-    engine = app.state.engine
+    engine: EngineClient = app.state.engine
     run: ServerState = app.state.run
     try:
         await asyncio.to_thread(engine.load)
@@ -115,7 +115,7 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 def create_app(
     settings: Settings,
     *,
-    engine: Any | None = None,
+    engine: EngineClient | None = None,
     on_fatal: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """Build the HTTP app.
@@ -140,13 +140,13 @@ def create_app(
             settings.server.port,
         )
 
-    from .chat import ChatService
-    from .store import SessionStore
+    from ..chat.service import ChatService
+    from ..store.sqlite import SessionStore
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.engine is None:
-            from .engine.lifecycle import Engine
+            from ..engine.lifecycle import Engine
 
             app.state.engine = Engine(settings)
         app.state.engine.on_batch = app.state.metrics.observe_batch

@@ -15,12 +15,21 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from .config import Settings
-from .engine.types import ShotInput
-from .errors import InvalidInput
-from .fusion import audio_cues, fuse
+from ..config import Settings
+from ..contract.analysis import (
+    Attributes,
+    GenerationCounts,
+    MeasuredSignals,
+    ShotIn,
+    ShotResult,
+    Timings,
+)
+from ..engine.protocol import EngineClient
+from ..engine.types import ShotInput
+from ..errors import InvalidInput
+from .audio_cues import audio_cues
+from .fusion import fuse
 from .images import decode_image
-from .schemas import Attributes, MeasuredSignals, ShotIn, ShotResult
 from .signals import measure
 
 
@@ -63,7 +72,7 @@ def _prepare(shot: ShotIn, max_pixels: int, keep_pixels: int) -> _Prepared:
 
 
 async def analyze_shots(
-    shots: list[ShotIn], *, settings: Settings, engine, pool: Executor
+    shots: list[ShotIn], *, settings: Settings, engine: EngineClient, pool: Executor
 ) -> list[ShotResult]:
     """Analyse shots and return results in the same order (raises domain errors)."""
     check_limits(shots, settings)
@@ -105,8 +114,8 @@ async def analyze_shots(
                 end_time=shot.end_time,
                 duration=shot.duration,
                 model=engine.model_id,
-                timings_ms={"decode_ms": round(prep.decode_ms, 2), **out.timings_ms},
-                generation=out.counts,
+                timings_ms=Timings(decode_ms=round(prep.decode_ms, 2), **out.timings_ms),
+                generation=GenerationCounts(**out.counts),
                 # What the model's answer lacked and was filled with neutral values: flagged,
                 # never passed off as the model's reading.
                 fallback=list(out.fallback),

@@ -36,9 +36,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, InvalidInput, NotFound
-from .session_schemas import SESSION_ID_RE, SESSION_ID_RULE, SessionDetail, SessionSummary
-from .store_faults import SpareFile, StoreError, WriteFailures, is_disk_full
+from ..contract.constants import SESSION_ID_RE, SESSION_ID_RULE
+from ..contract.sessions import SessionDetail, SessionSummary
+from ..errors import ConfigError, InvalidInput, NotFound
+from .faults import SpareFile, StoreError, WriteFailures, is_disk_full
 
 log = logging.getLogger("qwen_server.store")
 

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import QwenServerError
+from ..errors import QwenServerError
 
 log = logging.getLogger("qwen_server.store")
 

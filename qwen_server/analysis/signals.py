@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from .schemas import MeasuredSignals
+from ..contract.analysis import MeasuredSignals
 
 _SIDE = 64
 # Rec. 601 luma weights: the same as JPEG's YCbCr, so "luminance" matches what encoders see.

@@ -59,16 +59,16 @@ from typing import Any
 
 import openai
 
-from .chat_context import FilmContext, build_context, cited_in, film_shots
-from .config import Settings
-from .errors import (
+from ..config import Settings
+from ..errors import (
     ChatError,
     ChatNotConfigured,
     ChatRateLimited,
     ChatTimeout,
     ChatUpstreamError,
 )
-from .logsafe import escape_log
+from ..logsafe import escape_log
+from .context import FilmContext, build_context, cited_in, film_shots
 
 log = logging.getLogger("qwen_server.chat")
 

@@ -27,10 +27,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..chat import AnswerStream, ChatService, PreparedChat
-from ..errors import InvalidInput, QwenServerError
-from ..session_schemas import ChatRequest, ChatResponse
-from ..store import SessionStore
+from ...chat.service import AnswerStream, ChatService, PreparedChat
+from ...contract.chat import ChatRequest, ChatResponse
+from ...errors import InvalidInput, QwenServerError
+from ...store.sqlite import SessionStore
 
 router = APIRouter(tags=["chat"])
 

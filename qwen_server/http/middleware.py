@@ -3,7 +3,7 @@
 These are plain ASGI classes rather than ``BaseHTTPMiddleware`` so that a request can be refused
 before its body is read (auth, size) and so streaming responses pass through untouched.
 A refusal sent before the body was read says ``Connection: close``: the server then stops
-reading that body (``qwen_server.serving``) instead of reading it to its end to reach the next
+reading that body (``qwen_server.http.serving``) instead of reading it to its end to reach the next
 request on the connection.
 """
 
@@ -21,9 +21,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Router, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import Unauthorized
+from ..logsafe import escape_log
 from .auth import ApiKeyVerifier
-from .errors import Unauthorized
-from .logsafe import escape_log
 
 access_log = logging.getLogger("qwen_server.access")
 

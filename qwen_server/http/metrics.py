@@ -8,7 +8,6 @@ read at scrape time by a collector, so they are never stale.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,7 +19,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .schemas import ATTRIBUTES
+from ..contract.constants import ATTRIBUTES
+from ..engine.protocol import EngineClient
 
 # The *_created series double the exposition for no use on dashboards.
 disable_created_metrics()
@@ -32,7 +32,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
 class _LiveState(Collector):
     """Scrape-time gauges: queue depth, readiness, GPU memory."""
 
-    def __init__(self, engine: Callable[[], Any]) -> None:
+    def __init__(self, engine: Callable[[], EngineClient | None]) -> None:
         self._engine = engine
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -63,7 +63,7 @@ class _LiveState(Collector):
 class Metrics:
     """The server's metrics: requests, latency, batches, shots, queue, GPU memory."""
 
-    def __init__(self, engine: Callable[[], Any]) -> None:
+    def __init__(self, engine: Callable[[], EngineClient | None]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "qwen_requests",

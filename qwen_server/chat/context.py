@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schemas import ATTRIBUTES
+from ..contract.constants import ATTRIBUTES
 
 # Short column names for the table header; the legend line spells them out.
 SHORT_NAMES: dict[str, str] = {

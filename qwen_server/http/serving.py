@@ -39,7 +39,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 logger = logging.getLogger("qwen_server")
 

@@ -13,10 +13,11 @@ import time
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from ..analysis import analyze_shots
-from ..errors import NotReady
-from ..schemas import AnalyzeBatchRequest, AnalyzeBatchResponse, ShotIn, ShotResult
-from ..store import StoreError
+from ...analysis.pipeline import analyze_shots
+from ...contract.analysis import AnalyzeBatchRequest, AnalyzeBatchResponse, ShotIn, ShotResult
+from ...engine.protocol import EngineClient
+from ...errors import NotReady
+from ...store.faults import StoreError
 
 router = APIRouter(tags=["analysis"])
 
@@ -30,7 +31,7 @@ _ERRORS = {
 
 async def _run(request: Request, shots: list[ShotIn]) -> list[ShotResult]:
     app = request.app
-    engine = app.state.engine
+    engine: EngineClient | None = app.state.engine
     if engine is None or not engine.ready:
         if app.state.run.load_error or (engine is not None and engine.failed):
             raise NotReady("model is not available: it failed to load or crashed (see server log)")
@@ -39,7 +40,6 @@ async def _run(request: Request, shots: list[ShotIn]) -> list[ShotResult]:
     results = await analyze_shots(
         shots, settings=app.state.settings, engine=engine, pool=app.state.decode_pool
     )
-    app.state.run.shots_served += len(results)
     app.state.metrics.observe_fallbacks(r.fallback for r in results)
     return results
 

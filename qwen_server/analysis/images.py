@@ -18,7 +18,7 @@ import warnings
 
 from PIL import Image, ImageFile
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 from .jpeg_structure import jpeg_shortfall
 
 log = logging.getLogger("qwen_server.images")

@@ -11,7 +11,7 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 
-from .errors import Unauthorized
+from ..errors import Unauthorized
 
 
 def _digest(value: str | bytes) -> bytes:
