@@ -7,6 +7,8 @@ documents it.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
@@ -30,6 +32,12 @@ ShotId = Annotated[
     Strict(),
     Field(ge=0, le=MAX_SHOT_ID, description="Caller's shot number, unique per request"),
 ]
+
+
+def duplicate_ids(ids: Iterable[int]) -> list[int]:
+    """The ids that occur more than once, sorted."""
+    counts = Counter(ids)
+    return sorted(i for i, n in counts.items() if n > 1)
 
 
 class AudioFeatures(BaseModel):
@@ -114,8 +122,7 @@ class AnalyzeBatchRequest(BaseModel):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> AnalyzeBatchRequest:
-        seen: set[int] = set()
-        dups = sorted({s.shot_id for s in self.shots if s.shot_id in seen or seen.add(s.shot_id)})
+        dups = duplicate_ids(s.shot_id for s in self.shots)
         if dups:
             raise ValueError(f"duplicate shot_id values: {dups[:10]}")
         return self

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from .analysis import Seconds, ShotId
+from .analysis import Seconds, ShotId, duplicate_ids
 from .constants import (
     MAX_CAPTION_CHARS,
     MAX_HISTORY_MESSAGE_CHARS,
@@ -130,10 +130,7 @@ class ChatRequest(BaseModel):
         if (self.session_id is None) == (self.results is None):
             raise ValueError("give exactly one of session_id or results")
         if self.results is not None:
-            seen: set[int] = set()
-            dups = sorted(
-                {s.shot_id for s in self.results if s.shot_id in seen or seen.add(s.shot_id)}
-            )
+            dups = duplicate_ids(s.shot_id for s in self.results)
             if dups:
                 raise ValueError(f"duplicate shot_id values in results: {dups[:10]}")
         return self

@@ -37,12 +37,13 @@ class _LiveState(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         engine = self._engine()
-        ready = bool(engine is not None and engine.ready and not engine.failed)
+        live = engine if engine is not None and engine.ready and not engine.failed else None
+        ready = live is not None
         yield GaugeMetricFamily("qwen_model_ready", "1 when the model is serving", value=ready)
         yield GaugeMetricFamily(
             "qwen_queue_depth",
             "Shots waiting for the model",
-            value=engine.queue_depth if ready else 0,
+            value=live.queue_depth if live is not None else 0,
         )
         used = GaugeMetricFamily(
             "qwen_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu", "name"]
@@ -50,7 +51,7 @@ class _LiveState(Collector):
         total = GaugeMetricFamily(
             "qwen_gpu_memory_total_bytes", "GPU memory in all", labels=["gpu", "name"]
         )
-        for gpu in engine.gpu_info() if ready else []:
+        for gpu in live.gpu_info() if live is not None else []:
             labels = [str(gpu.get("index")), str(gpu.get("name"))]
             if gpu.get("memory_used_mb") is not None:
                 used.add_metric(labels, float(gpu["memory_used_mb"]) * 1_048_576)

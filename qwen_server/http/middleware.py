@@ -231,7 +231,7 @@ class BodySizeLimitMiddleware:
                 return
         received = 0
 
-        async def limited_receive() -> dict[str, Any]:
+        async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":

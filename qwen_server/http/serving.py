@@ -109,7 +109,7 @@ class _FrontMixin:
     loop: asyncio.AbstractEventLoop
     transport: Any
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         self._real = transport
         self._opened_at = time.monotonic()
         self._seen_cycle: Any = None
@@ -227,7 +227,8 @@ class _FrontMixin:
         return admitted
 
 
-class H11FrontProtocol(_FrontMixin, H11Protocol):
+# The mixin narrows uvicorn's loosely typed attributes; mypy cannot see they agree.
+class H11FrontProtocol(_FrontMixin, H11Protocol):  # type: ignore[misc]
     """The pure-Python h11 parser with the front's limits."""
 
 
@@ -238,7 +239,7 @@ except ImportError:  # pragma: no cover - httptools comes with uvicorn[standard]
     _PROTOCOLS["auto"] = H11FrontProtocol
 else:
 
-    class HttpToolsFrontProtocol(_FrontMixin, HttpToolsProtocol):
+    class HttpToolsFrontProtocol(_FrontMixin, HttpToolsProtocol):  # type: ignore[misc]
         """The httptools (llhttp) parser, uvicorn's default, with the front's limits."""
 
     _PROTOCOLS["httptools"] = HttpToolsFrontProtocol

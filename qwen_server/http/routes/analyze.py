@@ -9,6 +9,7 @@ its ``session_id`` (disk full, I/O error), the response still carries them, with
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +22,7 @@ from ...store.faults import StoreError
 
 router = APIRouter(tags=["analysis"])
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid bearer key"},
     413: {"description": "Body over server.max_body_mb"},
     422: {"description": "Invalid shot data (bad image, limits, features), naming the shot"},

@@ -31,7 +31,8 @@ def health(request: Request, response: Response) -> HealthResponse:
         error = "model failed to load (details in the server log)"
     elif engine is not None and engine.failed:
         error = "engine failed (details in the server log)"
-    ready = engine is not None and engine.ready
+    live = engine if engine is not None and engine.ready else None
+    ready = live is not None
     if error:
         status = "error"
     elif run.draining:
@@ -43,17 +44,17 @@ def health(request: Request, response: Response) -> HealthResponse:
     if status != "ok":
         response.status_code = 503
         response.headers["Retry-After"] = "5"
-    gpus = engine.gpu_info() if ready else []
+    gpus = live.gpu_info() if live is not None else []
     return HealthResponse(
         status=status,
-        model=engine.model_id if ready else _configured_model(settings),
+        model=live.model_id if live is not None else _configured_model(settings),
         version=__version__,
-        device=engine.device if ready else "none",
-        placement=engine.placement if ready else None,
-        replicas=engine.replicas if ready else 0,
+        device=live.device if live is not None else "none",
+        placement=live.placement if live is not None else None,
+        replicas=live.replicas if live is not None else 0,
         gpu_count=len(gpus),
         gpus=gpus,
-        queue_depth=engine.queue_depth if ready else 0,
+        queue_depth=live.queue_depth if live is not None else 0,
         shots_served=engine.shots_served if engine is not None else 0,
         uptime_s=round(time.monotonic() - run.started_at, 1),
         error=error,

@@ -10,7 +10,7 @@ middleware; nothing here bypasses it.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/sessions", tags=["sessions"])
 # Largest offset accepted: far beyond any real store, and well inside SQLite's 64-bit integers.
 MAX_OFFSET = 1_000_000_000
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid bearer key"},
     404: {"description": "No such session"},
     422: {"description": "Invalid session id or paging parameters"},
