@@ -10,8 +10,8 @@ import pytest
 
 from client.api import parse_retry_after, session_id_for, shot_payload
 from client.media.features import compute_features
+from qwen_server.contract.analysis import AnalyzeBatchRequest
 from qwen_server.contract.constants import is_valid_session_id as valid_session_id
-from qwen_server.schemas import AnalyzeBatchRequest
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from client.media.features import compute_features
-from qwen_server.schemas import AudioFeatures
+from qwen_server.contract.analysis import AudioFeatures
 
 SR = 22050
 
