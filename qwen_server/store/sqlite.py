@@ -9,10 +9,9 @@ Decisions:
 * **Durability.** WAL with ``synchronous=FULL``: a commit is on disk when ``save_results``
   returns, so neither a crash nor a power cut loses a batch the caller was told is stored.
   Batches are few and large, so the extra fsync costs nothing noticeable.
-* **Schema versions.** ``PRAGMA user_version`` holds the version; ``MIGRATIONS[i]`` moves a
-  database from version ``i`` to ``i + 1``. Each step runs in its own transaction together with
-  the version bump, so an interrupted upgrade resumes where it stopped. A database newer than this
-  code is refused rather than guessed at.
+* **Schema versions.** ``PRAGMA user_version`` holds the version; the steps are in
+  ``migrations.py`` (each in its own transaction with the version bump; a newer database is
+  refused).
 * **What is stored.** The whole result JSON per shot (so new result fields need no migration),
   plus ``shot_id``/``start_time``/``end_time`` as columns for ordering.
 * **Failures are visible and lose nothing.** A database error is a ``StoreError`` (503 with the
@@ -30,7 +29,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,54 +39,13 @@ from ..contract.constants import SESSION_ID_RE, SESSION_ID_RULE
 from ..contract.sessions import SessionDetail, SessionSummary
 from ..errors import ConfigError, InvalidInput, NotFound
 from .faults import SpareFile, StoreError, WriteFailures, is_disk_full
+from .migrations import migrate, schema_version
 
 log = logging.getLogger("qwen_server.store")
 
 BUSY_TIMEOUT_MS = 30_000
 
-__all__ = ["SessionStore", "StoreError", "check_session_id", "schema_version"]
-
-
-def _migrate_v1(conn: sqlite3.Connection) -> None:
-    """Version 1: sessions and their shots."""
-    conn.execute(
-        """
-        CREATE TABLE sessions (
-            id          TEXT PRIMARY KEY,
-            title       TEXT,
-            model       TEXT NOT NULL,
-            created_at  TEXT NOT NULL,   -- ISO 8601 UTC
-            updated_at  TEXT NOT NULL,
-            shot_count  INTEGER NOT NULL DEFAULT 0,
-            -- Write order, newest highest: timestamps can tie within a millisecond.
-            write_seq   INTEGER NOT NULL DEFAULT 0
-        )
-        """
-    )
-    conn.execute(
-        """
-        CREATE TABLE shots (
-            session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-            shot_id     INTEGER NOT NULL,
-            start_time  REAL,
-            end_time    REAL,
-            result_json TEXT NOT NULL,
-            updated_at  TEXT NOT NULL,
-            PRIMARY KEY (session_id, shot_id)
-        )
-        """
-    )
-    conn.execute("CREATE INDEX shots_by_time ON shots (session_id, start_time, shot_id)")
-    conn.execute("CREATE INDEX sessions_by_write ON sessions (write_seq DESC)")
-
-
-# Ordered: MIGRATIONS[i] upgrades version i to i + 1. Append only; never edit a released step.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1]
-
-
-def schema_version() -> int:
-    """The schema version this code writes."""
-    return len(MIGRATIONS)
+__all__ = ["SessionStore", "StoreError", "check_session_id"]
 
 
 def check_session_id(session_id: str) -> None:
@@ -158,7 +116,7 @@ class SessionStore:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 log.warning("SQLite journal mode is %s, not WAL; concurrent reads will block", mode)
-            self._migrate(conn)
+            migrate(conn, self._write)
             self._spare.ensure()
         except (sqlite3.Error, OSError) as exc:
             self.close()
@@ -263,24 +221,6 @@ class SessionStore:
             yield conn
         finally:
             conn.execute("COMMIT")
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        target = schema_version()
-        while True:
-            with self._write():
-                # Read inside the write lock: another process may be migrating the same file.
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > target:
-                    raise ConfigError(
-                        f"store.path: session database schema version {version} is newer than "
-                        f"this server supports ({target}); upgrade the server"
-                    )
-                if version == target:
-                    return
-                log.info("migrating session database from version %d to %d", version, version + 1)
-                MIGRATIONS[version](conn)
-                # PRAGMA user_version is written in the database header inside this transaction.
-                conn.execute(f"PRAGMA user_version={version + 1}")
 
     # --- API ------------------------------------------------------------------------------
 

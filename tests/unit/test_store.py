@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from qwen_server.errors import ConfigError, InvalidInput, NotFound
-from qwen_server.store import sqlite as store_mod
+from qwen_server.store import migrations
 from qwen_server.store.sqlite import SessionStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def test_open_creates_file_and_migrates_empty_db_to_current_version(db_path: Pat
     try:
         assert db_path.is_file()
         conn = sqlite3.connect(db_path)
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.schema_version() == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations.schema_version() == 1
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"sessions", "shots"} <= tables
@@ -107,7 +107,7 @@ def test_migrations_run_in_order_from_an_older_version(db_path: Path, monkeypatc
         applied.append(2)
         conn.execute("ALTER TABLE sessions ADD COLUMN notes TEXT")
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, v2])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, v2])
     s = SessionStore(db_path)
     s.open()
     s.close()
@@ -126,7 +126,7 @@ def test_failed_migration_leaves_the_previous_version_intact(db_path: Path, monk
         conn.execute("CREATE TABLE half_done (x)")
         raise sqlite3.OperationalError("simulated failure")
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, broken])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, broken])
     with pytest.raises(ConfigError, match="store.path"):
         SessionStore(db_path).open()
     conn = sqlite3.connect(db_path)
