@@ -105,35 +105,41 @@ def configure_logging(level: str) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the server until signalled; return the process exit code."""
-    args = _parse_args(argv)
-    from .config import load_settings
+# What ``pip install ".[server]"`` adds to the client-only install; checked before anything
+# imports them so a client box gets one clear line instead of a traceback.
+_SERVER_STACK = ("pydantic", "pydantic_settings", "fastapi", "uvicorn", "torch", "transformers")
+
+
+def _missing_server_stack() -> list[str]:
+    import importlib.util
+
+    return [name for name in _SERVER_STACK if importlib.util.find_spec(name) is None]
+
+
+def _error(message: str) -> int:
+    print(f"qwen-server: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_config(settings: Any) -> int:
+    """``--check-config``: the settings, the API keys and the open-file room, then 'HOST PORT'."""
+    if not settings.api_keys() and not settings.server.insecure_no_auth:
+        return _error(
+            "no API key configured: set QWEN_SERVER_API_KEYS or "
+            "server.api_key_file (or --insecure-no-auth for local development only)"
+        )
+    from .http.serving import ensure_fd_room
 
     try:
-        settings = load_settings(args.config, **_overrides(args))
+        ensure_fd_room(settings.server.max_connections)
     except ConfigError as exc:
-        print(f"qwen-server: error: {exc.message}", file=sys.stderr)
-        return 2
-    if args.check_config:
-        if not settings.api_keys() and not settings.server.insecure_no_auth:
-            print(
-                "qwen-server: error: no API key configured: set QWEN_SERVER_API_KEYS or "
-                "server.api_key_file (or --insecure-no-auth for local development only)",
-                file=sys.stderr,
-            )
-            return 2
-        from .http.serving import ensure_fd_room
+        return _error(exc.message)
+    print(settings.server.host, settings.server.port)
+    return 0
 
-        try:
-            ensure_fd_room(settings.server.max_connections)
-        except ConfigError as exc:
-            print(f"qwen-server: error: {exc.message}", file=sys.stderr)
-            return 2
-        print(settings.server.host, settings.server.port)
-        return 0
-    configure_logging(settings.server.log_level)
 
+def _serve(settings: Any) -> int:
+    """Build the app and run uvicorn until signalled (first signal drains, second kills)."""
     import uvicorn
 
     from .http.app import create_app
@@ -152,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(settings, on_fatal=on_fatal)
         config = uvicorn_config(app, settings)
     except ConfigError as exc:
-        print(f"qwen-server: error: {exc.message}", file=sys.stderr)
-        return 2
+        return _error(exc.message)
 
     server = DrainingServer(
         config, run=app.state.run, drain_timeout_s=settings.server.shutdown_timeout_s
@@ -167,6 +172,28 @@ def main(argv: list[str] | None = None) -> int:
     if not server.started and exit_code["value"] == 0:
         return 1  # e.g. the port was taken; uvicorn already logged why
     return exit_code["value"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until signalled; return the process exit code."""
+    args = _parse_args(argv)
+    missing = _missing_server_stack()
+    if missing:
+        return _error(
+            f"the server's dependencies are not installed ({', '.join(missing)}): this looks "
+            "like a client-only install; on a GPU box run `bash scripts/setup.sh` or "
+            '`pip install ".[server]"`'
+        )
+    from .config import load_settings
+
+    try:
+        settings = load_settings(args.config, **_overrides(args))
+    except ConfigError as exc:
+        return _error(exc.message)
+    if args.check_config:
+        return _check_config(settings)
+    configure_logging(settings.server.log_level)
+    return _serve(settings)
 
 
 if __name__ == "__main__":

@@ -124,3 +124,10 @@ def test_client_only_venv_runs_every_command(tmp_path: Path) -> None:
         assert "Traceback" not in asked.stderr and "ModuleNotFoundError" not in asked.stderr
     dead = run("health", "--server", f"http://127.0.0.1:{free_port()}")
     assert dead.returncode == 3 and "Traceback" not in dead.stderr, dead.stderr
+
+    # The server's entry point is installed too, and says what is missing instead of crashing.
+    server = subprocess.run(
+        [str(venv / "bin" / "qwen-server")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert server.returncode == 2 and "Traceback" not in server.stderr, server.stderr
+    assert 'pip install ".[server]"' in server.stderr and "pydantic" in server.stderr
