@@ -68,7 +68,9 @@ from ..errors import (
     ChatUpstreamError,
 )
 from ..logsafe import escape_log
-from .context import FilmContext, build_context, cited_in, film_shots
+from .citations import cited_in
+from .context import FilmContext, build_context
+from .film_table import film_shots
 
 log = logging.getLogger("qwen_server.chat")
 

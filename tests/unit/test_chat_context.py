@@ -8,16 +8,11 @@ from typing import Any
 
 import pytest
 
-from qwen_server.chat.context import (
-    SYSTEM_INSTRUCTIONS,
-    build_context,
-    cited_shots,
-    estimate_tokens,
-    film_shots,
-    question_terms,
-    rank_shots,
-    timecode,
-)
+from qwen_server.chat.citations import cited_shots
+from qwen_server.chat.context import SYSTEM_INSTRUCTIONS, build_context, estimate_tokens
+from qwen_server.chat.film_table import film_shots
+from qwen_server.chat.selection import question_terms, rank_shots
+from qwen_server.chat.timecode import timecode
 
 ROW = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}-")
 ATTRS = ("suspense", "darkness", "ambiguity", "emotional_tension", "intensity", "motion")
