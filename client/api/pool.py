@@ -66,6 +66,10 @@ class BatchResult:
     results: list[dict[str, Any]]
     model: str | None
     server: str
+    # With a session id: whether the server stored the batch (False: it answered, but its store
+    # failed and ``store_error`` says why; the results are still good). None without a session.
+    stored: bool | None = None
+    store_error: str | None = None
 
 
 class ServerPool:
@@ -311,7 +315,14 @@ class ServerPool:
             attrs = r.get("attributes")
             if not isinstance(attrs, dict) or any(a not in attrs for a in ATTRIBUTES):
                 raise ServerProtocolError(f"{url}: result for shot {r['shot_id']} lacks attributes")
-        return BatchResult(results=results, model=data.get("model"), server=url)
+        stored = data.get("stored")
+        return BatchResult(
+            results=results,
+            model=data.get("model"),
+            server=url,
+            stored=stored if isinstance(stored, bool) else None,
+            store_error=str(data["store_error"]) if data.get("store_error") else None,
+        )
 
     def health(self, check_token: bool = False) -> list[dict[str, Any]]:
         """GET /health of every server: one dict per server with ``url``, ``reachable``,

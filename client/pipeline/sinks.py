@@ -9,6 +9,7 @@ writes each answer as it arrives.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +23,8 @@ from client.outputs import OutputDir, summarize
 from client.pipeline.source import PreparedShot, ShotSource
 from client.progress import Progress
 from qwen_server.contract.constants import ATTRIBUTES
+
+log = logging.getLogger("client.pipeline")
 
 
 class Sink(Protocol):
@@ -115,6 +118,7 @@ class Poster:
         self._slots = threading.Semaphore(self.options.in_flight)
         self._error: BaseException | None = None
         self._written = 0
+        self._unstored = 0  # shots the server answered but could not store in the session
         self._lock = threading.Lock()
 
     def consume(self, source: ShotSource) -> int:
@@ -190,9 +194,23 @@ class Poster:
                     "attributes": {a: attrs[a] for a in ATTRIBUTES},
                     "audio_class": result.get("audio_class"),
                     "model": result.get("model") or answer.model,
+                    # Fields the model's answer lacked (neutral values stand in): never data.
+                    "fallback": list(result.get("fallback") or []),
                     "audio_features": prepared.audio_features,
                 }
             )
         self.outputs.append(records)
         with self._lock:
             self._written += len(records)
+            first_unstored = answer.stored is False and self._unstored == 0
+            if answer.stored is False:
+                self._unstored += len(records)
+        if first_unstored:
+            log.warning(
+                "%s could not store results in session %s (%s); they are kept in %s, and "
+                "`qwen-client analyze` again with --force re-sends them",
+                answer.server,
+                self.session_id,
+                answer.store_error or "no reason given",
+                "shots.jsonl",
+            )

@@ -77,3 +77,36 @@ def test_analyze_a_film_with_the_real_server(server, tmp_path: Path) -> None:
     detail = r.json()
     assert detail["shot_count"] == 3 and detail["title"] == film.path.name
     assert sorted(s["shot_id"] for s in detail["shots"]) == [1, 2, 3]
+
+
+def test_a_server_that_cannot_store_is_reported_and_nothing_is_lost(
+    server_factory, tmp_path: Path
+) -> None:
+    from tests.reliability.test_store_full import _fill
+
+    film = make_film(
+        tmp_path / "unstored.mp4",
+        [ShotSpec(frames=30, brightness=0.85), ShotSpec(frames=30, brightness=0.1)],
+        size=(224, 168),
+    )
+    out = tmp_path / "out"
+    with server_factory(store={"max_size_mb": 0.06, "reserve_mb": 0}) as live:
+        _fill(live.app.state.store, "filler")  # the store is full before the film arrives
+        env = dict(os.environ, QWEN_SERVER_TOKEN=live.api_key)
+        proc = subprocess.run(
+            [sys.executable, "-m", "client.cli", "analyze", str(film.path), "-s", live.url]
+            + ["--out", str(out), "-q"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    assert proc.returncode == 0, proc.stderr
+    # One warning names the session and the store's reason; the results are all kept locally.
+    warnings = [line for line in proc.stderr.splitlines() if "could not store" in line]
+    assert len(warnings) == 1 and "unstored.mp4" in warnings[0], proc.stderr
+    assert "full" in warnings[0]
+    records = [json.loads(line) for line in (out / "shots.jsonl").read_text().splitlines()]
+    assert [r["shot_id"] for r in records] == [1, 2]
+    assert all(isinstance(r["fallback"], list) for r in records)
