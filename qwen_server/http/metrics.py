@@ -29,6 +29,11 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
 
 
+_STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
+
 class _LiveState(Collector):
     """Scrape-time gauges: queue depth, readiness, GPU memory."""
 
@@ -111,7 +116,13 @@ class Metrics:
         self.registry.register(_LiveState(engine))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Record one finished HTTP request (route is the template, e.g. /sessions/{id})."""
+        """Record one finished HTTP request (route is the template, e.g. /sessions/{id}).
+
+        Label values stay a small fixed set whatever a caller sends: an unmatched path is
+        "(unmatched)" already, and a method outside HTTP's standard ones is "OTHER" (the h11
+        parser passes any token), so no caller can grow the number of series.
+        """
+        method = method if method in _STANDARD_METHODS else "OTHER"
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route).observe(seconds)
 

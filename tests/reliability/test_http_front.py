@@ -299,3 +299,19 @@ def test_escape_log_escapes_every_control_character() -> None:
     assert out.isprintable()
     assert out.endswith("\\\\ ok é")
     assert escape_log("\r\n") == "\\x0d\\x0a"
+
+
+def test_made_up_methods_cannot_grow_the_metrics_series(front) -> None:
+    # h11 passes any method token; each distinct one must not become its own metrics series.
+    with front(http="h11") as live:
+        for i in range(5):
+            with _sockets(live, 1) as (s,):
+                s.sendall(
+                    f"BREW{i} /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+                )
+                reply, _ = _read_response(s)
+            assert reply.startswith(b"HTTP/1.1 "), reply[:100]
+        with live.client() as c:
+            text = c.get("/metrics").text
+    assert "BREW" not in text
+    assert re.search(r'qwen_requests_total\{[^}]*method="OTHER"[^}]*\} 5\.0', text), text
