@@ -42,133 +42,38 @@ their text or headers. The ``openai`` and ``httpx`` loggers get ``ProviderLogScr
 omits header mappings, sanitises request ids, redacts the configured key and escapes control
 characters, in case their DEBUG output is switched on; httpcore's header traces are held off
 (its loggers at INFO).
+
+Here: ChatService (configure, prepare, ask) and the retry. The pieces: ``provider_errors.py``
+(failure -> domain error, Retry-After, request ids), ``streaming.py`` (AnswerStream, the total
+deadline), ``log_scrub.py`` (ProviderLogScrubber).
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
-import math
-import re
-import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import openai
 
 from ..config import Settings
-from ..errors import (
-    ChatError,
-    ChatNotConfigured,
-    ChatRateLimited,
-    ChatTimeout,
-    ChatUpstreamError,
-)
-from ..logsafe import escape_log
+from ..errors import ChatNotConfigured, ChatUpstreamError
 from .citations import cited_in
 from .context import FilmContext, build_context
 from .film_table import film_shots
+from .log_scrub import ProviderLogScrubber
+from .provider_errors import map_error, oversized, timed_out
+from .streaming import AnswerStream, answer_deadline, answer_limit_chars
 
 log = logging.getLogger("qwen_server.chat")
 
 RETRY_PAUSE_S = 0.5
-DEFAULT_RETRY_AFTER_S = 10
-MAX_RETRY_AFTER_S = 3600
 # Reply size limits, derived from chat.max_answer_tokens (see the module docstring).
 REPLY_BYTES_PER_TOKEN = 64
 MIN_REPLY_BYTES = 1 << 20
-ANSWER_CHARS_PER_TOKEN = 32
-
-_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,80}")
-
-
-def _escape_lines(text: str) -> str:
-    """A multi-line text (a traceback) with each line escaped by ``escape_log``."""
-    return "\n".join(escape_log(line) for line in text.split("\n"))
-
-
-class ProviderLogScrubber(logging.Filter):
-    """Makes records of the provider client libraries (and of this module) safe to keep.
-
-    Secrets registered with ``add_secret`` (the provider key) are replaced by ``[redacted]``;
-    mapping arguments (response headers, request options) become ``[omitted]``; the request id
-    that ``openai`` logs at DEBUG is kept only when it looks like an id; control characters are
-    escaped.
-    """
-
-    # Loggers that get a scrubber: filters apply to the logger a record is made on, not its
-    # children, so every ``openai.*`` module logger is covered at install time.
-    LOGGERS = ("openai", "httpx", "httpx2", "qwen_server.chat")
-    # httpcore's only output is DEBUG traces that print raw response headers: held at INFO.
-    QUIETED = ("httpcore", "httpcore2")
-    _secrets: set[str] = set()
-
-    @classmethod
-    def add_secret(cls, value: str) -> None:
-        """Redact ``value`` from every record passing a scrubber (ignored when too short to be
-        a key: redacting "a" would mangle every message)."""
-        if len(value) >= 8:
-            cls._secrets.add(value)
-
-    @classmethod
-    def redact(cls, text: str) -> str:
-        """``text`` with every registered secret replaced."""
-        for secret in cls._secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
-
-    @classmethod
-    def install(cls) -> None:
-        """Attach one scrubber to each logger in LOGGERS and to every ``openai.*`` logger, and
-        hold the QUIETED loggers at INFO (idempotent)."""
-        names = set(cls.LOGGERS) | {
-            n for n in logging.root.manager.loggerDict if n.startswith("openai.")
-        }
-        for name in sorted(names):
-            logger = logging.getLogger(name)
-            if not any(isinstance(f, cls) for f in logger.filters):
-                logger.addFilter(cls())
-        for name in cls.QUIETED:
-            logger = logging.getLogger(name)
-            if logger.level < logging.INFO:  # NOTSET too: it would inherit DEBUG from root
-                logger.setLevel(logging.INFO)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, Mapping):
-            args = ("[omitted]",)
-        elif args:
-            if record.msg == "request_id: %s":
-                args = tuple(safe_request_id(a) for a in args)
-            else:
-                args = tuple("[omitted]" if isinstance(a, Mapping) else a for a in args)
-        try:
-            message = str(record.msg) % args if args else str(record.msg)
-        except (TypeError, ValueError):
-            message = f"{record.msg} {args!r}"
-        record.msg = escape_log(self.redact(message))
-        record.args = None
-        if record.exc_info:
-            text = logging.Formatter().formatException(record.exc_info)
-            record.exc_text = _escape_lines(self.redact(text))
-            record.exc_info = None
-        elif record.exc_text:
-            record.exc_text = _escape_lines(self.redact(record.exc_text))
-        return True
-
-
-def safe_request_id(value: object) -> str:
-    """A provider request id fit for a log line: ``-`` when absent, ``[unsafe]`` when it does not
-    look like an id (it is a response header, and a provider may echo anything, a key included)."""
-    if not value:
-        return "-"
-    text = str(value)
-    if not _SAFE_REQUEST_ID.fullmatch(text) or ProviderLogScrubber.redact(text) != text:
-        return "[unsafe]"
-    return text
 
 
 @dataclass
@@ -182,37 +87,6 @@ class PreparedChat:
     def cited(self, answer: str) -> list[int]:
         """Shot ids the answer cites, in order of first mention."""
         return cited_in(answer, film_shots(self.results))
-
-
-def _retry_after_seconds(headers: Mapping[str, str] | None) -> int:
-    """The provider's Retry-After (seconds or an HTTP date; ``retry-after-ms`` too), as whole
-    seconds in [1, 3600]; DEFAULT_RETRY_AFTER_S when absent or unreadable."""
-    if not headers:
-        return DEFAULT_RETRY_AFTER_S
-    value: float | None = None
-    raw_ms = headers.get("retry-after-ms")
-    raw = headers.get("retry-after")
-    try:
-        if raw_ms is not None:
-            value = float(raw_ms) / 1000
-        elif raw is not None:
-            value = float(raw)
-    except ValueError:
-        value = None
-    if value is None and raw:
-        parsed = email.utils.parsedate_tz(raw)
-        if parsed is not None:
-            value = email.utils.mktime_tz(parsed) - time.time()
-    if value is None or not math.isfinite(value):
-        return DEFAULT_RETRY_AFTER_S
-    return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(value))))
-
-
-def _request_id(exc: BaseException) -> str:
-    """The provider's request id for ``exc``, checked by ``safe_request_id``."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    return safe_request_id(headers.get("x-request-id") if headers is not None else None)
 
 
 class ChatService:
@@ -317,69 +191,7 @@ class ChatService:
         )
         return PreparedChat(context=context, results=results, session_id=session_id)
 
-    # --- calling the provider -------------------------------------------------------------
-
-    def _map_error(self, exc: BaseException) -> ChatError:
-        """The domain error for a provider failure. Never includes the provider's text."""
-        base = self.settings.chat.base_url
-        if isinstance(exc, ChatError):
-            return exc
-        if isinstance(exc, openai.APITimeoutError):
-            err: ChatError = ChatTimeout(
-                f"chat provider did not answer within chat.timeout_s "
-                f"({self.settings.chat.timeout_s:g} s)"
-            )
-        elif isinstance(exc, openai.APIConnectionError):
-            err = ChatUpstreamError(f"cannot reach the chat provider (chat.base_url = {base})")
-        elif isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            err = ChatUpstreamError(
-                f"chat provider refused the configured key (HTTP {exc.status_code}); "
-                "check NEBIUS_API_KEY"
-            )
-        elif isinstance(exc, openai.RateLimitError):
-            retry_after = _retry_after_seconds(exc.response.headers)
-            err = ChatRateLimited(
-                f"chat provider is rate limiting requests; retry after {retry_after} s",
-                retry_after_s=retry_after,
-            )
-        elif isinstance(exc, openai.NotFoundError):
-            err = ChatUpstreamError(
-                f"chat provider answered HTTP 404; check chat.model ({self.settings.chat.model}) "
-                "and chat.base_url"
-            )
-        elif isinstance(exc, openai.APIStatusError):
-            err = ChatUpstreamError(f"chat provider answered HTTP {exc.status_code}")
-        elif isinstance(exc, openai.APIError):
-            # An error object inside a stream, or a reply the client could not validate.
-            err = ChatUpstreamError("chat provider reported an error")
-        elif isinstance(exc, ValueError):  # json.JSONDecodeError and friends
-            err = ChatUpstreamError("chat provider sent a malformed reply (not valid JSON)")
-        else:
-            err = ChatUpstreamError("chat provider sent an unexpected reply")
-        # Type, status and request id only: the exception text may echo the key.
-        log.warning(
-            "chat provider failure: %s (status %s, request id %s) -> HTTP %d",
-            type(exc).__name__,
-            getattr(exc, "status_code", "-"),
-            _request_id(exc),
-            err.status_code,
-        )
-        return err
-
-    # --- deadline and size limits -----------------------------------------------------------
-
-    def _deadline(self) -> float:
-        """The event-loop time by which the answer must be complete (``chat.timeout_s``)."""
-        return asyncio.get_running_loop().time() + self.settings.chat.timeout_s
-
-    def _timed_out(self) -> ChatTimeout:
-        """The error for an answer that ran past the total deadline (logged here)."""
-        timeout = self.settings.chat.timeout_s
-        log.warning("chat provider call exceeded the total deadline (%g s) -> HTTP 504", timeout)
-        return ChatTimeout(
-            f"chat provider did not finish answering within chat.timeout_s ({timeout:g} s, "
-            "the total time allowed for one answer)"
-        )
+    # --- size limits ------------------------------------------------------------------------
 
     @property
     def reply_limit_bytes(self) -> int:
@@ -389,15 +201,7 @@ class ChatService:
     @property
     def answer_limit_chars(self) -> int:
         """Most characters of streamed answer text accepted, from ``chat.max_answer_tokens``."""
-        return ANSWER_CHARS_PER_TOKEN * self.settings.chat.max_answer_tokens
-
-    def _oversized(self, what: str) -> ChatUpstreamError:
-        tokens = self.settings.chat.max_answer_tokens
-        log.warning("chat provider sent an oversized %s -> HTTP 502", what)
-        return ChatUpstreamError(
-            f"chat provider sent an oversized {what} (far more than chat.max_answer_tokens = "
-            f"{tokens} allows)"
-        )
+        return answer_limit_chars(self.settings)
 
     # --- calling the provider, within the deadline -------------------------------------------
 
@@ -420,7 +224,7 @@ class ChatService:
             async for piece in response.iter_bytes():
                 body += piece
                 if len(body) > limit:
-                    raise self._oversized("reply")
+                    raise oversized("reply", self.settings)
         return json.loads(body)
 
     async def _create(self, prepared: PreparedChat, *, stream: bool, deadline: float) -> Any:
@@ -432,22 +236,24 @@ class ChatService:
                 async with asyncio.timeout_at(deadline):
                     return await self._attempt(prepared, stream=stream)
             except TimeoutError:
-                raise self._timed_out() from None
+                raise timed_out(self.settings) from None
             except openai.APITimeoutError as exc:
-                raise self._map_error(exc) from None
+                raise map_error(exc, self.settings) from None
             except (openai.APIConnectionError, openai.InternalServerError) as exc:
                 if attempt == 2 or loop.time() + RETRY_PAUSE_S >= deadline:
-                    raise self._map_error(exc) from None
+                    raise map_error(exc, self.settings) from None
                 log.info("chat provider %s; retrying once", type(exc).__name__)
                 await asyncio.sleep(RETRY_PAUSE_S)
             except Exception as exc:
-                raise self._map_error(exc) from None
+                raise map_error(exc, self.settings) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def complete(self, prepared: PreparedChat) -> tuple[str, str]:
         """The whole answer and the model that gave it, within ``chat.timeout_s`` in total.
         Raises ChatError subclasses."""
-        completion = await self._create(prepared, stream=False, deadline=self._deadline())
+        completion = await self._create(
+            prepared, stream=False, deadline=answer_deadline(self.settings)
+        )
         choices = completion.get("choices") if isinstance(completion, dict) else None
         if not choices or not isinstance(choices, list):
             log.warning("chat provider reply had no choices")
@@ -470,79 +276,6 @@ class ChatService:
         so the HTTP layer can still answer with a proper status; later failures (the deadline
         included) are raised by the returned stream's iteration, as ChatError subclasses.
         """
-        deadline = self._deadline()
-        raw = await self._create(prepared, stream=True, deadline=deadline)
-        return AnswerStream(self, raw, deadline)
-
-
-class AnswerStream:
-    """Text deltas of a streamed answer; ``model`` is known once the first chunk arrived.
-
-    Every wait for the next chunk is bounded by the answer's deadline (an absolute event-loop
-    time), so the bound holds whichever task iterates the stream (the route reads the first
-    delta itself, Starlette's response task the rest).
-    """
-
-    def __init__(self, service: ChatService, raw: Any, deadline: float) -> None:
-        self._service = service
-        self._raw = raw
-        self._deadline = deadline
-        self.model: str = service.settings.chat.model
-        self.finish_reason: str | None = None
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._deltas()
-
-    async def _next_chunk(self, chunks: AsyncIterator[Any]) -> Any:
-        """The next provider chunk before the deadline; raises StopAsyncIteration at the end."""
-        try:
-            async with asyncio.timeout_at(self._deadline):
-                return await anext(chunks)
-        except TimeoutError:
-            raise self._service._timed_out() from None
-
-    async def _deltas(self) -> AsyncIterator[str]:
-        got_text = False
-        chars = 0
-        limit = self._service.answer_limit_chars
-        try:
-            chunks = aiter(self._raw)
-            while True:
-                try:
-                    chunk = await self._next_chunk(chunks)
-                except StopAsyncIteration:
-                    break
-                if getattr(chunk, "model", None):
-                    self.model = str(chunk.model)
-                # Chunks without choices (usage reports) and reasoning-only deltas carry no text.
-                for choice in getattr(chunk, "choices", None) or []:
-                    if getattr(choice, "finish_reason", None):
-                        self.finish_reason = str(choice.finish_reason)
-                    text = getattr(getattr(choice, "delta", None), "content", None)
-                    if isinstance(text, str) and text:
-                        chars += len(text)
-                        if chars > limit:
-                            raise self._service._oversized("answer")
-                        got_text = True
-                        yield text
-        except ChatError:
-            raise
-        except Exception as exc:
-            raise self._service._map_error(exc) from None
-        finally:
-            await self.aclose()
-        if not got_text:
-            log.warning(
-                "chat provider streamed no answer (finish_reason %.40s)", self.finish_reason
-            )
-            hint = "; raise chat.max_answer_tokens" if self.finish_reason == "length" else ""
-            raise ChatUpstreamError(f"chat provider sent an empty answer{hint}")
-
-    async def aclose(self) -> None:
-        """Release the provider connection (also when the caller went away mid-answer)."""
-        close = getattr(self._raw, "close", None)
-        if close is not None:
-            try:
-                await close()
-            except Exception:  # closing a broken stream must not mask the real error
-                log.debug("error closing the provider stream", exc_info=True)
+        end = answer_deadline(self.settings)
+        raw = await self._create(prepared, stream=True, deadline=end)
+        return AnswerStream(self.settings, raw, end)

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from qwen_server.chat.service import ChatService, ProviderLogScrubber, safe_request_id
+from qwen_server.chat.log_scrub import ProviderLogScrubber, safe_request_id
+from qwen_server.chat.service import ChatService
 from qwen_server.config import Settings, load_settings
 from qwen_server.errors import (
     ChatError,

@@ -27,7 +27,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...chat.service import AnswerStream, ChatService, PreparedChat
+from ...chat.service import ChatService, PreparedChat
+from ...chat.streaming import AnswerStream
 from ...contract.chat import ChatRequest, ChatResponse
 from ...errors import InvalidInput, QwenServerError
 from ...store.sqlite import SessionStore
