@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from qwen_server.contract.constants import ATTRIBUTES
 from tests.conftest import TEST_API_KEY, LiveServer, run_server, test_settings
 from tests.fake_openai_server import FakeOpenAI
 
@@ -47,17 +48,7 @@ def live(tiny_model_dir: Path, tmp_path: Path) -> Iterator[LiveServer]:
                     {
                         "shot_id": 1,
                         "caption": "a dark corridor",
-                        "attributes": dict.fromkeys(
-                            (
-                                "suspense",
-                                "darkness",
-                                "ambiguity",
-                                "emotional_tension",
-                                "intensity",
-                                "motion",
-                            ),
-                            0.5,
-                        ),
+                        "attributes": dict.fromkeys(ATTRIBUTES, 0.5),
                         "start_time": 0.0,
                         "end_time": 2.0,
                         "duration": 2.0,
