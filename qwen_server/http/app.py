@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -125,6 +125,30 @@ def create_app(
     CLI uses it to exit non-zero instead of serving 503 forever).
     Raises ConfigError when no API key is configured outside insecure development mode.
     """
+    verifier = _check_auth_config(settings)
+    app = FastAPI(
+        title="Qwen2-VL shot analysis server",
+        version=__version__,
+        description=(
+            "Per-shot captions and scores (suspense, darkness, ambiguity, emotional tension, "
+            "intensity, motion) for film shots, fusing Qwen2-VL with measured visual and audio "
+            "signals. Every route except `GET /health` needs `Authorization: Bearer <key>`."
+        ),
+        lifespan=_lifespan(settings, on_fatal),
+        docs_url="/docs",
+        redoc_url="/redoc",
+    )
+    _install_state(app, settings, engine)
+    _install_routes(app)
+    _install_error_handlers(app)
+    _install_openapi(app)
+    _install_middleware(app, settings, verifier)
+    return app
+
+
+def _check_auth_config(settings: Settings) -> ApiKeyVerifier:
+    """The key verifier; ConfigError when no key is configured outside insecure development
+    mode, a loud warning when running in it."""
     keys = settings.api_keys()
     if not keys and not settings.server.insecure_no_auth:
         raise ConfigError(
@@ -139,9 +163,14 @@ def create_app(
             settings.server.host,
             settings.server.port,
         )
+    return verifier
 
-    from ..chat.service import ChatService
-    from ..store.sqlite import SessionStore
+
+def _lifespan(
+    settings: Settings, on_fatal: Callable[[str], None] | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up (engine built if not given, store opened, decode pool, model loaded in the
+    background) and shutdown (drain, engine stopped, pool and store closed)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -167,18 +196,15 @@ def create_app(
             app.state.decode_pool.shutdown(wait=False, cancel_futures=True)
             app.state.store.close()
 
-    app = FastAPI(
-        title="Qwen2-VL shot analysis server",
-        version=__version__,
-        description=(
-            "Per-shot captions and scores (suspense, darkness, ambiguity, emotional tension, "
-            "intensity, motion) for film shots, fusing Qwen2-VL with measured visual and audio "
-            "signals. Every route except `GET /health` needs `Authorization: Bearer <key>`."
-        ),
-        lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url="/redoc",
-    )
+    return lifespan
+
+
+def _install_state(app: FastAPI, settings: Settings, engine: EngineClient | None) -> None:
+    """What routes and middleware share on ``app.state``: settings, engine, run state, the
+    session store (opened by the lifespan), the chat service and the metrics."""
+    from ..chat.service import ChatService
+    from ..store.sqlite import SessionStore
+
     app.state.settings = settings
     app.state.engine = engine
     app.state.run = ServerState()
@@ -190,6 +216,8 @@ def create_app(
     app.state.chat = ChatService(settings)
     app.state.metrics = Metrics(lambda: app.state.engine)
 
+
+def _install_routes(app: FastAPI) -> None:
     from .routes import analyze, chat, health, metrics, sessions
 
     app.include_router(health.router)
@@ -197,6 +225,12 @@ def create_app(
     app.include_router(analyze.router)
     app.include_router(sessions.router)
     app.include_router(chat.router)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """The one place mapping exceptions to HTTP responses: a domain error answers its own
+    status and message, invalid input 422 without echoing it, anything else 500 with the
+    request id (the details go to the log only)."""
 
     @app.exception_handler(QwenServerError)
     async def _domain_error(request: Request, exc: QwenServerError) -> JSONResponse:
@@ -214,6 +248,10 @@ def create_app(
         logger.error("unexpected error in request %s", escape_log(rid), exc_info=exc)
         return JSONResponse({"detail": f"internal server error (request id {rid})"}, 500)
 
+
+def _install_openapi(app: FastAPI) -> None:
+    """The OpenAPI schema with bearer security and what the middleware answers documented."""
+
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
@@ -229,6 +267,8 @@ def create_app(
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
 
+
+def _install_middleware(app: FastAPI, settings: Settings, verifier: ApiKeyVerifier) -> None:
     public = set(PUBLIC_PATHS)
     if settings.server.public_docs:
         public |= DOCS_PATHS
@@ -246,7 +286,6 @@ def create_app(
         run=app.state.run,
         observe=app.state.metrics.observe_request,
     )
-    return app
 
 
 def _document_front(schema: dict[str, Any], *, public: set[str]) -> None:
