@@ -199,6 +199,8 @@ def run_one_at_a_time(engine: Any, shots: list[Any]) -> dict[str, Any]:
 
 
 async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
+    # Over 60 lines on purpose: one linear benchmark (load, warm up, each measured phase, the
+    # figures side by side); its phases share the loaded engine and read best top to bottom.
     import torch
 
     from qwen_server.config import Settings
