@@ -39,6 +39,14 @@ def cli(*args: str, token: str | None = TOKEN, timeout: float = 300) -> subproce
     )
 
 
+def _as_in_a_terminal() -> None:
+    # A command started from a background job (`bash .ci/run &`, nohup) inherits SIGINT
+    # *ignored*, and Python then installs no KeyboardInterrupt handler, so a test's SIGINT would
+    # be lost. In a terminal, where a user presses Ctrl-C, SIGINT is never ignored: give the
+    # client that disposition, as the process it stands for would have it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(*args: str) -> subprocess.Popen:
     env = dict(os.environ, QWEN_SERVER_TOKEN=TOKEN)
     return subprocess.Popen(
@@ -48,6 +56,7 @@ def start_cli(*args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_in_a_terminal,
     )
 
 
