@@ -5,9 +5,10 @@ The shapes are documented in the README; sessions are in ``sessions``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -28,23 +29,57 @@ from .constants import (
     MAX_TIME_S,
 )
 from .sessions import SessionId
+from .vocabulary import (
+    ATTRIBUTE_NAME_PATTERN,
+    ATTRIBUTE_NAME_RE,
+    ATTRIBUTE_NAME_RULE,
+    MAX_ATTRIBUTES,
+)
 
 # Inline chat results are caller input: strict like the analysis contract (``true`` is not 1.0,
 # ``"0.5"`` not 0.5), while a JSON integer score (0 or 1) stays valid.
 Score = Annotated[float, Strict(), Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
+def _attribute_name(name: str) -> str:
+    if not ATTRIBUTE_NAME_RE.fullmatch(name):
+        raise ValueError(f"invalid attribute name {name[:60]!r} ({ATTRIBUTE_NAME_RULE})")
+    return name
+
+
+ChatAttributeName = Annotated[str, Strict(), AfterValidator(_attribute_name)]
+
+
 class ChatAttributes(BaseModel):
-    """The six scores of a shot. Missing scores are allowed for partial local results."""
+    """A shot's scores: any attribute names (``ATTRIBUTE_NAME_RULE``), at most MAX_ATTRIBUTES,
+    each a number in [0, 1] or null (not scored, as partial local results have).
 
-    model_config = ConfigDict(extra="ignore")
+    The vocabulary is the caller's (issue 10): the v1 six, the 38 of a trailer pipeline, or a
+    mix across the film's shots. Every key is validated, so a bad name or score is a 422 whose
+    ``loc`` ends with that attribute (``results.0.attributes.humor``). The scores are read as
+    attributes too (``attrs.suspense``), like the six-field model this replaces.
+    """
 
-    suspense: Score | None = Field(None, description="0..1")
-    darkness: Score | None = Field(None, description="0..1")
-    ambiguity: Score | None = Field(None, description="0..1")
-    emotional_tension: Score | None = Field(None, description="0..1")
-    intensity: Score | None = Field(None, description="0..1")
-    motion: Score | None = Field(None, description="0..1")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "propertyNames": {"pattern": ATTRIBUTE_NAME_PATTERN},
+            "maxProperties": MAX_ATTRIBUTES,
+        },
+    )
+    # The type of every key and value (pydantic validates extras against it).
+    __pydantic_extra__: dict[ChatAttributeName, Score | None] = Field(init=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        if isinstance(data, dict) and len(data) > MAX_ATTRIBUTES:
+            raise ValueError(f"{len(data)} attributes in one shot (at most {MAX_ATTRIBUTES})")
+        return data
+
+    def scores(self) -> dict[str, float | None]:
+        """The scores as a plain dict, in the order sent."""
+        return dict(self.__pydantic_extra__ or {})
 
 
 class ChatShot(BaseModel):
@@ -58,7 +93,12 @@ class ChatShot(BaseModel):
 
     shot_id: ShotId = Field(..., description="Shot number, unique in the film")
     caption: str = Field("", max_length=MAX_CAPTION_CHARS, description="What is on screen")
-    attributes: ChatAttributes = Field(default_factory=ChatAttributes, description="The six scores")
+    attributes: ChatAttributes = Field(
+        default_factory=ChatAttributes,
+        description=(
+            f"Attribute name -> score in [0, 1] (or null), any names, at most {MAX_ATTRIBUTES}"
+        ),
+    )
     audio_class: str | None = Field(None, max_length=64, description="silence, speech, music, ...")
     start_time: Seconds | None = Field(
         None,
