@@ -48,6 +48,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--api-key-file", help="file with one API key per line (server.api_key_file)")
     p.add_argument("--store", help="SQLite file for film sessions (store.path)")
     p.add_argument(
+        "--attributes-file",
+        help="YAML attribute vocabulary every shot is scored on (analysis.attributes_file)",
+    )
+    p.add_argument(
         "--insecure-no-auth",
         action="store_true",
         default=None,
@@ -76,6 +80,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("server", "insecure_no_auth", args.insecure_no_auth)
     put("server", "log_level", args.log_level)
     put("store", "path", args.store)
+    put("analysis", "attributes_file", args.attributes_file)
     if args.model is not None:
         # A directory on disk (or anything spelled like a path) is a local checkpoint; anything
         # else is a hub id, which also clears a model.path set in config.yaml.

@@ -12,7 +12,16 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +29,12 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from .contract.vocabulary import (
+    DEFAULT_VOCABULARY,
+    Vocabulary,
+    VocabularyError,
+    load_vocabulary_file,
+)
 from .errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "config.yaml"
@@ -116,6 +131,41 @@ class FusionSettings(_Section):
         return self
 
 
+class AnalysisSettings(_Section):
+    """What every shot is scored on: the attribute vocabulary."""
+
+    # A YAML vocabulary file (format: contract/vocabulary.py, README "Attributes"); None: the
+    # six v1 attributes with their v1 fusion. Read and checked when the settings are built, so a
+    # bad file stops start-up (and --check-config) naming the file, the attribute and the problem.
+    attributes_file: Path | None = None
+    _vocabulary: Vocabulary = PrivateAttr(default=DEFAULT_VOCABULARY)
+    _ignored_keys: list[str] = PrivateAttr(default_factory=list)
+
+    @field_validator("attributes_file")
+    @classmethod
+    def _file_loads(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                load_vocabulary_file(value)
+            except VocabularyError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        if self.attributes_file is not None:
+            self._vocabulary, self._ignored_keys = load_vocabulary_file(self.attributes_file)
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The server's vocabulary: the file's attributes, else ``DEFAULT_VOCABULARY``."""
+        return self._vocabulary
+
+    @property
+    def ignored_keys(self) -> list[str]:
+        """Top-level keys of the attributes file other than ``attributes`` (ignored)."""
+        return list(self._ignored_keys)
+
+
 class StoreSettings(_Section):
     """Where film sessions are kept, and how much disk they may take."""
 
@@ -155,6 +205,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     batching: BatchingSettings = BatchingSettings()
     fusion: FusionSettings = FusionSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
     store: StoreSettings = StoreSettings()
     chat: ChatSettings = ChatSettings()
 
@@ -241,7 +292,7 @@ def _format_validation_error(exc: ValidationError) -> str:
             continue
         key = ".".join(str(p) for p in err["loc"])
         env = "QWEN_" + key.upper().replace(".", "__")
-        lines.append(f"{key} (env {env}): {err['msg']}")
+        lines.append(f"{key} (env {env}): {str(err['msg']).removeprefix('Value error, ')}")
     return "invalid settings: " + "; ".join(lines)
 
 

@@ -1,21 +1,25 @@
 """Fusion: the model's scores blended with measured visual signals and audio cues.
 
 The model sees five still frames; it cannot hear and it guesses motion between stills. Fusion
-blends its scores with what was measured, attribute by attribute:
+blends its score of each attribute with the measured evidence of the attribute's *evidence
+channel* (``contract.vocabulary.EVIDENCE_CHANNELS``; the six v1 attributes each use the channel
+of their own name, an attribute without a channel is the model's score alone):
 
-    fused[a] = (1 - wv[a] - wa[a]) * model[a] + wv[a] * visual[a] + wa[a] * audio[a]
+    fused[a] = (1 - wv - wa) * model[a] + wv * visual[c] + wa * audio[c]      (c = channel of a)
 
-where ``visual[a]``/``audio[a]`` are evidence values in [0, 1] and the weights are
+with the weights of channel ``c``:
 
-- ``darkness`` and ``motion``: ``wv = fusion.measured_weight`` (direct measurements of exactly
-  that quantity), no audio term;
+- ``darkness``, ``motion``, ``brightness``, ``colorfulness``, ``stillness``:
+  ``wv = fusion.measured_weight`` (direct measurements of exactly that quantity), no audio term;
 - ``intensity``, ``suspense``, ``ambiguity``: ``wv = fusion.temporal_weight``;
-- ``intensity``, ``suspense``, ``emotional_tension``: ``wa = fusion.audio_weight`` when
-  ``fusion.enable_audio_fusion`` is on and the shot has audio features, else 0.
+- ``intensity``, ``suspense``, ``emotional_tension``, ``loudness``: ``wa = fusion.audio_weight``
+  when ``fusion.enable_audio_fusion`` is on and the shot has audio features, else 0.
 
-If the two weights of an attribute add up to more than 1 they are scaled down to sum to 1.
-Evidence values (all in [0, 1]):
+If the two weights add up to more than 1 they are scaled down to sum to 1. Evidence values (all
+in [0, 1]):
 
+- visual darkness / motion / brightness (= luminance) / colorfulness (= saturation): measured
+- visual stillness = 1 - motion
 - visual intensity = 0.6 * motion + 0.4 * contrast
 - visual suspense = 0.6 * darkness + 0.4 * (1 - motion)     (dark and still builds suspense)
 - visual ambiguity = 0.5 * darkness + 0.5 * (1 - contrast)  (hard to read what is shown)
@@ -23,20 +27,35 @@ Evidence values (all in [0, 1]):
 - audio suspense = a bump peaking for quiet-but-present sound: 1 - |loudness - 0.35| / 0.65,
   lowered by brightness; silence gives 0.3
 - audio emotional_tension = 0.5 * loudness + 0.5 * (1 if music/loud_action, 0.6 speech, 0.3 else)
+- audio loudness = loudness
+
+Each result says what went into each score (``ShotResult.evidence``): ``["visual:suspense",
+"audio:suspense"]``, or ``[]`` for the model alone.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..config import FusionSettings
 from ..contract.analysis import AudioCues, MeasuredSignals
-from ..contract.constants import ATTRIBUTES
+from ..contract.vocabulary import DEFAULT_VOCABULARY, EVIDENCE_CHANNELS, Vocabulary
 from .audio_cues import clip
+
+# Which weight each channel's visual evidence gets: direct measurements or temporal cues.
+_MEASURED = frozenset({"darkness", "motion", "brightness", "colorfulness", "stillness"})
+_TEMPORAL = frozenset({"intensity", "suspense", "ambiguity"})
+_AUDIO = frozenset({"intensity", "suspense", "emotional_tension", "loudness"})
+assert set(EVIDENCE_CHANNELS) == (_MEASURED | _TEMPORAL | _AUDIO), "a rule for every channel"
 
 
 def _visual_evidence(m: MeasuredSignals) -> dict[str, float]:
     return {
         "darkness": m.darkness,
         "motion": m.motion,
+        "brightness": m.luminance,
+        "colorfulness": m.saturation,
+        "stillness": 1.0 - m.motion,
         "intensity": 0.6 * m.motion + 0.4 * m.contrast,
         "suspense": 0.6 * m.darkness + 0.4 * (1.0 - m.motion),
         "ambiguity": 0.5 * m.darkness + 0.5 * (1.0 - m.contrast),
@@ -53,7 +72,16 @@ def _audio_evidence(a: AudioCues) -> dict[str, float]:
         "intensity": 0.7 * a.loudness + 0.3 * a.noisiness,
         "suspense": suspense,
         "emotional_tension": 0.5 * a.loudness + 0.5 * emphasis,
+        "loudness": a.loudness,
     }
+
+
+@dataclass(frozen=True)
+class Fused:
+    """Fused scores (the requested attributes in order) and what went into each."""
+
+    scores: dict[str, float]
+    evidence: dict[str, list[str]]
 
 
 def fuse(
@@ -61,24 +89,34 @@ def fuse(
     measured: MeasuredSignals,
     audio: AudioCues | None,
     weights: FusionSettings,
-) -> dict[str, float]:
+    vocabulary: Vocabulary = DEFAULT_VOCABULARY,
+) -> Fused:
     """Blend the model's scores with visual and audio evidence (formula in the module doc)."""
     visual = _visual_evidence(measured)
     heard = _audio_evidence(audio) if (audio is not None and weights.enable_audio_fusion) else {}
-    fused: dict[str, float] = {}
-    for name in ATTRIBUTES:
-        model = clip(float(model_scores.get(name, 0.5)))
-        wv = 0.0
-        if name in visual:
-            wv = (
-                weights.measured_weight
-                if name in ("darkness", "motion")
-                else weights.temporal_weight
-            )
-        wa = weights.audio_weight if name in heard else 0.0
+    scores: dict[str, float] = {}
+    evidence: dict[str, list[str]] = {}
+    for spec in vocabulary.attributes:
+        model = clip(float(model_scores.get(spec.name, 0.5)))
+        channel = spec.evidence
+        wv = wa = 0.0
+        used: list[str] = []
+        if channel in _MEASURED:
+            wv = weights.measured_weight
+        elif channel in _TEMPORAL:
+            wv = weights.temporal_weight
+        if channel in heard:
+            wa = weights.audio_weight
         if wv + wa > 1.0:
             scale = 1.0 / (wv + wa)
             wv, wa = wv * scale, wa * scale
-        value = (1.0 - wv - wa) * model + wv * visual.get(name, 0.0) + wa * heard.get(name, 0.0)
-        fused[name] = round(clip(value), 4)
-    return fused
+        value = (1.0 - wv - wa) * model
+        if wv > 0 and channel is not None:
+            value += wv * visual[channel]
+            used.append(f"visual:{channel}")
+        if wa > 0 and channel is not None:
+            value += wa * heard[channel]
+            used.append(f"audio:{channel}")
+        scores[spec.name] = round(clip(value), 4)
+        evidence[spec.name] = used
+    return Fused(scores, evidence)

@@ -1,9 +1,10 @@
 """One analysis request from validated shots to fused results.
 
-Steps: check configured limits → admission (the engine holds queue room, or refuses with 503 +
-Retry-After, before any frame is decoded) → decode frames and measure signals (thread pool) →
-audio cues → batched model generation (engine queue) → fusion. Kept apart from the routes so
-`/analyze` and `/analyze_batch` share one path.
+Steps: check configured limits and resolve each shot's attribute vocabulary (its own
+``attributes``, else the request's, else the server's) → admission (the engine holds queue
+room, or refuses with 503 + Retry-After, before any frame is decoded) → decode frames and
+measure signals (thread pool) → audio cues → batched model generation (engine queue) → fusion.
+Kept apart from the routes so `/analyze` and `/analyze_batch` share one path.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from PIL import Image
 
 from ..config import Settings
 from ..contract.analysis import (
-    Attributes,
+    AttributeDefinition,
     GenerationCounts,
     MeasuredSignals,
     ShotIn,
     ShotResult,
     Timings,
 )
+from ..contract.vocabulary import Vocabulary, VocabularyError, resolve_requested
 from ..engine.protocol import EngineClient
 from ..engine.types import ShotInput
 from ..errors import InvalidInput
@@ -56,6 +58,36 @@ def check_limits(shots: list[ShotIn], settings: Settings) -> None:
             )
 
 
+Requested = list[str | AttributeDefinition]
+
+
+def _resolve(requested: Requested, known: Vocabulary, where: str) -> Vocabulary:
+    items = [a if isinstance(a, str) else a.as_request_item() for a in requested]
+    try:
+        return resolve_requested(items, known)
+    except VocabularyError as exc:
+        raise InvalidInput(f"{where}{exc}") from None
+
+
+def shot_vocabularies(
+    shots: list[ShotIn], requested: Requested | None, known: Vocabulary
+) -> list[Vocabulary]:
+    """Each shot's vocabulary: its own ``attributes``, else the request's, else ``known`` (the
+    server's). Raises InvalidInput naming the shot and the attribute at fault."""
+    default = _resolve(requested, known, "") if requested is not None else known
+    out: list[Vocabulary] = []
+    seen: dict[str, Vocabulary] = {}  # identical per-shot lists are resolved once
+    for shot in shots:
+        if shot.attributes is None:
+            out.append(default)
+            continue
+        key = repr(shot.attributes)
+        if key not in seen:
+            seen[key] = _resolve(shot.attributes, known, f"shot {shot.shot_id}: ")
+        out.append(seen[key])
+    return out
+
+
 def _prepare(shot: ShotIn, max_pixels: int, keep_pixels: int) -> _Prepared:
     t0 = time.perf_counter()
     frames = [
@@ -72,10 +104,18 @@ def _prepare(shot: ShotIn, max_pixels: int, keep_pixels: int) -> _Prepared:
 
 
 async def analyze_shots(
-    shots: list[ShotIn], *, settings: Settings, engine: EngineClient, pool: Executor
+    shots: list[ShotIn],
+    *,
+    settings: Settings,
+    engine: EngineClient,
+    pool: Executor,
+    attributes: Requested | None = None,
 ) -> list[ShotResult]:
-    """Analyse shots and return results in the same order (raises domain errors)."""
+    """Analyse shots and return results in the same order (raises domain errors).
+
+    ``attributes`` is the request's attribute list (``AnalyzeBatchRequest.attributes``)."""
     check_limits(shots, settings)
+    vocabularies = shot_vocabularies(shots, attributes, settings.analysis.vocabulary)
     loop = asyncio.get_running_loop()
     max_pixels = settings.server.max_image_pixels
     # Frames are kept no larger than the image processor would make them anyway.
@@ -94,20 +134,24 @@ async def analyze_shots(
                 frames=prep.frames,
                 duration=shot.duration,
                 audio_summary=cue.summary if cue is not None else None,
+                vocabulary=vocab,
             )
-            for shot, prep, cue in zip(shots, prepared, cues, strict=True)
+            for shot, prep, cue, vocab in zip(shots, prepared, cues, vocabularies, strict=True)
         ]
         outputs = await engine.analyze(inputs, admission)
     results = []
-    for shot, prep, cue, out in zip(shots, prepared, cues, outputs, strict=True):
-        fused = fuse(out.scores, prep.measured, cue, settings.fusion)
+    for shot, prep, cue, out, vocab in zip(
+        shots, prepared, cues, outputs, vocabularies, strict=True
+    ):
+        fused = fuse(out.scores, prep.measured, cue, settings.fusion, vocab)
         results.append(
             ShotResult(
                 shot_id=shot.shot_id,
                 caption=out.caption,
-                attributes=Attributes(**fused),
+                attributes=fused.scores,
                 audio_class=cue.audio_class if cue is not None else "unknown",
-                model_attributes=Attributes(**out.scores),
+                model_attributes={name: out.scores[name] for name in vocab.names},
+                evidence=fused.evidence,
                 measured=prep.measured,
                 audio=cue,
                 start_time=shot.start_time,

@@ -14,6 +14,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from .constants import MAX_SHOT_ID, MAX_TIME_S
+from .vocabulary import (
+    ATTRIBUTE_NAME_PATTERN,
+    ATTRIBUTE_NAME_RULE,
+    EVIDENCE_CHANNELS,
+    MAX_ATTRIBUTES,
+    MAX_DESCRIPTION_CHARS,
+)
 
 # Input numbers are strict: JSON numbers only. ``true`` or ``"7"`` are refused (lax pydantic would
 # read them as 1 and 7), while a JSON integer stays a valid float (``"tempo": 120``). JSON can
@@ -69,6 +76,50 @@ class AudioFeatures(BaseModel):
     )
 
 
+AttributeName = Annotated[
+    str, Field(pattern=ATTRIBUTE_NAME_PATTERN, description=f"Attribute name: {ATTRIBUTE_NAME_RULE}")
+]
+
+
+class AttributeDefinition(BaseModel):
+    """An attribute defined by the caller (or a known one with the caller's description)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: AttributeName
+    description: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_DESCRIPTION_CHARS,
+        description="One line the model reads; required unless the server knows the name",
+    )
+    evidence: str | None = Field(
+        None,
+        description=(
+            "Measured signal to fuse with: one of " + ", ".join(EVIDENCE_CHANNELS) + "; null or "
+            "absent for the model alone (absent keeps a known attribute's evidence)"
+        ),
+    )
+
+    def as_request_item(self) -> dict[str, Any]:
+        """The mapping ``resolve_requested`` reads (``evidence`` only when it was sent)."""
+        return self.model_dump(exclude_unset=True)
+
+
+RequestedAttributes = Annotated[
+    list[AttributeName | AttributeDefinition],
+    Field(
+        min_length=1,
+        max_length=MAX_ATTRIBUTES,
+        description=(
+            "Attributes to score, in output order: names from the server's vocabulary (GET "
+            "/vocabulary) and/or {name, description, evidence?} definitions; absent = the "
+            f"server's whole vocabulary. At most {MAX_ATTRIBUTES}, unique"
+        ),
+    ),
+]
+
+
 class ShotIn(BaseModel):
     """One shot: its sampled frames in time order plus optional audio features and timing."""
 
@@ -91,6 +142,13 @@ class ShotIn(BaseModel):
     )
     duration: Seconds | None = Field(
         None, description="Seconds (0..604800); derived from start/end when absent"
+    )
+    attributes: RequestedAttributes | None = Field(
+        None,
+        description=(
+            "This shot's attributes (overrides the request's); absent = the request's, else the "
+            "server's vocabulary"
+        ),
     )
 
     @model_validator(mode="after")
@@ -119,6 +177,10 @@ class AnalyzeBatchRequest(BaseModel):
     shots: list[ShotIn] = Field(
         ..., min_length=1, description="Shots to analyse (at most server.max_shots_per_request)"
     )
+    attributes: RequestedAttributes | None = Field(
+        None,
+        description="Attributes for every shot without its own; absent = the server's vocabulary",
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> AnalyzeBatchRequest:
@@ -128,15 +190,10 @@ class AnalyzeBatchRequest(BaseModel):
         return self
 
 
-class Attributes(BaseModel):
-    """The six scores, each in [0, 1]."""
-
-    suspense: Score = Field(..., description="Sense that something is about to happen")
-    darkness: Score = Field(..., description="How dark the image and mood are")
-    ambiguity: Score = Field(..., description="How unclear what is shown or meant is")
-    emotional_tension: Score = Field(..., description="Emotional charge between characters/mood")
-    intensity: Score = Field(..., description="Energy: action, loudness, visual activity")
-    motion: Score = Field(..., description="Camera or subject movement within the shot")
+AttributeScores = Annotated[
+    dict[str, Score],
+    Field(description="Attribute name -> score in [0, 1], in the requested order"),
+]
 
 
 class MeasuredSignals(BaseModel):
@@ -183,11 +240,25 @@ class ShotResult(BaseModel):
 
     shot_id: int = Field(..., description="The shot_id sent by the caller")
     caption: str = Field(..., description="One or two sentences describing the shot")
-    attributes: Attributes = Field(..., description="Fused scores: what callers should use")
+    attributes: AttributeScores = Field(
+        ...,
+        description=(
+            "Fused scores, exactly the requested attributes in their order: what callers use"
+        ),
+    )
     audio_class: str = Field(
         ..., description="silence | speech | music | ambience | loud_action | unknown"
     )
-    model_attributes: Attributes = Field(..., description="The model's raw scores before fusion")
+    model_attributes: AttributeScores = Field(
+        ..., description="The model's raw scores before fusion, same keys as attributes"
+    )
+    evidence: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "Per attribute, the measured evidence fused into its score for this shot "
+            "('visual:<channel>', 'audio:<channel>'); an empty list = scored by the model alone"
+        ),
+    )
     measured: MeasuredSignals = Field(..., description="Signals measured from the frames")
     audio: AudioCues | None = Field(None, description="Audio cues; absent without audio features")
     start_time: float | None = Field(None, description="Echo of the shot's start_time")
@@ -252,3 +323,24 @@ class HealthResponse(BaseModel):
             "returns results (with stored: false), so a load balancer must keep routing here"
         ),
     )
+
+
+class VocabularyEntry(BaseModel):
+    """One attribute of the server's vocabulary."""
+
+    name: str = Field(..., description="Attribute name, the key in every result's attributes")
+    description: str = Field(..., description="What the model is told the attribute means")
+    evidence: str | None = Field(
+        None, description="Evidence channel fused with the model's score; null = model alone"
+    )
+
+
+class VocabularyResponse(BaseModel):
+    """``GET /vocabulary``: what shots are scored on when a request names no attributes."""
+
+    attributes: list[VocabularyEntry] = Field(..., description="In output order")
+    evidence_channels: dict[str, str] = Field(
+        ..., description="Channel name -> what it measures (usable as an attribute's evidence)"
+    )
+    max_attributes: int = Field(..., description="Most attributes one shot may ask for")
+    source: str = Field(..., description="'default' (the six v1 attributes) or 'file'")

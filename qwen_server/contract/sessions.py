@@ -42,8 +42,19 @@ class SessionDetail(SessionSummary):
     """A session with its shot results in time order (``start_time``, then ``shot_id``).
 
     Shots are returned exactly as stored (``ShotResult`` objects as ``/analyze_batch`` returned
-    them), so results written by an older server version still read back.
+    them), so results written by an older server version still read back. Each shot keeps the
+    attributes of its own latest analysis: re-analysing a shot with another vocabulary replaces
+    its whole result (nothing is merged), so the shots of one session may carry different sets;
+    ``attributes`` lists their union.
     """
+
+    attributes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Every attribute name some shot of the session carries, in order of first "
+            "appearance (shots in time order, each shot's own order)"
+        ),
+    )
 
     shots: list[dict[str, Any]] = Field(
         ..., description="ShotResult objects as /analyze_batch returned them, in time order"

@@ -6,6 +6,7 @@ A batch that runs out of memory is retried in halves; errors that leave the GPU 
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 
 from .checkpoint import input_device
 from .faults import is_fatal, is_oom
-from .grammar import GrammarLogitsProcessor
+from .grammar_processor import GrammarLogitsProcessor
 from .types import PreparedShot, RawResult
 
 logger = logging.getLogger("qwen_server.engine")
@@ -30,11 +31,9 @@ class BatchGenerator:
         model: Any,
         *,
         tokenizer: Any,
-        grammar: Any | None,
         pad_token_id: int,
         stop_token_ids: list[int],
-        max_new_tokens: int,
-        min_new_tokens: int | None,
+        exact_length: bool,
         temperature: float,
         image_token_id: int,
         video_token_id: int,
@@ -44,7 +43,8 @@ class BatchGenerator:
         self.model = model
         self.device = input_device(model)
         self.tokenizer = tokenizer
-        self.grammar = grammar
+        # Benchmarks: every answer exactly its token budget (min_new_tokens = max_new_tokens).
+        self.exact_length = exact_length
         self.pad_token_id = pad_token_id
         self.stop_token_ids = list(stop_token_ids)
         self.image_token_id = image_token_id
@@ -59,9 +59,9 @@ class BatchGenerator:
         model.generation_config = GenerationConfig(
             eos_token_id=self.stop_token_ids, pad_token_id=pad_token_id
         )
+        # The template of every call; max/min_new_tokens are set per batch from its shots.
         self.generation_config = GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
+            max_new_tokens=16,
             eos_token_id=self.stop_token_ids,
             pad_token_id=pad_token_id,
             repetition_penalty=1.0,
@@ -120,11 +120,18 @@ class BatchGenerator:
         inputs = self.collate(shots)
         prompt_length = inputs["input_ids"].shape[1]
         processors = LogitsProcessorList()
-        if self.grammar is not None:
-            processors.append(GrammarLogitsProcessor(self.grammar))
+        grammars = [s.grammar for s in shots]
+        if all(g is not None for g in grammars):
+            # One grammar per row: a batch may mix vocabularies (each shot its own answer).
+            processors.append(GrammarLogitsProcessor(grammars))
+        elif any(g is not None for g in grammars):
+            raise ValueError("a batch mixes constrained and unconstrained shots")
+        config = copy.copy(self.generation_config)
+        config.max_new_tokens = max(1, max(s.max_new_tokens for s in shots))
+        config.min_new_tokens = config.max_new_tokens if self.exact_length else None
         with torch.inference_mode():
             out = self.model.generate(
-                **inputs, generation_config=self.generation_config, logits_processor=processors
+                **inputs, generation_config=config, logits_processor=processors
             )
         new = out[:, prompt_length:].tolist()
         results = []
@@ -165,6 +172,3 @@ class BatchGenerator:
     def _free_memory(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-# --- the engine ------------------------------------------------------------------------------

@@ -1,96 +1,92 @@
-"""Output grammar: the JSON the model must write, as a JSON schema and as xgrammar EBNF.
+"""The answer format, its xgrammar grammar per attribute vocabulary, and the grammar cache.
 
-The model answers one JSON object per shot::
+The model answers each shot in two lines::
 
-    {"caption": "<one sentence>", "suspense": 78, "darkness": 65, ...}
+    caption: A man walks down a dark corridor toward the camera.
+    suspense=78 darkness=85 ambiguity=60 emotional_tension=55 intensity=40 motion=20
 
-* The caption is plain printable ASCII without ``"`` or ``\\`` (so no escapes), starts with a
-  visible character and is at most ``caption_max_chars`` long.
+Why this and not JSON: with ``generate`` every token, forced or not, is one decode step of the
+whole batch. In JSON each score costs the separator, the quoted key, the colon and a space around
+one or two free digit tokens (``, "darkness": 85`` is ~8 tokens, 2 of them free); here it is the
+key (the leading space merges into the word token), ``=`` and the digits (`` darkness=85`` is
+~4 tokens, 2 free). Each value still sits right after its name, which is what the model attends
+to when it writes the value (a bare list of numbers would be cheaper still, but the model would
+have to count its way through 38 positions). Measured sizes: ``scripts/bench_server.py
+--vocabulary`` and the README.
+
+* The caption is printable ASCII on one line, starts with a visible character and is at most
+  ``caption_max_chars`` long.
 * Each score is an integer 0..100 (no leading zeros), scaled to [0, 1] by the parser. Integers are
-  cheaper to generate than decimals (at most 3 tokens) and cannot run on forever.
+  cheaper than decimals (at most 3 tokens) and cannot run on forever.
 
-Because every allowed character is one ASCII byte, every token the grammar admits adds at least
-one character, so the whole answer is at most ``len(longest possible JSON) + 1`` (the stop
-token) tokens: ``worst_case_new_tokens`` gives that bound and the engine never generates fewer
-tokens than it, so a constrained answer always terminates as valid JSON. The parser
-(``output_parsing``) still accepts garbage (unconstrained generation, truncated text) and falls
-back to neutral values.
+Every allowed character is one ASCII byte, so every token the grammar admits adds at least one
+character and an answer is at most ``len(longest answer) + 1`` (the stop token) tokens:
+``worst_case_new_tokens`` gives that bound and the engine never generates fewer tokens than it,
+so a constrained answer always terminates complete. The parser (``output_parsing``) still accepts
+garbage (unconstrained generation, truncated text, JSON) and falls back to neutral values.
 
-``output_schema`` is that contract as a JSON schema; ``output_ebnf`` is the same language in the
-exact layout generated, which is what xgrammar compiles (see there why). The grammar is compiled
-once per tokenizer at load (``compile_output_grammar``); each ``generate`` call gets a fresh
-``GrammarLogitsProcessor`` (xgrammar's processors are single-use).
+The grammar depends on the attribute names (and their order) only, so it is compiled once per
+distinct name list and kept in a bounded LRU (``GrammarCache``); descriptions only change the
+prompt.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
-import torch
 import xgrammar as xgr
-from xgrammar.contrib.hf import LogitsProcessor as XgrLogitsProcessor
 
-from ..contract.constants import ATTRIBUTES
 from .output_parsing import SCORE_MAX
 
 logger = logging.getLogger("qwen_server.structured")
 
+CAPTION_PREFIX = "caption: "
+LINE_BREAK = "\n"
+PAIR_SEPARATOR = " "
+KEY_VALUE = "="
 
-# Printable ASCII except '"' (0x22) and '\' (0x5C): no escapes, one byte per character.
-_CAPTION_FIRST = r"[!#-\[\]-~]"
-_CAPTION_CHAR = r"[ -!#-\[\]-~]"
-
-# Separators of the generated JSON: xgrammar's defaults with any_whitespace=False.
-_SEPARATORS = (", ", ": ")
-
-
-def output_schema(caption_max_chars: int) -> dict[str, Any]:
-    """The JSON schema of one answer: a bounded caption then the six integer scores."""
-    if caption_max_chars < 1:
-        raise ValueError("caption_max_chars must be at least 1")
-    properties: dict[str, Any] = {
-        "caption": {
-            "type": "string",
-            "pattern": f"^{_CAPTION_FIRST}{_CAPTION_CHAR}{{0,{caption_max_chars - 1}}}$",
-        }
-    }
-    for name in ATTRIBUTES:
-        properties[name] = {"type": "integer", "minimum": 0, "maximum": SCORE_MAX}
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": ["caption", *ATTRIBUTES],
-        "additionalProperties": False,
-    }
+# Printable ASCII: one byte per character, no line breaks (the caption is one line).
+_CAPTION_FIRST = r"[!-~]"
+_CAPTION_CHAR = r"[ -~]"
 
 
-def worst_case_new_tokens(caption_max_chars: int) -> int:
+def render_answer(caption: str, scores: dict[str, int]) -> str:
+    """An answer in the exact layout the grammar admits (tests, benchmarks, the bound)."""
+    pairs = PAIR_SEPARATOR.join(f"{name}{KEY_VALUE}{value}" for name, value in scores.items())
+    return f"{CAPTION_PREFIX}{caption}{LINE_BREAK}{pairs}"
+
+
+def worst_case_new_tokens(caption_max_chars: int, names: Sequence[str]) -> int:
     """Most tokens a grammar-conforming answer can take: its longest text plus the stop token.
 
     Every admitted token carries at least one ASCII character, so characters bound tokens.
     """
-    longest = {"caption": "x" * caption_max_chars, **{a: SCORE_MAX for a in ATTRIBUTES}}
-    return len(json.dumps(longest, separators=_SEPARATORS)) + 1
+    longest = render_answer("x" * caption_max_chars, dict.fromkeys(names, SCORE_MAX))
+    return len(longest) + 1
 
 
-def output_ebnf(caption_max_chars: int) -> str:
-    """The grammar of ``output_schema`` in xgrammar's EBNF, in the exact JSON layout generated.
+def _literal(text: str) -> str:
+    """``text`` as an EBNF string literal (JSON string escapes are what xgrammar reads)."""
+    import json
 
-    Written out rather than compiled from the schema: xgrammar 0.2.8 fails to compile a JSON
-    schema ``pattern`` with a bounded repetition above ~128, and the caption needs 200+.
-    """
+    return json.dumps(text)
+
+
+def output_ebnf(caption_max_chars: int, names: Sequence[str]) -> str:
+    """The answer grammar for ``names`` in xgrammar's EBNF, in the exact layout generated."""
     if caption_max_chars < 1:
         raise ValueError("caption_max_chars must be at least 1")
-    comma, colon = _SEPARATORS
-    parts = ['"{" ' + json.dumps(json.dumps("caption") + colon + '"') + " caption"]
-    first = True
-    for name in ATTRIBUTES:
-        literal = ('"' if first else "") + comma + json.dumps(name) + colon
-        parts.append(json.dumps(literal) + " score")
-        first = False
-    parts.append('"}"')
+    if not names:
+        raise ValueError("an answer needs at least one attribute")
+    parts = [_literal(CAPTION_PREFIX), "caption"]
+    for i, name in enumerate(names):
+        lead = LINE_BREAK if i == 0 else PAIR_SEPARATOR
+        parts += [_literal(f"{lead}{name}{KEY_VALUE}"), "score"]
     return (
         f"root ::= {' '.join(parts)}\n"
         f"caption ::= {_CAPTION_FIRST} {_CAPTION_CHAR}{{0,{caption_max_chars - 1}}}\n"
@@ -98,132 +94,70 @@ def output_ebnf(caption_max_chars: int) -> str:
     )
 
 
-def compile_output_grammar(
-    tokenizer: Any, *, vocab_size: int, stop_token_ids: list[int], caption_max_chars: int
-) -> xgr.CompiledGrammar:
-    """Compile the answer grammar for ``tokenizer`` (once, at load).
+def tokenizer_info(tokenizer: Any, *, vocab_size: int, stop_token_ids: list[int]) -> Any:
+    """xgrammar's view of ``tokenizer``; built once per checkpoint.
 
     ``vocab_size`` is the model's logits width (often larger than the tokenizer: padded rows are
     masked out); ``stop_token_ids`` must be the ids ``generate`` stops on, so the grammar can
     only end where generation ends.
     """
-    info = xgr.TokenizerInfo.from_huggingface(
+    return xgr.TokenizerInfo.from_huggingface(
         tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_token_ids)
     )
-    compiler = xgr.GrammarCompiler(info)
-    return compiler.compile_grammar(output_ebnf(caption_max_chars))
 
 
-class GrammarLogitsProcessor(XgrLogitsProcessor):
-    """xgrammar's transformers processor with fewer host-device round trips; single use.
+class GrammarCache:
+    """Compiled answer grammars, one per distinct attribute-name list, least recently used out.
 
-    Differences from the parent, all about speed or robustness, not semantics:
-
-    * the last sampled token of every row is read with ONE ``tolist()`` per step (the parent
-      calls ``.item()`` per row, a device sync each);
-    * masks of large batches are filled by xgrammar's multi-threaded ``BatchGrammarMatcher``;
-    * the bitmask is copied to the logits' device without blocking the host;
-    * a row whose token the grammar rejects (only possible with NaN logits or a foreign logits
-      processor) is not an assertion error that kills the whole batch: it is forced to stop and
-      its text goes to the defensive parser.
+    Thread-safe: preparation threads call ``get`` concurrently. A name list is compiled once even
+    when several threads ask for it at the same time (they wait for the first). Compile times
+    are kept for ``stats`` (benchmarks, /metrics-free debugging).
     """
 
-    _BATCH_FILL_MIN = 8  # below this the thread hand-off costs more than it saves
+    def __init__(self, info: Any, *, caption_max_chars: int, max_entries: int = 64) -> None:
+        self._compiler = xgr.GrammarCompiler(info, cache_enabled=False)
+        self._caption_max_chars = caption_max_chars
+        self._max_entries = max(1, max_entries)
+        self._entries: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._compiling: dict[tuple[str, ...], threading.Event] = {}
+        self.compiles = 0
+        self.hits = 0
+        self.compile_ms: list[float] = []
 
-    def __init__(self, compiled_grammar: xgr.CompiledGrammar) -> None:
-        super().__init__(compiled_grammar)
-        self._batch_matcher: xgr.BatchGrammarMatcher | None = None
-        self._forced_stop: set[int] = set()
-        self._stop_ids = list(compiled_grammar.tokenizer_info.stop_token_ids)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if not self.matchers:
-            self.batch_size = input_ids.shape[0]
-            grammars = self.compiled_grammars
-            if len(grammars) == 1:
-                grammars = grammars * self.batch_size
-            self.compiled_grammars = grammars
-            self.matchers = [xgr.GrammarMatcher(g) for g in grammars]
-            self.token_bitmask = xgr.allocate_token_bitmask(self.batch_size, self.full_vocab_size)
-            if self.batch_size >= self._BATCH_FILL_MIN:
-                self._batch_matcher = xgr.BatchGrammarMatcher()
-        if input_ids.shape[0] != self.batch_size:
-            raise RuntimeError(
-                f"grammar processor built for batch {self.batch_size}, got {input_ids.shape[0]}"
-            )
-
-        if self.prefilled:
-            last = input_ids[:, -1].tolist()  # the one device->host sync of this step
-            for i, matcher in enumerate(self.matchers):
-                if i in self._forced_stop or matcher.is_terminated():
-                    continue
-                if not matcher.accept_token(last[i]):
-                    logger.warning(
-                        "grammar rejected token %d in row %d; stopping that row", last[i], i
-                    )
-                    self._forced_stop.add(i)
-        else:
-            self.prefilled = True
-
-        active = [
-            i
-            for i, m in enumerate(self.matchers)
-            if i not in self._forced_stop and not m.is_terminated()
-        ]
-        if self._batch_matcher is not None and len(active) >= self._BATCH_FILL_MIN:
-            self._batch_matcher.batch_fill_next_token_bitmask(
-                [self.matchers[i] for i in active], self.token_bitmask, active
-            )
-        else:
-            for i in active:
-                self.matchers[i].fill_next_token_bitmask(self.token_bitmask, i)
-        for i in self._forced_stop:
-            self._fill_stop_only(i)
-
-        if scores.device.type == "cuda":
-            mask = self.token_bitmask.to(scores.device, non_blocking=True)
-            _apply_mask_cuda(scores, mask, self.full_vocab_size)
-            return scores
-        # xgrammar masks float32 logits on CPU or CUDA only; anything else round-trips.
-        work = scores
-        if scores.device.type != "cpu" or scores.dtype != torch.float32:
-            work = scores.to("cpu", torch.float32)
-        xgr.apply_token_bitmask_inplace(work, self.token_bitmask, vocab_size=self.full_vocab_size)
-        return work if work is scores else work.to(scores.device, scores.dtype)
-
-    def _fill_stop_only(self, row: int) -> None:
-        """Allow only the stop tokens in ``row`` of the bitmask."""
-        assert self.token_bitmask is not None
-        self.token_bitmask[row].zero_()
-        for tok in self._stop_ids:
-            word, bit = divmod(tok, 32)
-            # int32 bitmask: set bit ``bit`` of word ``word`` (bit 31 is the sign bit).
-            value = int(self.token_bitmask[row, word]) | (1 << bit)
-            if value >= 2**31:
-                value -= 2**32
-            self.token_bitmask[row, word] = value
-
-
-# xgrammar's CUDA masking backends, fastest first. Triton ships with CUDA builds of torch but is
-# not guaranteed; "torch_native" is plain torch and always works. The first that works is kept.
-_CUDA_BACKENDS = ["triton", "cuda", "torch_native"]
-_cuda_backend: str | None = None
-
-
-def _apply_mask_cuda(scores: torch.Tensor, mask: torch.Tensor, vocab_size: int) -> None:
-    global _cuda_backend
-    if _cuda_backend is not None:
-        xgr.apply_token_bitmask_inplace(scores, mask, vocab_size=vocab_size, backend=_cuda_backend)
-        return
-    last_error: Exception | None = None
-    for backend in _CUDA_BACKENDS:
+    def get(self, names: Sequence[str]) -> Any:
+        """The compiled grammar for ``names`` (compiled now if new)."""
+        key = tuple(names)
+        while True:
+            with self._lock:
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+                    self.hits += 1
+                    return self._entries[key]
+                pending = self._compiling.get(key)
+                if pending is None:
+                    pending = self._compiling[key] = threading.Event()
+                    break
+            pending.wait()  # another thread compiles this list; then read the cache again
         try:
-            xgr.apply_token_bitmask_inplace(scores, mask, vocab_size=vocab_size, backend=backend)
-        except Exception as exc:  # missing triton, kernel build failure, ...
-            logger.warning("xgrammar %s masking unavailable (%s); trying the next", backend, exc)
-            last_error = exc
-            continue
-        _cuda_backend = backend
-        logger.info("grammar masking on CUDA uses xgrammar's %s backend", backend)
-        return
-    raise RuntimeError(f"no xgrammar CUDA masking backend works: {last_error}")
+            t0 = time.perf_counter()
+            compiled = self._compiler.compile_grammar(output_ebnf(self._caption_max_chars, key))
+            elapsed = (time.perf_counter() - t0) * 1000.0
+            with self._lock:
+                self._entries[key] = compiled
+                while len(self._entries) > self._max_entries:
+                    self._entries.popitem(last=False)
+                self.compiles += 1
+                self.compile_ms.append(elapsed)
+                del self.compile_ms[:-256]
+            logger.info(
+                "compiled the answer grammar for %d attributes in %.1f ms", len(key), elapsed
+            )
+            return compiled
+        finally:
+            with self._lock:
+                self._compiling.pop(key).set()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

@@ -14,6 +14,7 @@ import PIL.Image
 import torch
 
 from ..errors import EngineFailure, InvalidInput
+from .grammar import GrammarCache, worst_case_new_tokens
 from .prompts import build_messages, render_prompt
 from .types import PreparedShot, ShotInput
 
@@ -36,9 +37,16 @@ class ShotPreparer:
         video_token_id: int,
         frames_as: str,
         caption_max_chars: int,
+        max_new_tokens: int,
+        grammars: GrammarCache | None = None,
+        force_new_tokens: int | None = None,
         pixel_dtype: torch.dtype = torch.float32,
         pin_memory: bool = False,
     ) -> None:
+        """``grammars`` compiles the answer grammar of each vocabulary (None: unconstrained);
+        ``max_new_tokens`` is the configured floor of every answer's token budget, raised per
+        vocabulary so that a whole answer always fits; ``force_new_tokens`` (benchmarks) fixes
+        it instead."""
         self.tokenizer = tokenizer
         # Pixels leave preparation in the model's dtype (the vision tower casts to it anyway)
         # and, for a GPU, in pinned memory: half the bytes of float32, copied to the device
@@ -50,6 +58,9 @@ class ShotPreparer:
         self.video_token_id = video_token_id
         self.frames_as = frames_as
         self.caption_max_chars = caption_max_chars
+        self.max_new_tokens = max_new_tokens
+        self.grammars = grammars
+        self.force_new_tokens = force_new_tokens
         self.patch = int(image_processor.patch_size)
         self.merge = int(image_processor.merge_size)
         self.temporal = int(image_processor.temporal_patch_size)
@@ -76,7 +87,10 @@ class ShotPreparer:
             duration=shot.duration,
             audio_summary=shot.audio_summary,
             caption_max_chars=self.caption_max_chars,
+            vocabulary=shot.vocabulary,
         )
+        names = shot.vocabulary.names
+        grammar = self.grammars.get(names) if self.grammars is not None else None
         text = render_prompt(self.tokenizer, messages)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         input_ids = self._expand_placeholders(ids, grid, kind)
@@ -90,8 +104,20 @@ class ShotPreparer:
             grid_thw=grid.to(torch.long),
             kind=kind,
             seconds_per_grid=float(seconds),
+            names=names,
+            grammar=grammar,
+            max_new_tokens=self.answer_tokens(names),
             prep_ms=(time.perf_counter() - t0) * 1000.0,
         )
+
+    def answer_tokens(self, names: tuple[str, ...]) -> int:
+        """The token budget of one answer carrying ``names``: never below the grammar's worst
+        case, so a constrained answer always ends complete (generation stops at its end)."""
+        if self.force_new_tokens is not None:
+            return self.force_new_tokens
+        if self.grammars is None:
+            return self.max_new_tokens
+        return max(self.max_new_tokens, worst_case_new_tokens(self.caption_max_chars, names))
 
     def _transferable(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = pixels.to(self.pixel_dtype).contiguous()
@@ -131,6 +157,3 @@ class ShotPreparer:
             else:
                 out.append(tok)
         return out
-
-
-# --- batched generation on one replica (one thread) ------------------------------------------

@@ -34,12 +34,12 @@ from typing import Any
 import torch
 
 from ..config import Settings
-from ..contract.constants import ATTRIBUTES
 from ..errors import ConfigError, EngineFailure, NotReady
 from . import checkpoint, placement
 from .batching import Admission, AdmissionLine, BatchQueue
 from .faults import describe_error, scrub_paths
 from .generation import BatchGenerator
+from .grammar import GrammarCache
 from .inputs import ShotPreparer
 from .output_parsing import parse_model_output
 from .replicas import Replica, load_replicas
@@ -86,6 +86,7 @@ class Engine:
         self._stopping = False
         self._replicas: list[Replica] = []
         self._preparer: ShotPreparer | None = None
+        self._grammars: GrammarCache | None = None
         self._prep_pool: ThreadPoolExecutor | None = None
         self._queue: BatchQueue[_Item] | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -122,6 +123,18 @@ class Engine:
             "requests_waited": self._line.waited if self._line is not None else 0,
             "requests_refused": self._line.refused if self._line is not None else 0,
             "shots_per_s": round(self._line.rate, 3) if self._line is not None else 0.0,
+            **self._grammar_stats(),
+        }
+
+    def _grammar_stats(self) -> dict[str, Any]:
+        g = self._grammars
+        if g is None:
+            return {}
+        times = sorted(g.compile_ms)
+        return {
+            "grammars_cached": len(g),
+            "grammar_compiles": g.compiles,
+            "grammar_compile_ms_max": round(times[-1], 2) if times else None,
         }
 
     # -- direct access for tests and benchmarks (bypasses the queue) ------------------------
@@ -181,6 +194,7 @@ class Engine:
         self.device = loaded.device
         self.max_new_tokens = loaded.max_new_tokens
         self._preparer = loaded.preparer
+        self._grammars = loaded.grammars
         self._replicas = loaded.replicas
         self.placement = loaded.placement
         self.replicas = len(loaded.replicas)
@@ -365,14 +379,13 @@ class Engine:
                     EngineFailure(f"generation failed: {describe_error(outcome)}")
                 )
                 continue
-            parsed = parse_model_output(outcome.text, cfg.caption_max_chars)
+            parsed = parse_model_output(outcome.text, cfg.caption_max_chars, item.shot.names)
             if not parsed.complete and self._use_grammar:
                 logger.warning(
                     "shot %s: incomplete model answer (%s missing)",
                     item.shot.shot_id,
                     ", ".join(parsed.missing),
                 )
-            scores = {a: parsed.scores[a] for a in ATTRIBUTES}
             timings = {
                 "queue_ms": round((started - item.enqueued) * 1000.0, 2),
                 "preprocess_ms": round(item.shot.prep_ms, 2),
@@ -384,7 +397,7 @@ class Engine:
                 "prompt_tokens": len(item.shot.input_ids),
             }
             item.future.set_result(
-                ModelOutput(parsed.caption, scores, timings, counts, list(parsed.missing))
+                ModelOutput(parsed.caption, parsed.scores, timings, counts, list(parsed.missing))
             )
             served += 1
         self.shots_served += served

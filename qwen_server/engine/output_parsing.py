@@ -1,7 +1,8 @@
 """Output parsing: one model answer -> caption and scores in [0, 1], never raising.
 
-The answer is the JSON described in ``grammar``; unconstrained or truncated text is read as far as
-it goes and the rest falls back to ``FALLBACK_CAPTION`` / ``NEUTRAL_SCORE``.
+The answer is the two-line format described in ``grammar``; unconstrained or truncated text
+(JSON included, which unconstrained models like to write) is read as far as it goes and the rest
+falls back to ``FALLBACK_CAPTION`` / ``NEUTRAL_SCORE``, each fallback listed in ``missing``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +34,11 @@ class ParsedOutput:
     missing: list[str] = field(default_factory=list)
 
 
-_CAPTION_RE = re.compile(r'"caption"\s*:\s*"((?:[^"\\]|\\.)*)("?)', re.DOTALL)
+_JSON_CAPTION_RE = re.compile(r'"caption"\s*:\s*"((?:[^"\\]|\\.)*)("?)', re.DOTALL)
+_LINE_CAPTION_RE = re.compile(r"(?:^|\n)\s*caption\s*[:=]\s*([^\n]*)", re.IGNORECASE)
 _NUMBER = r"(-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)"
+# ``name=78``, ``name: 78``, ``"name": 78`` or ``"name": "78"``: the first occurrence counts.
+_PAIR_RE = re.compile(r'(?<![A-Za-z0-9_])"?([a-z][a-z0-9_]*)"?\s*[=:]\s*"?' + _NUMBER)
 
 
 def _score_value(raw: Any) -> float | None:
@@ -63,26 +68,30 @@ def _clean_caption(text: str, caption_max_chars: int) -> str:
     return text or FALLBACK_CAPTION
 
 
-def parse_model_output(text: str, caption_max_chars: int) -> ParsedOutput:
-    """Read caption and scores from a model answer. Never raises.
+def parse_model_output(
+    text: str, caption_max_chars: int, names: Sequence[str] = ATTRIBUTES
+) -> ParsedOutput:
+    """Read the caption and the scores of ``names`` from a model answer. Never raises.
 
-    Valid JSON is read directly; otherwise (truncated or unconstrained text) the caption and each
-    score are looked for with regular expressions. Anything missing falls back: the caption to
-    ``FALLBACK_CAPTION``, a score to ``NEUTRAL_SCORE``; ``complete`` says whether that happened.
+    The answer format of ``grammar`` and valid JSON are read directly; otherwise (truncated or
+    unconstrained text) the caption and each score are looked for with regular expressions.
+    Anything missing falls back: the caption to ``FALLBACK_CAPTION``, a score to
+    ``NEUTRAL_SCORE``; ``complete`` says whether that happened. ``scores`` has exactly
+    ``names``, in that order.
     """
     try:
-        return _parse(text if isinstance(text, str) else str(text), caption_max_chars)
+        return _parse(text if isinstance(text, str) else str(text), caption_max_chars, names)
     except Exception:  # defensive: a parser bug must not fail a request
         logger.exception("unexpected error parsing model output")
         return ParsedOutput(
             caption=FALLBACK_CAPTION,
-            scores=dict.fromkeys(ATTRIBUTES, NEUTRAL_SCORE),
+            scores=dict.fromkeys(names, NEUTRAL_SCORE),
             complete=False,
-            missing=["caption", *ATTRIBUTES],
+            missing=["caption", *names],
         )
 
 
-def _parse(text: str, caption_max_chars: int) -> ParsedOutput:
+def _parse(text: str, caption_max_chars: int, names: Sequence[str]) -> ParsedOutput:
     data: Any = None
     start = text.find("{")
     if start >= 0:
@@ -97,19 +106,25 @@ def _parse(text: str, caption_max_chars: int) -> ParsedOutput:
     if isinstance(data, dict):
         if isinstance(data.get("caption"), str):
             caption = data["caption"]
-        raw_scores = {a: data.get(a) for a in ATTRIBUTES}
+        raw_scores = {a: data.get(a) for a in names}
     else:
-        match = _CAPTION_RE.search(text)
-        if match:
-            caption = match.group(1).replace('\\"', '"').replace("\\\\", "\\")
-        for name in ATTRIBUTES:
-            m = re.search(rf'"{name}"\s*:\s*"?{_NUMBER}', text)
-            if m:
-                raw_scores[name] = m.group(1)
+        line = _LINE_CAPTION_RE.search(text)
+        quoted = _JSON_CAPTION_RE.search(text)
+        if line and not (quoted and quoted.start() < line.start()):
+            caption = line.group(1)
+        elif quoted:
+            caption = quoted.group(1).replace('\\"', '"').replace("\\\\", "\\")
+        # Scores are read after the caption line when there is one: a caption may itself say
+        # "intensity=9" and must not count as the score.
+        rest = text[line.end() :] if line else text
+        wanted = set(names)
+        for m in _PAIR_RE.finditer(rest):
+            if m.group(1) in wanted and m.group(1) not in raw_scores:
+                raw_scores[m.group(1)] = m.group(2)
 
     missing: list[str] = []
     scores: dict[str, float] = {}
-    for name in ATTRIBUTES:
+    for name in names:
         value = _score_value(raw_scores.get(name))
         if value is None:
             missing.append(name)

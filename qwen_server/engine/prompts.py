@@ -2,8 +2,9 @@
 
 The model gets the shot's frames in time order (as separate images or as one short clip, see
 ``model.frames_as``), the shot's duration and a plain-language summary of its audio, and is asked
-for the JSON defined in ``structured``: a one-sentence caption and six integer scores 0..100,
-each defined below so that different shots are rated on the same scale.
+for the answer defined in ``grammar``: a one-sentence caption and one integer score 0..100 per
+attribute of the shot's vocabulary, each listed with its one-line description so that different
+shots are rated on the same scale.
 
 Messages use the chat format of the Qwen2-VL processor; ``render_prompt`` turns them into text
 with the checkpoint's own chat template, so the image/video placeholders are exactly the ones the
@@ -14,26 +15,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from ..contract.constants import ATTRIBUTES
+from ..contract.vocabulary import DEFAULT_VOCABULARY, Vocabulary
+from .grammar import CAPTION_PREFIX, KEY_VALUE, LINE_BREAK, PAIR_SEPARATOR
 from .output_parsing import SCORE_MAX
 
 FramesAs = Literal["images", "video"]
 
 SYSTEM_PROMPT = (
     "You are a film analyst. You watch one shot of a film, describe what is on screen in one "
-    "plain sentence, and rate how the shot feels. You answer with JSON only."
+    "plain sentence, and rate how the shot feels. You answer in the exact format asked for."
 )
-
-# What each score means. Kept short: every word is paid for in prompt tokens on every shot.
-SCORE_DEFINITIONS: dict[str, str] = {
-    "suspense": "anticipation that something is about to happen; threat or unresolved danger",
-    "darkness": "how dark and gloomy image and mood are (low light, night, shadows, bleak tone)",
-    "ambiguity": "how unclear it is what is happening or what it means (obscured, odd, mysterious)",
-    "emotional_tension": "emotional strain in or between characters (conflict, fear, grief)",
-    "intensity": "overall energy and force (violence, action, loud or extreme moments)",
-    "motion": "how much moves on screen, camera or subjects (0 = still, 100 = very fast)",
-}
-assert tuple(SCORE_DEFINITIONS) == ATTRIBUTES, "a definition per score, in schema order"
 
 _MAX_AUDIO_CHARS = 300
 
@@ -45,7 +36,12 @@ def _one_line(text: str, limit: int) -> str:
 
 
 def instructions(
-    *, n_frames: int, duration: float | None, audio_summary: str | None, caption_max_chars: int
+    *,
+    n_frames: int,
+    duration: float | None,
+    audio_summary: str | None,
+    caption_max_chars: int,
+    vocabulary: Vocabulary = DEFAULT_VOCABULARY,
 ) -> str:
     """The text that follows the frames: facts about the shot, then what to answer."""
     if duration is not None and duration >= 0:
@@ -56,15 +52,16 @@ def instructions(
         audio_text = f"Audio: {_one_line(audio_summary, _MAX_AUDIO_CHARS)}."
     else:
         audio_text = "Audio: no audio information."
-    definitions = "\n".join(f"- {name}: {text}" for name, text in SCORE_DEFINITIONS.items())
-    example = ", ".join(f'"{name}": <0-{SCORE_MAX}>' for name in ATTRIBUTES)
+    definitions = "\n".join(f"- {a.name}: {a.description}" for a in vocabulary.attributes)
+    example = PAIR_SEPARATOR.join(f"{name}{KEY_VALUE}N" for name in vocabulary.names)
     return (
         f"{duration_text}\n{audio_text}\n\n"
         f"Write a caption: one plain sentence of at most {caption_max_chars} characters saying "
-        "who or what is on screen, where, and what happens. Then rate the shot with integers "
-        f"from 0 (not at all) to {SCORE_MAX} (extremely), using what you see and the audio:\n"
-        f"{definitions}\n\n"
-        f'Answer with only this JSON object: {{"caption": "<sentence>", {example}}}'
+        "who or what is on screen, where, and what happens. Then rate the shot on each "
+        f"attribute below with an integer N from 0 (not at all) to {SCORE_MAX} (extremely), "
+        f"using what you see and the audio:\n{definitions}\n\n"
+        "Answer with exactly these two lines and nothing else:\n"
+        f"{CAPTION_PREFIX}<sentence>{LINE_BREAK}{example}"
     )
 
 
@@ -75,6 +72,7 @@ def build_messages(
     duration: float | None,
     audio_summary: str | None,
     caption_max_chars: int,
+    vocabulary: Vocabulary = DEFAULT_VOCABULARY,
 ) -> list[dict[str, Any]]:
     """Chat messages for one shot; the vision entries are placeholders filled by the engine.
 
@@ -101,6 +99,7 @@ def build_messages(
                 duration=duration,
                 audio_summary=audio_summary,
                 caption_max_chars=caption_max_chars,
+                vocabulary=vocabulary,
             ),
         }
     )

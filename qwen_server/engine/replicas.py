@@ -1,8 +1,9 @@
 """Replicas: the checkpoint turned into ready-to-serve model copies, one per GPU (or one sharded).
 
 ``load_replicas`` loads config, tokenizer and image processor (``checkpoint``), decides where the
-weights go (``placement``), compiles the output grammar once, loads one model per replica with
-its own ``BatchGenerator`` and single generate thread, and warms every replica up.
+weights go (``placement``), sets up the answer-grammar cache (the server vocabulary's grammar is
+compiled by the warm-up), loads one model per replica with its own ``BatchGenerator`` and single
+generate thread, and warms every replica up.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import PIL.Image
 import torch
 
 from ..config import Settings
+from ..contract.vocabulary import Vocabulary
 from ..errors import ConfigError
 from . import checkpoint, placement
 from .generation import BatchGenerator
-from .grammar import compile_output_grammar, worst_case_new_tokens
+from .grammar import GrammarCache, tokenizer_info
 from .inputs import ShotPreparer
 from .types import ShotInput
 
@@ -45,7 +47,8 @@ class LoadedModel:
     placement: str
     preparer: ShotPreparer
     replicas: list[Replica]
-    max_new_tokens: int
+    max_new_tokens: int  # the token budget of an answer in the server's vocabulary
+    grammars: GrammarCache | None
 
 
 @dataclass
@@ -91,41 +94,6 @@ def _token_ids(model_id: str, config: Any, tokenizer: Any) -> _TokenIds:
     )
 
 
-def _grammar_and_limits(
-    settings: Settings,
-    tokenizer: Any,
-    ids: _TokenIds,
-    force_new_tokens: int | None,
-    use_grammar: bool,
-) -> tuple[Any | None, int, int | None]:
-    """The compiled grammar (or None) and (max_new_tokens, min_new_tokens) of every generate."""
-    cfg = settings.model
-    grammar = None
-    if force_new_tokens is not None:
-        max_new, min_new = force_new_tokens, force_new_tokens
-    else:
-        max_new, min_new = cfg.max_new_tokens, None
-    if use_grammar:
-        # Compiled once per tokenizer, shared by every replica and every generate call.
-        grammar = compile_output_grammar(
-            tokenizer,
-            vocab_size=ids.vocab_size,
-            stop_token_ids=ids.stop,
-            caption_max_chars=cfg.caption_max_chars,
-        )
-        needed = worst_case_new_tokens(cfg.caption_max_chars)
-        if max_new < needed:
-            logger.info(
-                "max_new_tokens raised from %d to %d so a %d-character caption and the six "
-                "scores always fit (generation stops at the end of the JSON anyway)",
-                max_new,
-                needed,
-                cfg.caption_max_chars,
-            )
-            max_new = needed
-    return grammar, max_new, min_new
-
-
 def load_replicas(
     settings: Settings, model_id: str, *, force_new_tokens: int | None, use_grammar: bool
 ) -> LoadedModel:
@@ -145,9 +113,11 @@ def load_replicas(
     )
     tokenizer, image_processor = checkpoint.load_tokenizer_and_image_processor(settings)
     ids = _token_ids(model_id, config, tokenizer)
-    grammar, max_new, min_new = _grammar_and_limits(
-        settings, tokenizer, ids, force_new_tokens, use_grammar
-    )
+    grammars = None
+    if use_grammar and force_new_tokens is None:
+        # One cache per tokenizer, shared by every replica and every generate call.
+        info = tokenizer_info(tokenizer, vocab_size=ids.vocab_size, stop_token_ids=ids.stop)
+        grammars = GrammarCache(info, caption_max_chars=cfg.caption_max_chars)
     models = checkpoint.load_models(settings, model_class, plan)
     preparer = ShotPreparer(
         tokenizer,
@@ -156,6 +126,9 @@ def load_replicas(
         video_token_id=ids.video,
         frames_as=cfg.frames_as,
         caption_max_chars=cfg.caption_max_chars,
+        max_new_tokens=cfg.max_new_tokens,
+        grammars=grammars,
+        force_new_tokens=force_new_tokens,
         pixel_dtype=plan.dtype,
         pin_memory=plan.device == "cuda",
     )
@@ -164,11 +137,9 @@ def load_replicas(
         generator = BatchGenerator(
             model,
             tokenizer=tokenizer,
-            grammar=grammar,
             pad_token_id=ids.pad,
             stop_token_ids=ids.stop,
-            max_new_tokens=max_new,
-            min_new_tokens=min_new,
+            exact_length=force_new_tokens is not None,
             temperature=cfg.temperature,
             image_token_id=ids.image,
             video_token_id=ids.video,
@@ -176,15 +147,33 @@ def load_replicas(
         gpu = plan.gpus[index] if plan.placement == "replicate" else None
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"qwen-gen-{index}")
         replicas.append(Replica(index, generator, executor, gpu))
-    warm_up(preparer, replicas)
-    return LoadedModel(plan.device, plan.placement, preparer, replicas, max_new)
+    vocabulary = settings.analysis.vocabulary
+    warm_up(preparer, replicas, vocabulary)
+    max_new = preparer.answer_tokens(vocabulary.names)
+    if max_new > cfg.max_new_tokens:
+        logger.info(
+            "answers may take up to %d tokens (model.max_new_tokens=%d): a %d-character caption "
+            "and %d scores always fit (generation stops at the answer's end anyway)",
+            max_new,
+            cfg.max_new_tokens,
+            cfg.caption_max_chars,
+            len(vocabulary),
+        )
+    return LoadedModel(plan.device, plan.placement, preparer, replicas, max_new, grammars)
 
 
-def warm_up(preparer: ShotPreparer, replicas: list[Replica]) -> None:
-    """Run one tiny shot on every replica: surfaces problems at start-up, warms kernels."""
+def warm_up(preparer: ShotPreparer, replicas: list[Replica], vocabulary: Vocabulary) -> None:
+    """Run one tiny shot on every replica: surfaces problems at start-up, warms kernels, and
+    compiles the answer grammar of the server's vocabulary."""
     frame = PIL.Image.new("RGB", (56, 56))
     shot = preparer.prepare(
-        ShotInput(shot_id=0, frames=[frame, frame], duration=1.0, audio_summary=None)
+        ShotInput(
+            shot_id=0,
+            frames=[frame, frame],
+            duration=1.0,
+            audio_summary=None,
+            vocabulary=vocabulary,
+        )
     )
     for replica in replicas:
         if replica.gpu is not None:

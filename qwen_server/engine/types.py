@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import PIL.Image
 import torch
+
+from ..contract.vocabulary import DEFAULT_VOCABULARY, Vocabulary
 
 
 @dataclass
@@ -16,11 +19,13 @@ class ShotInput:
     frames: list[PIL.Image.Image]
     duration: float | None
     audio_summary: str | None
+    # What to score: the prompt lists these attributes and the answer carries exactly them.
+    vocabulary: Vocabulary = DEFAULT_VOCABULARY
 
 
 @dataclass
 class ModelOutput:
-    """The model's reading of one shot: caption and the six scores in [0, 1]."""
+    """The model's reading of one shot: caption and a score in [0, 1] per requested attribute."""
 
     caption: str
     scores: dict[str, float]
@@ -43,6 +48,11 @@ class PreparedShot:
     grid_thw: torch.Tensor  # (n_visuals, 3): one row per image, or one for the clip
     kind: str  # "image" | "video"
     seconds_per_grid: float  # video only: seconds covered by one temporal patch
+    # The attribute names the answer must carry, the compiled grammar of exactly that answer
+    # (None when generation is unconstrained) and the most tokens the answer may take.
+    names: tuple[str, ...] = DEFAULT_VOCABULARY.names
+    grammar: Any | None = None
+    max_new_tokens: int = 0
     prep_ms: float = 0.0
 
 

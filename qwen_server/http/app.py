@@ -214,15 +214,41 @@ def _install_state(app: FastAPI, settings: Settings, engine: EngineClient | None
         reserve_mb=settings.store.reserve_mb,
     )
     app.state.chat = ChatService(settings)
-    app.state.metrics = Metrics(lambda: app.state.engine)
+    _log_vocabulary(settings)
+    app.state.metrics = Metrics(
+        lambda: app.state.engine, vocabulary=settings.analysis.vocabulary.names
+    )
+
+
+def _log_vocabulary(settings: Settings) -> None:
+    """Say which vocabulary serves, and which keys of its file were ignored (by design)."""
+    analysis = settings.analysis
+    names = analysis.vocabulary.names
+    if analysis.attributes_file is None:
+        logger.info("attribute vocabulary: the %d default attributes", len(names))
+        return
+    model_only = [a.name for a in analysis.vocabulary.attributes if a.evidence is None]
+    logger.info(
+        "attribute vocabulary: %d attributes from %s (%d scored by the model alone)",
+        len(names),
+        analysis.attributes_file,
+        len(model_only),
+    )
+    if analysis.ignored_keys:
+        logger.info(
+            "%s: ignoring top-level keys %s (only 'attributes' is read)",
+            analysis.attributes_file,
+            ", ".join(analysis.ignored_keys),
+        )
 
 
 def _install_routes(app: FastAPI) -> None:
-    from .routes import analyze, chat, health, metrics, sessions
+    from .routes import analyze, chat, health, metrics, sessions, vocabulary
 
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(analyze.router)
+    app.include_router(vocabulary.router)
     app.include_router(sessions.router)
     app.include_router(chat.router)
 

@@ -19,7 +19,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..contract.constants import ATTRIBUTES
+from ..contract.vocabulary import DEFAULT_VOCABULARY
 from ..engine.protocol import EngineClient
 
 # The *_created series double the exposition for no use on dashboards.
@@ -69,7 +69,12 @@ class _LiveState(Collector):
 class Metrics:
     """The server's metrics: requests, latency, batches, shots, queue, GPU memory."""
 
-    def __init__(self, engine: Callable[[], EngineClient | None]) -> None:
+    def __init__(
+        self,
+        engine: Callable[[], EngineClient | None],
+        vocabulary: Iterable[str] = DEFAULT_VOCABULARY.names,
+    ) -> None:
+        vocabulary = tuple(vocabulary)
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "qwen_requests",
@@ -105,7 +110,11 @@ class Metrics:
             ["field"],
             registry=self.registry,
         )
-        for name in ("caption", *ATTRIBUTES):  # every series exists from the start, at 0
+        # The label is "caption", a name of the server's vocabulary, or "other" for attributes a
+        # request defined itself: the series are fixed by the configuration (at most 66), never
+        # by what callers send. Every series exists from the start, at 0.
+        self._known_fields = frozenset(("caption", *vocabulary))
+        for name in ("caption", *vocabulary, "other"):
             self.fallback_fields.labels(name)
         self.store_failures = Counter(
             "qwen_store_failures",
@@ -136,7 +145,7 @@ class Metrics:
         """Count, per field name, the fields that fell back in a request's results."""
         for fields in fields_per_result:
             for name in fields:
-                self.fallback_fields.labels(name).inc()
+                self.fallback_fields.labels(name if name in self._known_fields else "other").inc()
 
     def observe_store_failure(self, operation: str) -> None:
         """Count one failed store write (``operation``: save or delete)."""

@@ -54,6 +54,16 @@ def check_session_id(session_id: str) -> None:
         raise InvalidInput(f"invalid session_id: must be {SESSION_ID_RULE}")
 
 
+def attribute_union(shots: list[dict[str, Any]]) -> list[str]:
+    """Attribute names of ``shots`` in order of first appearance (sessions may mix sets)."""
+    names: dict[str, None] = {}
+    for shot in shots:
+        attrs = shot.get("attributes")
+        if isinstance(attrs, dict):
+            names.update(dict.fromkeys(str(k) for k in attrs))
+    return list(names)
+
+
 def _now() -> str:
     # Millisecond ISO 8601 in UTC sorts lexicographically in time order.
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -331,7 +341,8 @@ class SessionStore:
         if row is None:
             raise NotFound(f"session not found: {session_id}")
         summary = _summary(row)
-        return SessionDetail(**summary.model_dump(), shots=[json.loads(b[0]) for b in blobs])
+        shots = [json.loads(b[0]) for b in blobs]
+        return SessionDetail(**summary.model_dump(), shots=shots, attributes=attribute_union(shots))
 
     def delete_session(self, session_id: str) -> None:
         """Delete a session and all its shots; NotFound when there is no such session."""

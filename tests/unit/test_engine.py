@@ -44,7 +44,7 @@ def test_load_state_and_mixed_batch(tiny_model_dir: Path) -> None:
     assert engine.device == "cpu" and engine.placement == "cpu" and engine.replicas == 1
     assert engine.model_id == tiny_model_dir.name and "/" not in engine.model_id
     assert engine.gpu_info() == []
-    assert engine.max_new_tokens >= worst_case_new_tokens(CAPTION_MAX)
+    assert engine.max_new_tokens >= worst_case_new_tokens(CAPTION_MAX, ATTRIBUTES)
     shots = [make_shot(1, 1), make_shot(2, 3, (120, 200)), make_shot(3, 5, (64, 64), audio=None)]
 
     async def run() -> list:

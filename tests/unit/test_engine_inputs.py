@@ -26,6 +26,7 @@ def _preparer(model_dir: Path, frames_as: str) -> ShotPreparer:
         video_token_id=config.video_token_id,
         frames_as=frames_as,
         caption_max_chars=40,
+        max_new_tokens=160,
     )
 
 

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from qwen_server.contract.constants import ATTRIBUTES
-from qwen_server.engine.prompts import (
-    SCORE_DEFINITIONS,
-    build_messages,
-    instructions,
-    render_prompt,
+from qwen_server.contract.vocabulary import (
+    DEFAULT_VOCABULARY,
+    AttributeSpec,
+    Vocabulary,
+    load_vocabulary_file,
 )
+from qwen_server.engine.prompts import build_messages, instructions, render_prompt
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _texts(messages: list[dict]) -> str:
@@ -37,7 +39,7 @@ def test_images_mode_lists_every_frame_in_order() -> None:
     assert labels == ["\nFrame 1: ", "\nFrame 2: ", "\nFrame 3: "]
     text = _texts(messages)
     assert "2.3 seconds" in text and "Audio: loud music." in text and "120 characters" in text
-    assert "JSON" in text
+    assert "caption: <sentence>\nsuspense=N darkness=N" in text
 
 
 def test_video_mode_uses_one_clip() -> None:
@@ -52,11 +54,26 @@ def test_video_mode_uses_one_clip() -> None:
 
 
 def test_every_score_is_defined_and_requested() -> None:
-    assert tuple(SCORE_DEFINITIONS) == ATTRIBUTES
     text = instructions(n_frames=1, duration=1.0, audio_summary=None, caption_max_chars=50)
-    for name, definition in SCORE_DEFINITIONS.items():
-        assert f"- {name}: {definition}" in text
-        assert f'"{name}": <0-100>' in text
+    for spec in DEFAULT_VOCABULARY.attributes:
+        assert f"- {spec.name}: {spec.description}" in text
+        assert f"{spec.name}=N" in text
+
+
+def test_the_prompt_lists_the_requested_vocabulary_in_order() -> None:
+    trailer = load_vocabulary_file(REPO / "examples/trailer_attributes.yaml")[0]
+    text = instructions(
+        n_frames=5, duration=2.0, audio_summary=None, caption_max_chars=50, vocabulary=trailer
+    )
+    lines = [line for line in text.splitlines() if line.startswith("- ")]
+    assert lines == [f"- {a.name}: {a.description}" for a in trailer.attributes]
+    assert text.endswith(" ".join(f"{n}=N" for n in trailer.names))
+    adhoc = Vocabulary((AttributeSpec("humor", "how funny the shot is"),))
+    one = instructions(
+        n_frames=1, duration=1.0, audio_summary=None, caption_max_chars=50, vocabulary=adhoc
+    )
+    assert "- humor: how funny the shot is" in one and "suspense" not in one
+    assert one.endswith("caption: <sentence>\nhumor=N")
 
 
 def test_audio_summary_is_one_bounded_line() -> None:

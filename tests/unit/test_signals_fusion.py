@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from qwen_server.analysis.audio_cues import audio_cues, classify_audio
-from qwen_server.analysis.fusion import fuse
+from qwen_server.analysis.fusion import fuse as fuse_with_evidence
 from qwen_server.analysis.signals import measure
 from qwen_server.config import FusionSettings
 from qwen_server.contract.analysis import AudioFeatures
@@ -24,6 +24,11 @@ def noise(seed: int, size=(96, 64)) -> Image.Image:
 
 
 NEUTRAL = dict.fromkeys(ATTRIBUTES, 0.5)
+
+
+def fuse(*args, **kwargs) -> dict[str, float]:
+    """The fused scores alone (the six v1 attributes unless a vocabulary is given)."""
+    return fuse_with_evidence(*args, **kwargs).scores
 
 
 def test_black_frames_measure_fully_dark() -> None:

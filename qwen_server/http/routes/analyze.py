@@ -30,7 +30,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _run(request: Request, shots: list[ShotIn]) -> list[ShotResult]:
+async def _run(request: Request, shots: list[ShotIn], attributes: Any = None) -> list[ShotResult]:
     app = request.app
     engine: EngineClient | None = app.state.engine
     if engine is None or not engine.ready:
@@ -39,7 +39,11 @@ async def _run(request: Request, shots: list[ShotIn]) -> list[ShotResult]:
         raise NotReady("model is still loading")
     request.state.shot_count = len(shots)
     results = await analyze_shots(
-        shots, settings=app.state.settings, engine=engine, pool=app.state.decode_pool
+        shots,
+        settings=app.state.settings,
+        engine=engine,
+        pool=app.state.decode_pool,
+        attributes=attributes,
     )
     app.state.metrics.observe_fallbacks(r.fallback for r in results)
     return results
@@ -57,7 +61,7 @@ async def analyze_batch(body: AnalyzeBatchRequest, request: Request) -> AnalyzeB
     When storing fails the results are returned all the same, with ``stored: false`` and
     ``store_error``: the caller can retry the store later by posting the batch again."""
     t0 = time.perf_counter()
-    results = await _run(request, body.shots)
+    results = await _run(request, body.shots, body.attributes)
     model = request.app.state.engine.model_id
     stored: bool | None = None
     store_error: str | None = None
