@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 from .constants import MAX_SHOT_ID, MAX_TIME_S
 from .vocabulary import (
@@ -20,6 +20,10 @@ from .vocabulary import (
     EVIDENCE_CHANNELS,
     MAX_ATTRIBUTES,
     MAX_DESCRIPTION_CHARS,
+    VocabularyError,
+    check_description,
+    check_evidence,
+    check_name,
 )
 
 # Input numbers are strict: JSON numbers only. ``true`` or ``"7"`` are refused (lax pydantic would
@@ -106,8 +110,39 @@ class AttributeDefinition(BaseModel):
         return self.model_dump(exclude_unset=True)
 
 
+def _check_requested(value: Any) -> Any:
+    """One clear message per bad item (``attributes[2]: invalid attribute name 'Humor' ...``)
+    instead of pydantic's report of every branch of the name-or-definition union."""
+    if not isinstance(value, list):
+        return value  # the list type's own error says what is wrong
+    try:
+        for i, item in enumerate(value):
+            at = f"attributes[{i}]"
+            if isinstance(item, str):
+                check_name(item, at)
+            elif isinstance(item, dict):
+                unknown = sorted(
+                    str(k) for k in item if k not in ("name", "description", "evidence")
+                )
+                if unknown:
+                    raise VocabularyError(
+                        at, f"unknown keys {unknown} (allowed: name, description, evidence)"
+                    )
+                check_name(item.get("name"), at)
+                if item.get("description") is not None:
+                    check_description(item["description"], at)
+                if "evidence" in item:
+                    check_evidence(item["evidence"], at)
+            else:
+                raise VocabularyError(at, "must be an attribute name or {name, description}")
+    except VocabularyError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
 RequestedAttributes = Annotated[
     list[AttributeName | AttributeDefinition],
+    BeforeValidator(_check_requested),
     Field(
         min_length=1,
         max_length=MAX_ATTRIBUTES,

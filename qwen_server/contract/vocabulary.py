@@ -212,8 +212,26 @@ def load_vocabulary_file(path: str | Path) -> tuple[Vocabulary, list[str]]:
         raise VocabularyError(source, f"cannot be read ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise VocabularyError(source, "is not UTF-8 text") from None
+    class _UniqueKeyLoader(yaml.SafeLoader):
+        """YAML's safe loader, refusing a key written twice in one mapping (PyYAML would keep
+        the last one silently: an attribute defined twice is almost always a mistake)."""
+
+    def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node)
+            if key in seen:
+                raise VocabularyError(
+                    f"{source}: line {key_node.start_mark.line + 1}", f"key {key!r} written twice"
+                )
+            seen.add(key)
+        return loader.construct_mapping(node)
+
+    _UniqueKeyLoader.add_constructor(
+        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping
+    )
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
