@@ -1,14 +1,18 @@
 """Typed settings of every client stage, with the defaults the CLI uses.
 
 Only settings that change what ends up in the output files are recorded in a run's manifest
-(``output_settings``): a resume with other values of those refuses to mix results. Settings that
-only change speed (batch size, requests in flight, servers, workers) can differ between runs.
+(``output_settings``, and the requested attributes, ``AttributeRequest.output_setting``): a
+resume with other values of those refuses to mix results. Settings that only change speed (batch
+size, requests in flight, servers, workers) can differ between runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from qwen_server.contract.vocabulary import MAX_ATTRIBUTES, AttributeSpec, Vocabulary, check_name
 
 DETECTORS: tuple[str, ...] = ("adaptive", "content", "hash", "histogram")
 
@@ -144,3 +148,60 @@ class ExtractOptions:
             "sampling": asdict(self.sampling),
             "audio": audio,
         }
+
+
+@dataclass(frozen=True)
+class AttributeRequest:
+    """The attributes a run asks the servers to score (``analyze --attributes``), in order.
+
+    Either plain ``names`` (``specs`` None): the server must know each one, and scores it with
+    its own description and evidence; or a whole vocabulary read from a file (``specs``): every
+    attribute is sent with its description and evidence, so any server can score it. No
+    request at all (None where one is taken) means the server's whole vocabulary.
+    """
+
+    names: tuple[str, ...]
+    specs: tuple[AttributeSpec, ...] | None = None
+    source: str = "--attributes"  # where it came from, for messages
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise ValueError(f"{self.source}: no attributes")
+        if len(self.names) > MAX_ATTRIBUTES:
+            raise ValueError(
+                f"{self.source}: {len(self.names)} attributes (at most {MAX_ATTRIBUTES})"
+            )
+        seen: set[str] = set()
+        for name in self.names:
+            check_name(name, self.source)  # VocabularyError is a ValueError
+            if name in seen:
+                raise ValueError(f"{self.source}: {name!r} is listed twice")
+            seen.add(name)
+        if self.specs is not None and tuple(s.name for s in self.specs) != self.names:
+            raise ValueError(f"{self.source}: names and definitions differ")
+
+    @classmethod
+    def from_names(cls, names: Iterable[str], source: str = "--attributes") -> AttributeRequest:
+        """Names the server must know (ValueError naming the first bad one)."""
+        return cls(tuple(names), None, source)
+
+    @classmethod
+    def from_vocabulary(cls, vocabulary: Vocabulary, source: str) -> AttributeRequest:
+        """Every attribute of a vocabulary file, sent with its definition."""
+        return cls(vocabulary.names, vocabulary.attributes, source)
+
+    def request_items(self) -> list[str | dict[str, Any]]:
+        """The ``attributes`` field of ``POST /analyze_batch``: names, or ``{name,
+        description, evidence}`` definitions (``evidence`` always sent, null included, so the
+        server fuses exactly what the file says)."""
+        if self.specs is None:
+            return list(self.names)
+        return [
+            {"name": s.name, "description": s.description, "evidence": s.evidence}
+            for s in self.specs
+        ]
+
+    def output_setting(self) -> list[str | dict[str, Any]]:
+        """What run.json records (the request as sent): a resume compares it, so another
+        vocabulary, order, description or evidence is another run."""
+        return self.request_items()

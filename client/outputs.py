@@ -9,6 +9,10 @@ unless ``--force`` clears the directory. When every shot is in, ``shots.jsonl`` 
 sorted by shot id and ``shots.csv`` and ``summary.json`` are written from it (each via a
 temporary file and an atomic rename), so the final files do not depend on the order batches
 happened to finish in, or on how many times the run was interrupted.
+
+Attributes are whatever the run asked for (``analyze --attributes``) or the server's vocabulary:
+``attribute_columns`` decides the names shots.csv and summary.json carry (the requested names,
+else those of the first shot, then any other name a record holds, so no score is ever lost).
 """
 
 from __future__ import annotations
@@ -22,12 +26,11 @@ import os
 import shutil
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from client.errors import OutputConflict
-from qwen_server.contract.constants import ATTRIBUTES
 
 log = logging.getLogger("client.outputs")
 
@@ -67,14 +70,49 @@ def _dumps(record: dict[str, Any]) -> str:
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """The keys whose values differ, with old and new value. A missing key equals None (a
+    setting recorded since, whose None is what runs before it did); lists (the requested
+    attributes) are described by what changed in them, not printed whole."""
     keys = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             keys += _diff(a, b, f"{prefix}{key}.")
+        elif a != b and (isinstance(a, list) or isinstance(b, list)):
+            keys.append(f"{prefix}{key} ({_list_change(a, b)})")
         elif a != b:
             keys.append(f"{prefix}{key} ({a!r} -> {b!r})")
     return keys
+
+
+def _item_name(item: object) -> str:
+    """The name of a requested attribute: a name, or a definition's ``name``."""
+    return str(item.get("name")) if isinstance(item, dict) else str(item)
+
+
+def _list_change(old: object, new: object) -> str:
+    """What changed between two lists of attributes (None: the server's vocabulary)."""
+
+    def label(value: object) -> str:
+        if not isinstance(value, list):
+            return "the server's vocabulary" if value is None else repr(value)
+        return f"{len(value)} attributes"
+
+    if not (isinstance(old, list) and isinstance(new, list)):
+        return f"{label(old)} -> {label(new)}"
+    before = {_item_name(i): i for i in old}
+    after = {_item_name(i): i for i in new}
+    parts = []
+    added = [n for n in after if n not in before]
+    removed = [n for n in before if n not in after]
+    changed = [n for n in after if n in before and before[n] != after[n]]
+    for word, names in (("added", added), ("removed", removed), ("redefined", changed)):
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            parts.append(f"{word} {shown}")
+    if not parts:
+        parts.append("same names in another order")
+    return f"{label(old)} -> {label(new)}: " + "; ".join(parts)
 
 
 class OutputDir:
@@ -129,8 +167,9 @@ class OutputDir:
             keys = ("format", "command", "film", "settings")
             old_id = {k: old.get(k) for k in keys}
             new_id = {k: manifest.get(k) for k in keys}
-            if old_id != new_id:
-                changes = "; ".join(_diff(old_id, new_id)[:4])
+            differences = _diff(old_id, new_id)
+            if differences:
+                changes = "; ".join(differences[:4])
                 raise OutputConflict(
                     f"{self.path} holds a run with a different film or settings ({changes}); "
                     "use the same options to resume, another --out, or --force to start over"
@@ -203,15 +242,19 @@ class OutputDir:
         summary: dict[str, Any],
         analysed: bool,
         diagnostics: dict[str, Any] | None = None,
+        attributes: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Rewrite shots.jsonl sorted, write shots.csv and summary.json, mark the run complete.
 
         ``diagnostics`` (the damage met while decoding: ``video_decode``, ``audio_error``) are
-        stored in run.json; None keeps what an earlier pass stored there.
+        stored in run.json; None keeps what an earlier pass stored there. ``attributes``: the
+        requested names (see ``attribute_columns``).
         """
         records = self.records()
+        if analysed:
+            _warn_if_mixed(records)
         _atomic_write(self.shots_path, "".join(_dumps(r) + "\n" for r in records))
-        _atomic_write(self.path / CSV, shots_csv(records, analysed))
+        _atomic_write(self.path / CSV, shots_csv(records, analysed, attributes))
         _atomic_write(self.path / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         manifest = self.manifest() or {}
         if diagnostics is not None:
@@ -235,11 +278,54 @@ CSV_TIMING = [
 CSV_AUDIO = ["rms_energy_mean", "spectral_centroid_mean", "zero_crossing_rate_mean", "tempo"]
 
 
-def shots_csv(records: list[dict[str, Any]], analysed: bool) -> str:
-    """One row per shot: timing, (caption, audio class, six scores,) main audio features."""
+def attribute_columns(
+    records: Sequence[dict[str, Any]], requested: Sequence[str] | None = None
+) -> list[str]:
+    """The attribute names of a run's final files, in order: the requested names (else the
+    names of the first record, i.e. shot 1's), then every other name any record holds, in the
+    order first seen. Nothing a server returned is dropped: a server whose vocabulary changed
+    during a run without --attributes adds columns (its shots' cells of the old ones stay
+    empty; ``finalize`` warns)."""
+    names = dict.fromkeys(requested or ())
+    for rec in records:
+        attrs = rec.get("attributes")
+        if isinstance(attrs, dict):
+            names.update(dict.fromkeys(attrs))
+    return list(names)
+
+
+def _warn_if_mixed(records: Sequence[dict[str, Any]]) -> None:
+    """One warning when the shots were not all scored on the same attributes."""
+    kinds = {
+        tuple(sorted(r["attributes"])) for r in records if isinstance(r.get("attributes"), dict)
+    }
+    if len(kinds) > 1:
+        log.warning(
+            "the shots were not all scored on the same attributes (the server's vocabulary "
+            "changed during the run?); %s has a column for each of the %d names",
+            CSV,
+            len(attribute_columns(records)),
+        )
+
+
+def _csv_header(attributes: Sequence[str]) -> list[str]:
+    """The CSV names of attribute columns: the attribute's name, or ``attribute:NAME`` for a
+    name that is also a column of its own (``duration``, ``tempo``...; ':' is never part of an
+    attribute name, so the two cannot be confused)."""
+    taken = {*CSV_TIMING, "caption", "audio_class", *CSV_AUDIO}
+    return [f"attribute:{a}" if a in taken else a for a in attributes]
+
+
+def shots_csv(
+    records: list[dict[str, Any]], analysed: bool, attributes: Sequence[str] | None = None
+) -> str:
+    """One row per shot: timing, (caption, audio class, one column per attribute, see
+    ``attribute_columns``; a shot without a score for it has an empty cell), main audio
+    features."""
+    names = attribute_columns(records, attributes) if analysed else []
     columns = list(CSV_TIMING)
     if analysed:
-        columns += ["caption", "audio_class", *ATTRIBUTES]
+        columns += ["caption", "audio_class", *_csv_header(names)]
     columns += CSV_AUDIO
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -249,7 +335,7 @@ def shots_csv(records: list[dict[str, Any]], analysed: bool) -> str:
         attrs = rec.get("attributes") or {}
         row: list[Any] = [rec.get(c) for c in CSV_TIMING]
         if analysed:
-            row += [rec.get("caption"), rec.get("audio_class"), *(attrs.get(a) for a in ATTRIBUTES)]
+            row += [rec.get("caption"), rec.get("audio_class"), *(attrs.get(a) for a in names)]
         row += [feats.get(c) for c in CSV_AUDIO]
         writer.writerow(["" if v is None else v for v in row])
     return buf.getvalue()
@@ -260,9 +346,11 @@ def summarize(
     film: dict[str, Any],
     settings: dict[str, Any],
     analysed: bool,
+    attributes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The film summary: length, shot count and, after analysis, each attribute's mean, max and
-    top shots, the audio classes and the model. Deterministic given the records."""
+    top shots (every attribute of ``attribute_columns``, over the shots scored on it), the
+    audio classes and the model. Deterministic given the records."""
     frames = (records[-1]["end_frame"] + 1) if records else 0
     duration = records[-1]["end_time"] if records else 0.0
     durations = [r["duration"] for r in records]
@@ -277,9 +365,11 @@ def summarize(
     }
     if analysed:
         attributes: dict[str, Any] = {}
-        for name in ATTRIBUTES:
+        for name in attribute_columns(records, attributes):
             scored = [
-                (r["attributes"][name], r["shot_id"], r) for r in records if r.get("attributes")
+                (r["attributes"][name], r["shot_id"], r)
+                for r in records
+                if name in (r.get("attributes") or {})
             ]
             if not scored:
                 continue

@@ -4,7 +4,14 @@ It implements the contract's ``POST /analyze_batch`` (validated with the real
 ``qwen_server.contract.analysis`` models) and ``GET /health``, with bearer auth, and answers with
 deterministic results computed from the request: ``darkness`` is one minus the mean luma of the
 shot's JPEGs, ``audio_class`` follows the RMS and zero-crossing rate, other scores are hashes of
-the shot's content. Tests steer failures through ``FakeAnalysisServer.behaviour``::
+the shot's content.
+
+Attributes follow the request like the real server's: the body's (or a shot's own)
+``attributes`` are resolved against the server's vocabulary (``vocabulary=``, default the six v1
+attributes) with the contract's ``resolve_requested``, and every result holds exactly those
+names in that order (``attributes``, ``model_attributes``, ``evidence``); an unknown name is a
+422 whose ``detail`` names the item (``attributes[1]: 'x' is not in this server's
+vocabulary ...``). Tests steer failures through ``FakeAnalysisServer.behaviour``::
 
     with FakeAnalysisServer(token="t") as server:
         server.behaviour.fail_503 = 2        # next 2 batches: 503 + Retry-After
@@ -14,8 +21,10 @@ the shot's content. Tests steer failures through ``FakeAnalysisServer.behaviour`
         server.behaviour.delay = 0.2         # seconds to wait before answering each batch
         server.behaviour.hold_after = 2      # answer 2 batches, then hold requests until
         server.behaviour.release.set()       # ... this is set (to kill a client mid-run)
+        server.behaviour.omit_attribute = "x"  # results leave out attribute x (a bad server)
         server.stop()                        # held and new requests: connection dropped
-        ... server.url, server.requests, server.shot_ids, server.sessions ...
+        ... server.url, server.requests, server.shot_ids, server.sessions,
+        server.recorded.attributes (the ``attributes`` field of each valid request) ...
 
 Run it by hand with ``python tests/fake_analysis_server.py --port 8000 --token secret``.
 """
@@ -40,7 +49,13 @@ from PIL import Image
 from pydantic import ValidationError
 
 from qwen_server.contract.analysis import AnalyzeBatchRequest, ShotIn
-from qwen_server.contract.constants import ATTRIBUTES
+from qwen_server.contract.vocabulary import (
+    DEFAULT_VOCABULARY,
+    EVIDENCE_CHANNELS,
+    Vocabulary,
+    VocabularyError,
+    resolve_requested,
+)
 
 MODEL = "fake-qwen/deterministic-v1"
 
@@ -58,6 +73,7 @@ class Behaviour:
     delay: float = 0.0
     hold_after: int | None = None  # after this many answered batches, hold requests ...
     release: threading.Event = field(default_factory=threading.Event)  # ... until this is set
+    omit_attribute: str | None = None  # results leave this attribute out (breaks the contract)
 
 
 @dataclass
@@ -72,6 +88,7 @@ class Recorded:
     titles: set[str] = field(default_factory=set)
     images_per_shot: list[int] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
+    attributes: list[Any] = field(default_factory=list)  # the body's ``attributes``, per request
 
 
 def _score(*parts: object) -> float:
@@ -91,8 +108,23 @@ def _mean_luma(images: list[str]) -> float:
     return sum(values) / len(values)
 
 
-def analyse_shot(shot: ShotIn) -> dict[str, Any]:
-    """Deterministic result for one shot, computed only from its content."""
+def _evidence(channel: str | None, has_audio: bool) -> list[str]:
+    """The evidence list of one attribute, in the real server's form (``visual:<channel>``,
+    ``audio:<channel>``; empty for a model-only attribute)."""
+    if channel is None:
+        return []
+    kinds = EVIDENCE_CHANNELS[channel].split(":", 1)[0]
+    found = []
+    if "visual" in kinds:
+        found.append(f"visual:{channel}")
+    if "audio" in kinds and has_audio:
+        found.append(f"audio:{channel}")
+    return found
+
+
+def analyse_shot(shot: ShotIn, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> dict[str, Any]:
+    """Deterministic result for one shot, computed only from its content, scored on exactly
+    the attributes of ``vocabulary`` in its order."""
     luma = _mean_luma(shot.images)
     feats = shot.audio_features
     if feats is None or feats.rms_energy_mean is None:
@@ -104,12 +136,16 @@ def analyse_shot(shot: ShotIn) -> dict[str, Any]:
     else:
         audio_class = "music"
     key = (shot.shot_id, shot.start_time, len(shot.images), round(luma, 4), audio_class)
-    attrs = {name: _score(name, *key) for name in ATTRIBUTES}
-    attrs["darkness"] = round(1.0 - luma, 4)
+    attrs = {name: _score(name, *key) for name in vocabulary.names}
+    if "darkness" in attrs:
+        attrs["darkness"] = round(1.0 - luma, 4)
+    has_audio = feats is not None
     return {
         "shot_id": shot.shot_id,
         "caption": f"shot {shot.shot_id}: {len(shot.images)} frames, mean luma {luma:.3f}",
         "attributes": attrs,
+        "model_attributes": dict(attrs),
+        "evidence": {a.name: _evidence(a.evidence, has_audio) for a in vocabulary.attributes},
         "audio_class": audio_class,
         "start_time": shot.start_time,
         "end_time": shot.end_time,
@@ -121,8 +157,15 @@ def analyse_shot(shot: ShotIn) -> dict[str, Any]:
 class FakeAnalysisServer:
     """The app plus a uvicorn server in a background thread (context manager)."""
 
-    def __init__(self, token: str = "test-token", host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        token: str = "test-token",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        vocabulary: Vocabulary = DEFAULT_VOCABULARY,
+    ) -> None:
         self.token = token
+        self.vocabulary = vocabulary
         self.behaviour = Behaviour()
         self.recorded = Recorded()
         self._lock = threading.Lock()
@@ -191,14 +234,20 @@ class FakeAnalysisServer:
 
         @app.post("/analyze_batch", dependencies=[Depends(auth)])
         async def analyze_batch(request: Request) -> Any:
+            raw = await request.json()
             try:
-                body = AnalyzeBatchRequest.model_validate(await request.json())
+                body = AnalyzeBatchRequest.model_validate(raw)
             except ValidationError as exc:
                 return JSONResponse(
                     {"detail": exc.errors(include_url=False, include_context=False)},
                     status_code=422,
                 )
+            try:
+                vocabularies = self._vocabularies(raw)
+            except VocabularyError as exc:
+                return JSONResponse({"detail": str(exc)}, status_code=422)
             with self._lock:
+                self.recorded.attributes.append(raw.get("attributes"))
                 self.recorded.arrivals.append([s.shot_id for s in body.shots])
             if self.behaviour.delay:
                 await asyncio.sleep(self.behaviour.delay)
@@ -219,7 +268,10 @@ class FakeAnalysisServer:
                 return JSONResponse(
                     {"detail": "slow down"}, status_code=429, headers={"Retry-After": "0.1"}
                 )
-            results = [analyse_shot(s) for s in body.shots]
+            results = [analyse_shot(s, v) for s, v in zip(body.shots, vocabularies, strict=True)]
+            if self.behaviour.omit_attribute is not None:
+                for r in results:
+                    r["attributes"].pop(self.behaviour.omit_attribute, None)
             with self._lock:
                 self.recorded.answered += 1
                 ids = [s.shot_id for s in body.shots]
@@ -259,6 +311,25 @@ class FakeAnalysisServer:
             await app(scope, receive, send)
 
         return asgi
+
+    def _vocabularies(self, raw: dict[str, Any]) -> list[Vocabulary]:
+        """The vocabulary of each shot of a valid request: the shot's own ``attributes``, else
+        the body's, else the server's, resolved like the real server does (VocabularyError
+        naming the item, e.g. ``attributes[1]``, for a name the server does not know)."""
+        body = raw.get("attributes")
+        default = (
+            self.vocabulary
+            if body is None
+            else resolve_requested(body, self.vocabulary, "attributes")
+        )
+        out = []
+        for i, shot in enumerate(raw["shots"]):
+            own = shot.get("attributes")
+            if own is None:
+                out.append(default)
+            else:
+                out.append(resolve_requested(own, self.vocabulary, f"shots[{i}].attributes"))
+        return out
 
     def start(self) -> FakeAnalysisServer:
         """Serve in a background thread; returns when the server accepts connections."""

@@ -1,5 +1,6 @@
 """What goes over the wire to the analysis servers, without any connection: session ids, the
-shot objects of ``POST /analyze_batch``, and reading a server's ``Retry-After`` and error detail.
+shot objects and body of ``POST /analyze_batch``, and reading a server's ``Retry-After`` and
+error detail.
 """
 
 from __future__ import annotations
@@ -47,6 +48,25 @@ def shot_payload(
     }
     if audio_features is not None:
         body["audio_features"] = {k: v for k, v in audio_features.items() if v is not None}
+    return body
+
+
+def batch_body(
+    shots: list[dict[str, Any]],
+    session_id: str | None = None,
+    title: str | None = None,
+    attributes: Sequence[str | dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The body of ``POST /analyze_batch``: the shots, the optional session and title (cut to
+    the contract's 500 characters) and the requested ``attributes`` (names or definitions,
+    ``AttributeRequest.request_items``); without them the server scores its whole vocabulary."""
+    body: dict[str, Any] = {"shots": shots}
+    if session_id:
+        body["session_id"] = session_id
+    if title:
+        body["title"] = title[:500]
+    if attributes is not None:
+        body["attributes"] = list(attributes)
     return body
 
 

@@ -8,7 +8,8 @@ waited for up to ``PostingOptions.retry_for`` seconds (a single server restartin
 abort the film; the progress line says "waiting for server"), and only then does the run fail
 (``ServerUnreachable``, exit 3). A 401 is never retried: the token is wrong everywhere, so the
 run stops at once (``AuthFailed``). Other 4xx answers mean the request itself is wrong, and are
-not retried either (``RequestRejected``).
+not retried either (``RequestRejected``; a 422 about the requested attributes names the
+attribute). Answers are checked by ``client.api.responses`` (exactly the requested attributes).
 
 Every socket the pool opens is remembered (``client.api.transport``), so ``abort`` (a failed or
 interrupted run) can shut them down: a thread blocked reading an answer wakes at once with an
@@ -29,11 +30,11 @@ from typing import Any
 
 import httpx
 
-from client.api.bodies import error_detail, parse_retry_after
+from client.api.bodies import batch_body, error_detail, parse_retry_after
+from client.api.responses import BatchResult, parse_batch_answer, rejection
 from client.api.transport import AbortableBackend, abortable_transport
-from client.errors import AuthFailed, RequestRejected, ServerProtocolError, ServerUnreachable
-from client.options import PostingOptions
-from qwen_server.contract.constants import ATTRIBUTES
+from client.errors import AuthFailed, ServerUnreachable
+from client.options import AttributeRequest, PostingOptions
 
 log = logging.getLogger("client.api")
 
@@ -57,19 +58,6 @@ class ServerState:
     alive: bool = True
     last_error: str = ""
     stats: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """A server's answer to one batch."""
-
-    results: list[dict[str, Any]]
-    model: str | None
-    server: str
-    # With a session id: whether the server stored the batch (False: it answered, but its store
-    # failed and ``store_error`` says why; the results are still good). None without a session.
-    stored: bool | None = None
-    store_error: str | None = None
 
 
 class ServerPool:
@@ -231,14 +219,18 @@ class ServerPool:
 
     # --- requests ---------------------------------------------------------------------------
     def analyze_batch(
-        self, shots: list[dict[str, Any]], session_id: str | None = None, title: str | None = None
+        self,
+        shots: list[dict[str, Any]],
+        session_id: str | None = None,
+        title: str | None = None,
+        attributes: AttributeRequest | None = None,
     ) -> BatchResult:
-        """POST one batch to /analyze_batch, retrying and failing over as described above."""
-        body: dict[str, Any] = {"shots": shots}
-        if session_id:
-            body["session_id"] = session_id
-        if title:
-            body["title"] = title[:500]
+        """POST one batch to /analyze_batch, retrying and failing over as described above.
+        With ``attributes``, asks for exactly those and checks every result holds exactly them
+        (None: the server's vocabulary, any names)."""
+        items = attributes.request_items() if attributes is not None else None
+        names = attributes.names if attributes is not None else None
+        body = batch_body(shots, session_id, title, items)
         ids = [s["shot_id"] for s in shots]
         last_error = ""
         attempts = 0  # failures of this batch on a server that answered (see PostingOptions)
@@ -255,7 +247,7 @@ class ServerPool:
                 self._release(server)
             status = response.status_code
             if status == 200:
-                result = self._parse(response, ids, server.url)
+                result = parse_batch_answer(response, ids, server.url, names)
                 self._succeeded(server)
                 return result
             if status == 401:
@@ -270,10 +262,7 @@ class ServerPool:
                 hard = not (status == 429 or (status == 503 and retry_after is not None))
                 self._failed(server, last_error, retry_after, hard=hard)
                 continue
-            raise RequestRejected(
-                f"{server.url} rejected a batch of shots {ids[0]}..{ids[-1]} "
-                f"(HTTP {status}: {error_detail(response)})"
-            )
+            raise rejection(response, ids, server.url, names)
         raise ServerUnreachable(
             f"shots {ids[0]}..{ids[-1]} failed {self.options.max_attempts} times; "
             f"last: {last_error}"
@@ -300,29 +289,6 @@ class ServerPool:
             else "no token was given: set QWEN_SERVER_TOKEN or pass --token-file"
         )
         return AuthFailed(f"{url} rejected the request (401: {error_detail(response)}); {hint}")
-
-    @staticmethod
-    def _parse(response: httpx.Response, ids: list[int], url: str) -> BatchResult:
-        try:
-            data = response.json()
-            results = data["results"]
-        except (ValueError, KeyError, TypeError):
-            raise ServerProtocolError(f"{url} answered 200 without a results list") from None
-        got = [r.get("shot_id") if isinstance(r, dict) else None for r in results]
-        if got != ids:
-            raise ServerProtocolError(f"{url} returned results for shots {got}, expected {ids}")
-        for r in results:
-            attrs = r.get("attributes")
-            if not isinstance(attrs, dict) or any(a not in attrs for a in ATTRIBUTES):
-                raise ServerProtocolError(f"{url}: result for shot {r['shot_id']} lacks attributes")
-        stored = data.get("stored")
-        return BatchResult(
-            results=results,
-            model=data.get("model"),
-            server=url,
-            stored=stored if isinstance(stored, bool) else None,
-            store_error=str(data["store_error"]) if data.get("store_error") else None,
-        )
 
     def health(self, check_token: bool = False) -> list[dict[str, Any]]:
         """GET /health of every server: one dict per server with ``url``, ``reachable``,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 
 from client.cli.options import (
+    add_attributes_option,
     add_command,
     add_extract_options,
     add_film_argument,
     add_output_options,
     add_posting_options,
     add_server_options,
+    attributes_from_args,
     extract_options_from_args,
     posting_options_from_args,
     progress_bar,
@@ -31,16 +33,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         summary="analyse every shot of a film with one or more servers",
         description=(
             "Find the shots of FILM, sample their frames and audio features, and have the\n"
-            "analysis servers caption and score them (suspense, darkness, ambiguity,\n"
-            "emotional_tension, intensity, motion). Results go to DIR/shots.jsonl as they\n"
-            "arrive, then DIR/shots.csv and DIR/summary.json. Run the same command again after\n"
-            f"an interruption to resume. The token comes from ${TOKEN_ENV} or --token-file."
+            "analysis servers caption and score them on each attribute of the server's\n"
+            "vocabulary (by default suspense, darkness, ambiguity, emotional_tension,\n"
+            "intensity, motion), or on those chosen with --attributes: a vocabulary file\n"
+            "or a list of names. Results go to DIR/shots.jsonl as they arrive, then\n"
+            "DIR/shots.csv (one column per attribute) and DIR/summary.json. Run the same\n"
+            "command again after an interruption to resume (with the same --attributes).\n"
+            f"The token comes from ${TOKEN_ENV} or --token-file."
         ),
         examples=[
             f"export {TOKEN_ENV}=...",
             "qwen-client analyze film.mp4 --server http://gpu1:8000 --out film_analysis",
             "qwen-client analyze film.mkv -s http://gpu1:8000 -s http://gpu2:8000 \\",
             "    --token-file ~/.qwen_token --out out --batch-size 16 --in-flight 4",
+            "qwen-client analyze trailer.mp4 -s http://gpu1:8000 --out trailer \\",
+            "    --attributes examples/trailer_attributes.yaml",
+            "qwen-client analyze film.mp4 -s http://gpu1:8000 --out out \\",
+            "    --attributes suspense,motion,darkness",
         ],
     )
     add_film_argument(p)
@@ -51,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="ID",
         help="session id for the server's stored results (default: from the file name)",
     )
+    add_attributes_option(p)
     add_posting_options(p)
     add_extract_options(p)
     p.set_defaults(handler=run)
@@ -63,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from client.pipeline.run import analyze
 
     options = extract_options_from_args(args)
+    attributes = attributes_from_args(args)  # a bad file or name fails before any decoding
     warm_up_audio(options)
     urls = server_urls(args)
     token = read_token(args.token_file)
@@ -83,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             args.film.name,
             progress=progress,
             force=args.force,
+            attributes=attributes,
         )
     finally:
         servers.close()

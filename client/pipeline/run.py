@@ -23,7 +23,7 @@ from typing import Any
 from client.api import ServerPool
 from client.errors import ClientError
 from client.media.probe import VideoInfo
-from client.options import ExtractOptions
+from client.options import AttributeRequest, ExtractOptions
 from client.outputs import OutputDir, film_fingerprint
 from client.pipeline.sinks import FramesWriter, Outputs, Poster, Sink
 from client.pipeline.source import ShotSource
@@ -209,12 +209,24 @@ def analyze(
     title: str | None,
     progress: Progress | None = None,
     force: bool = False,
+    attributes: AttributeRequest | None = None,
 ) -> RunReport:
     """The ``analyze`` command: extract shots and have the servers analyse them in batches,
-    writing results as they come (resumable; see the module doc)."""
-    settings = {**options.output_settings(), "session_id": session_id, "title": title}
-    outputs = Outputs(OutputDir(out_dir), settings, True, progress)
-    poster = Poster(servers, outputs, session_id, title)
+    writing results as they come (resumable; see the module doc).
+
+    ``attributes`` (None: the server's vocabulary) is part of the run's settings in run.json, as
+    sent: a resume with another vocabulary, order, description or evidence is refused like any
+    other change of settings (``--force`` starts over).
+    """
+    settings = {
+        **options.output_settings(),
+        "session_id": session_id,
+        "title": title,
+        "attributes": attributes.output_setting() if attributes is not None else None,
+    }
+    names = attributes.names if attributes is not None else None
+    outputs = Outputs(OutputDir(out_dir), settings, True, progress, names)
+    poster = Poster(servers, outputs, session_id, title, attributes)
     if progress is not None:
         servers.on_wait = progress.status
     run = Run(

@@ -18,11 +18,10 @@ from typing import Any, Protocol
 from client.api import ServerPool, shot_payload
 from client.errors import ClientError
 from client.media.probe import VideoInfo
-from client.options import PostingOptions
+from client.options import AttributeRequest, PostingOptions
 from client.outputs import OutputDir, summarize
 from client.pipeline.source import PreparedShot, ShotSource
 from client.progress import Progress
-from qwen_server.contract.constants import ATTRIBUTES
 
 log = logging.getLogger("client.pipeline")
 
@@ -35,7 +34,11 @@ class Sink(Protocol):
 
 class Outputs:
     """The run's results folder as a sink for records: appends them to shots.jsonl (counting
-    progress) and, at the end, checks that no shot is missing and writes the final files."""
+    progress) and, at the end, checks that no shot is missing and writes the final files.
+
+    ``attributes`` are the names the run asked for (None: the server's vocabulary): they lead
+    the attribute columns of shots.csv and the attributes of summary.json.
+    """
 
     def __init__(
         self,
@@ -43,11 +46,13 @@ class Outputs:
         settings: dict[str, Any],
         analysed: bool,
         progress: Progress | None = None,
+        attributes: tuple[str, ...] | None = None,
     ) -> None:
         self.dir = out
         self.settings = settings
         self.analysed = analysed
         self.progress = progress
+        self.attributes = attributes
 
     def append(self, records: list[dict[str, Any]]) -> None:
         """Append records to shots.jsonl and count them as done."""
@@ -68,8 +73,10 @@ class Outputs:
             missing = sorted(set(range(1, expected + 1)) - {r["shot_id"] for r in records})
             if missing:
                 raise ClientError(f"shots missing from the results: {missing[:10]}")
-        summary = summarize(records, info.as_record(), self.settings, self.analysed)
-        return self.dir.finalize(summary, self.analysed, diagnostics)
+        summary = summarize(
+            records, info.as_record(), self.settings, self.analysed, self.attributes
+        )
+        return self.dir.finalize(summary, self.analysed, diagnostics, self.attributes)
 
 
 class FramesWriter:
@@ -101,7 +108,12 @@ class FramesWriter:
 
 class Poster:
     """The ``analyze`` sink: batches prepared shots and keeps up to ``in_flight`` batches
-    posting concurrently; each answer is written as it arrives."""
+    posting concurrently; each answer is written as it arrives.
+
+    Every batch asks for ``attributes`` (None: the server's vocabulary); each record keeps the
+    scores exactly as the server returned them, names and order (the pool has checked that
+    they are numbers and, when requested, exactly the requested names).
+    """
 
     def __init__(
         self,
@@ -109,12 +121,14 @@ class Poster:
         outputs: Outputs,
         session_id: str | None,
         title: str | None,
+        attributes: AttributeRequest | None = None,
     ) -> None:
         self.servers = servers
         self.options: PostingOptions = servers.options
         self.outputs = outputs
         self.session_id = session_id
         self.title = title
+        self.attributes = attributes
         self._slots = threading.Semaphore(self.options.in_flight)
         self._error: BaseException | None = None
         self._written = 0
@@ -183,15 +197,14 @@ class Poster:
             )
             for p in batch
         ]
-        answer = self.servers.analyze_batch(payload, self.session_id, self.title)
+        answer = self.servers.analyze_batch(payload, self.session_id, self.title, self.attributes)
         records = []
         for prepared, result in zip(batch, answer.results, strict=True):
-            attrs = result["attributes"]
             records.append(
                 {
                     **prepared.base_record(),
                     "caption": result.get("caption"),
-                    "attributes": {a: attrs[a] for a in ATTRIBUTES},
+                    "attributes": dict(result["attributes"]),
                     "audio_class": result.get("audio_class"),
                     "model": result.get("model") or answer.model,
                     # Fields the model's answer lacked (neutral values stand in): never data.

@@ -56,6 +56,7 @@ def test_dependency_metadata_keeps_the_server_stack_out_of_the_client() -> None:
     assert {"torch", "transformers", "xgrammar", "fastapi", "pydantic"} <= server
     # The client's own libraries are in the base, so the server extra gets them too.
     assert {"av", "httpx", "librosa", "scenedetect", "opencv-python-headless"} <= base
+    assert "pyyaml" in base  # analyze --attributes FILE reads YAML vocabularies
 
 
 def _client_venv(tmp: Path) -> Path:
@@ -119,6 +120,23 @@ def test_client_only_venv_runs_every_command(tmp_path: Path) -> None:
         analyzed = run("analyze", str(film.path), "--server", server.url, "--out", str(out), "-q")
         assert analyzed.returncode == 0, analyzed.stderr
         assert server.recorded.sessions == {"film.mp4": [1, 2]}
+        # A vocabulary file is read with PyYAML, which the bare install must bring.
+        vocab = tmp_path / "vocab.yaml"
+        vocab.write_text('attributes:\n  humor: "something funny happens"\n  darkness: "dark"\n')
+        out = tmp_path / "vocab_run"
+        scored = run(
+            "analyze",
+            str(film.path),
+            "-s",
+            server.url,
+            "--out",
+            str(out),
+            "-q",
+            "--attributes",
+            str(vocab),
+        )
+        assert scored.returncode == 0, scored.stderr
+        assert (out / "shots.csv").read_text().splitlines()[0].count("humor") == 1
         # chat reaches the server (the fake has no /chat: a clear one-line error, not a crash).
         asked = run("chat", "--server", server.url, "--session", "film.mp4", "what happens?")
         assert "Traceback" not in asked.stderr and "ModuleNotFoundError" not in asked.stderr

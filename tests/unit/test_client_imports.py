@@ -1,6 +1,7 @@
 """The client installs without the server stack: importing any ``client`` module pulls in none
 of torch, transformers, xgrammar, pydantic, fastapi, uvicorn or accelerate, and no server module
-but the dependency-free contract constants."""
+but the dependency-free contract modules (constants, and the attribute vocabulary format that
+``analyze --attributes`` reads; its one dependency, PyYAML, is a client dependency)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ import client
 from client.cli import run
 
 FORBIDDEN = ("torch", "transformers", "xgrammar", "pydantic", "fastapi", "uvicorn", "accelerate")
-ALLOWED_SERVER = {"qwen_server", "qwen_server.contract", "qwen_server.contract.constants"}
+ALLOWED_SERVER = {
+    "qwen_server",
+    "qwen_server.contract",
+    "qwen_server.contract.constants",
+    "qwen_server.contract.vocabulary",
+}
 
 
 def client_modules() -> list[str]:
