@@ -1,21 +1,27 @@
-"""One film as the chat sees it: its shots normalised (FilmShot), their table rows and the
-whole-film summary computed from every shot (per attribute the mean, the maximum with its shot
-and timecode, and the trend across the film in a few equal parts; plus the audio mix).
+"""One film as the chat sees it: its shots normalised (FilmShot), the attributes it has, and the
+shot table's columns, legend, header and rows.
+
+Attributes are the caller's (issue 10): a shot carries whatever scores its analysis produced,
+and a stored film may mix vocabularies (some shots scored on the v1 six, later ones on 38). So
+``film_attributes`` is the union over the shots in first-seen order, a shot lacking one of them
+shows ``-`` in that column, and the table shows only a few columns per question
+(``table_columns``): 38 columns on 2,000 rows would spend the whole budget on digits. The
+whole-film summary (``summary.py``) still covers every attribute.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..contract.constants import ATTRIBUTES
+from ..contract.vocabulary import ATTRIBUTE_NAME_RE
 from .timecode import MAX_TIME_S, timecode
 
-# Short column names for the table header; the legend line spells them out.
-SHORT_NAMES: dict[str, str] = {
+# The v1 attributes keep their v1 short column names; other names get generated ones.
+V1_SHORT_NAMES: dict[str, str] = {
     "suspense": "sus",
     "darkness": "dark",
     "ambiguity": "amb",
@@ -23,38 +29,35 @@ SHORT_NAMES: dict[str, str] = {
     "intensity": "int",
     "motion": "mot",
 }
+MAX_COLUMNS = 8  # score columns in the table, at most
+DEFAULT_COLUMNS = 6  # columns when the question names no attribute
 TABLE_CAPTION_CHARS = 160  # captions are ~200 chars at most; trim the rare long one
-TREND_PARTS = 5
-
-TABLE_LEGEND = "time = start-end HH:MM:SS.mmm; scores 0-1: " + " ".join(
-    f"{SHORT_NAMES[a]}={a}" for a in ATTRIBUTES
-)
-
-
-TABLE_HEADER = (
-    "time | shot | " + " ".join(SHORT_NAMES[a] for a in ATTRIBUTES) + " | audio | caption"
-)
 
 
 @dataclass(frozen=True)
 class FilmShot:
-    """What the chat needs of one shot result."""
+    """What the chat needs of one shot result; ``scores`` holds the attributes it was scored on
+    (numbers only: a missing, null or non-numeric score is simply absent)."""
 
     shot_id: int
     start: float | None
     end: float | None
     caption: str
-    scores: dict[str, float | None]
+    scores: dict[str, float]
     audio_class: str | None
 
-    def row(self) -> str:
-        """The table row: ``start-end | shot | six scores | audio | caption``."""
-        scores = " ".join("-" if v is None else f"{v:.2f}" for v in self.scores.values())
+    def row(self, columns: Sequence[str]) -> str:
+        """The table row: ``start-end | shot | scores of columns | audio | caption``
+        (``-`` for a column the shot has no score for; no score part without columns)."""
         caption = " ".join(self.caption.split())  # one line, single spaces
         if len(caption) > TABLE_CAPTION_CHARS:
             caption = caption[: TABLE_CAPTION_CHARS - 1].rstrip() + "…"
+        scores = ""
+        if columns:
+            values = (self.scores.get(a) for a in columns)
+            scores = " ".join("-" if v is None else f"{v:.2f}" for v in values) + " | "
         return (
-            f"{timecode(self.start)}-{timecode(self.end)} | {self.shot_id} | {scores} | "
+            f"{timecode(self.start)}-{timecode(self.end)} | {self.shot_id} | {scores}"
             f"{self.audio_class or '-'} | {caption or '-'}"
         )
 
@@ -76,14 +79,24 @@ def _time(value: Any) -> float | None:
     return t if t is not None and 0 <= t <= MAX_TIME_S else None
 
 
+def _scores(attrs: Any) -> dict[str, float]:
+    """The usable scores of a result's ``attributes``: valid names with finite numbers, in the
+    result's order. Anything else (legacy junk, nulls) is left out, never sent to the model."""
+    if not isinstance(attrs, Mapping):
+        return {}
+    out: dict[str, float] = {}
+    for name, value in attrs.items():
+        v = _num(value)
+        if v is not None and isinstance(name, str) and ATTRIBUTE_NAME_RE.fullmatch(name):
+            out[name] = v
+    return out
+
+
 def film_shots(results: Iterable[Mapping[str, Any]]) -> list[FilmShot]:
     """Normalise stored or inline results to FilmShots in time order (start, then shot id;
     shots without a start time last)."""
     shots: list[FilmShot] = []
     for r in results:
-        attrs = r.get("attributes") or {}
-        if not isinstance(attrs, Mapping):
-            attrs = {}
         start = _time(r.get("start_time", r.get("start")))
         end = _time(r.get("end_time", r.get("end")))
         duration = _time(r.get("duration"))
@@ -96,12 +109,22 @@ def film_shots(results: Iterable[Mapping[str, Any]]) -> list[FilmShot]:
                 start=start,
                 end=end,
                 caption=str(r.get("caption") or ""),
-                scores={a: _num(attrs.get(a)) for a in ATTRIBUTES},
+                scores=_scores(r.get("attributes")),
                 audio_class=str(audio) if audio else None,
             )
         )
     shots.sort(key=lambda s: (s.start is None, s.start or 0.0, s.shot_id))
     return shots
+
+
+def film_attributes(shots: Iterable[FilmShot]) -> list[str]:
+    """Every attribute any shot has, in first-seen order (shots in film order)."""
+    seen: dict[str, None] = {}
+    for s in shots:
+        for name in s.scores:
+            if name not in seen:
+                seen[name] = None
+    return list(seen)
 
 
 def shot_index_at(timed: Sequence[FilmShot], t: float) -> int | None:
@@ -115,83 +138,81 @@ def shot_index_at(timed: Sequence[FilmShot], t: float) -> int | None:
     return best
 
 
-# --- whole-film summary ----------------------------------------------------------------------
+# --- columns ---------------------------------------------------------------------------------
 
 
-def _parts(shots: Sequence[FilmShot]) -> tuple[list[list[FilmShot]], list[str]]:
-    """Split the film into up to TREND_PARTS equal parts: by time when every shot has a start
-    time and the film has a length, else by shot order. Returns the parts and their labels."""
-    k = min(TREND_PARTS, len(shots))
-    starts = [s.start for s in shots]
-    if all(t is not None for t in starts):
-        t0 = min(starts)  # type: ignore[type-var]
-        t1 = max((s.end if s.end is not None else s.start) for s in shots)  # type: ignore[type-var]
-        if t1 > t0:
-            width = (t1 - t0) / k
-            parts: list[list[FilmShot]] = [[] for _ in range(k)]
-            for s in shots:
-                parts[min(k - 1, int((s.start - t0) / width))].append(s)  # type: ignore[operator]
-            labels = [
-                f"{timecode(t0 + i * width)}-{timecode(t0 + (i + 1) * width)}" for i in range(k)
-            ]
-            return parts, labels
-    size = len(shots) / k
-    parts = [list(shots[round(i * size) : round((i + 1) * size)]) for i in range(k)]
-    labels = [f"shots #{p[0].shot_id}-#{p[-1].shot_id}" if p else "-" for p in parts]
-    return parts, labels
+def table_columns(asked: Iterable[str], attributes: Sequence[str]) -> list[str]:
+    """The score columns of the table for a question, in the film's attribute order.
+
+    The rule: the attributes the question names (``asked``, at most MAX_COLUMNS), then the
+    default set until MAX_COLUMNS: the v1 six that the film has, topped up with the film's
+    other attributes in first-seen order to DEFAULT_COLUMNS. So a v1 film always shows its six
+    (whatever is asked), a 38-attribute film shows the asked ones with about six for context.
+    Columns keep the film's order so a row reads the same from one question to the next.
+    """
+    present = set(attributes)
+    chosen = list(dict.fromkeys(a for a in asked if a in present))[:MAX_COLUMNS]
+    defaults = [a for a in ATTRIBUTES if a in present]
+    top_up = max(0, DEFAULT_COLUMNS - len(defaults))
+    defaults += [a for a in attributes if a not in defaults][:top_up]
+    for a in defaults:
+        if len(chosen) >= MAX_COLUMNS:
+            break
+        if a not in chosen:
+            chosen.append(a)
+    order = {a: i for i, a in enumerate(attributes)}
+    return sorted(chosen, key=order.__getitem__)
 
 
-def _trend_word(means: list[float | None]) -> str:
-    known = [m for m in means if m is not None]
-    if len(known) < 2:
-        return "n/a"
-    delta = known[-1] - known[0]
-    word = "rising" if delta >= 0.1 else "falling" if delta <= -0.1 else "steady"
-    best = max(range(len(means)), key=lambda i: -1.0 if means[i] is None else means[i])
-    return f"{word}, highest in part {best + 1}"
+def _short_candidate(name: str) -> str:
+    """``humor`` -> ``humo``, ``romantic_tension`` -> ``romt``: a one-word name's first four
+    letters, else the first word's first three letters and the other words' initials."""
+    words = [w for w in name.split("_") if w]
+    if len(words) == 1:
+        return words[0][:4]
+    return words[0][:3] + "".join(w[0] for w in words[1:])
 
 
-def film_summary(shots: Sequence[FilmShot], *, title: str | None = None) -> str:
-    """Whole-film summary lines computed from every shot."""
-    lines: list[str] = []
-    n = len(shots)
-    timed = [s for s in shots if s.start is not None]
-    head = f"FILM: {title}" if title else "FILM"
-    if timed:
-        t0 = min(s.start for s in timed)  # type: ignore[type-var]
-        t1 = max((s.end if s.end is not None else s.start) for s in timed)  # type: ignore[type-var]
-        lines.append(
-            f"{head} - {n} shots analysed, {timecode(t0)} to {timecode(t1)}"
-            f" ({t1 - t0:.1f} s, mean shot {(t1 - t0) / max(1, len(timed)):.1f} s)"
-        )
-    else:
-        lines.append(f"{head} - {n} shots analysed (no timing information)")
-    if not shots:
-        return "\n".join(lines)
-    parts, labels = _parts(shots)
-    lines.append(
-        "WHOLE-FILM SUMMARY (every shot). Trend = mean score in each of "
-        f"{len(parts)} equal parts: " + ", ".join(f"{i + 1}={lab}" for i, lab in enumerate(labels))
-    )
-    lines.append("attribute | mean | max (shot, time) | trend by part")
-    for attr in ATTRIBUTES:
-        vals = [(s.scores[attr], s) for s in shots if s.scores[attr] is not None]
-        if not vals:
-            lines.append(f"{attr} | - | - | -")
+def short_names(attributes: Sequence[str]) -> dict[str, str]:
+    """Unique short column names for ``attributes`` (all of the film's, so a column keeps its
+    name whatever the question): the v1 names for the v1 six, generated ones for the rest,
+    lengthened (more of the name, then a number) where two would clash."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for a in attributes:  # the v1 names first: they are what v1 prompts always said
+        if a in V1_SHORT_NAMES:
+            out[a] = V1_SHORT_NAMES[a]
+            taken.add(out[a])
+    for a in attributes:
+        if a in out:
             continue
-        mean = sum(v for v, _ in vals) / len(vals)
-        top_v, top = max(vals, key=lambda p: (p[0], -p[1].shot_id))
-        part_means: list[float | None] = []
-        for part in parts:
-            pv = [s.scores[attr] for s in part if s.scores[attr] is not None]
-            part_means.append(sum(pv) / len(pv) if pv else None)  # type: ignore[arg-type]
-        curve = " ".join("-" if m is None else f"{m:.2f}" for m in part_means)
-        lines.append(
-            f"{attr} | {mean:.2f} | {top_v:.2f} (shot {top.shot_id}, {timecode(top.start)}) | "
-            f"{curve} ({_trend_word(part_means)})"
-        )
-    audio = Counter(s.audio_class or "unknown" for s in shots)
-    lines.append(
-        "audio: " + ", ".join(f"{cls} {100 * c / n:.0f}%" for cls, c in audio.most_common())
-    )
-    return "\n".join(lines)
+        base = _short_candidate(a)
+        compact = a.replace("_", "")
+        candidates = [base] + [compact[:k] for k in range(len(base) + 1, len(compact) + 1)]
+        short = next((c for c in candidates if c not in taken), None)
+        n = 2
+        while short is None or short in taken:
+            short, n = f"{base}{n}", n + 1
+        out[a] = short
+        taken.add(short)
+    return out
+
+
+def table_legend(columns: Sequence[str], names: Mapping[str, str], total: int) -> str:
+    """The line that explains the rows: the time format and each column's full name; says how
+    many of the film's attributes are not columns (the summary has them)."""
+    legend = "time = start-end HH:MM:SS.mmm; scores 0-1, - = not scored"
+    if columns:
+        legend += ": " + " ".join(f"{names[a]}={a}" for a in columns)
+    else:
+        legend += ": (no scores)"
+    others = total - len(columns)
+    if others > 0:
+        legend += f"; {others} more attribute{'s' if others > 1 else ''} not shown as columns"
+    return legend
+
+
+def table_header(columns: Sequence[str], names: Mapping[str, str]) -> str:
+    """The table's header line for ``columns``."""
+    scores = " ".join(names[a] for a in columns) + " | " if columns else ""
+    return f"time | shot | {scores}audio | caption"
