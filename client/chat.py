@@ -15,6 +15,7 @@ server failing (``ChatFailed``). The token is never printed.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -46,9 +47,31 @@ def _first(row: dict[str, Any], *names: str) -> Any:
     return None
 
 
+def _scores(row: dict[str, Any]) -> dict[str, int | float]:
+    """A record's scores: every numeric entry of its ``attributes`` (any vocabulary: the six,
+    the 38 of a trailer file, ...), in its order. Flat layouts (scores as top-level columns)
+    cannot tell scores from other columns, so there only the v1 six are read. Nulls, booleans,
+    text and non-finite numbers are dropped: they are not scores the server would accept."""
+    attrs = row.get("attributes")
+    if not isinstance(attrs, dict):
+        attrs = {a: row.get(a) for a in ATTRIBUTES}
+    return {str(name): value for name, value in attrs.items() if _is_score_number(value)}
+
+
+def _is_score_number(value: Any) -> bool:
+    """A JSON number that is finite (an int too large for a float is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def load_results(path: Path) -> list[dict[str, Any]]:
     """The shots of a local run (``DIR/shots.jsonl``, or the file itself), reduced to what the
-    chat uses. Failed shots (no caption and no scores) are skipped."""
+    chat uses (``_scores``: every attribute a record has). Failed shots (no caption and no
+    scores) are skipped."""
     file = path / RESULTS_FILE if path.is_dir() else path
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
@@ -66,9 +89,7 @@ def load_results(path: Path) -> list[dict[str, Any]]:
             raise InputError(f"{file} line {number}: not valid JSON") from None
         if not isinstance(row, dict) or not isinstance(row.get("shot_id"), int):
             raise InputError(f"{file} line {number}: no integer shot_id")
-        attrs = row.get("attributes")
-        if not isinstance(attrs, dict):  # flat layouts: scores as top-level columns
-            attrs = {a: row[a] for a in ATTRIBUTES if isinstance(row.get(a), (int, float))}
+        attrs = _scores(row)
         caption = row.get("caption")
         if not caption and not attrs:
             continue
