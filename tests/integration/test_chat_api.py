@@ -17,9 +17,30 @@ from client.chat import sse_events
 from client.cli import run
 from tests.conftest import TEST_API_KEY, LiveServer, run_server, test_settings
 from tests.fake_openai_server import FakeOpenAI
+from tests.unit.test_chat_vocabulary import TRAILER
 
 PROVIDER_KEY = "sk-nebius-DISTINCTIVE-4b9d27aa"
 ATTRS = ("suspense", "darkness", "ambiguity", "emotional_tension", "intensity", "motion")
+
+
+def trailer_film(ids: range, funniest: int) -> list[dict[str, Any]]:
+    """Shots scored on the 38 trailer attributes; ``funniest`` has the top humor score."""
+    out = []
+    for i in ids:
+        scores = {a: round(0.1 + 0.01 * ((i + k) % 40), 2) for k, a in enumerate(TRAILER)}
+        scores["humor"] = 0.97 if i == funniest else 0.3
+        out.append(
+            {
+                "shot_id": i,
+                "caption": f"caption of shot {i}: "
+                + ("a clown falls over" if i == funniest else "a hall"),
+                "attributes": scores,
+                "audio_class": "music",
+                "start_time": i * 2.5,
+                "end_time": i * 2.5 + 2.5,
+            }
+        )
+    return out
 
 
 def film(n: int = 4) -> list[dict[str, Any]]:
@@ -56,7 +77,11 @@ def live(fake: FakeOpenAI, tiny_model_dir: Path, tmp_path_factory) -> Iterator[L
         NEBIUS_API_KEY=PROVIDER_KEY,
     )
     with run_server(settings) as server:
-        server.app.state.store.save_results("night-film", film(), title="Night", model="tiny")
+        store = server.app.state.store
+        store.save_results("night-film", film(), title="Night", model="tiny")
+        # A session mixing vocabularies: shots 0-3 on the six, 4-7 on the 38 trailer attributes.
+        store.save_results("mixed-film", film(), title="Mixed", model="tiny")
+        store.save_results("mixed-film", trailer_film(range(4, 8), 6), title=None, model="tiny")
         yield server
 
 
@@ -205,6 +230,71 @@ def test_no_provider_key_is_503_naming_the_setting(live: LiveServer, provider, m
     assert provider.requests == []
 
 
+# --- caller vocabularies ---------------------------------------------------------------------
+
+
+def table_of(system: str) -> tuple[list[str], dict[int, list[str]]]:
+    """The table's score columns and each row's scores, by shot id."""
+    header = next(line for line in system.splitlines() if line.startswith("time | shot | "))
+    rows = {
+        int(line.split(" | ")[1]): line.split(" | ")[2].split()
+        for line in system.splitlines()
+        if line[:2].isdigit() and line.count(" | ") == 4
+    }
+    return header.split(" | ")[2].split(), rows
+
+
+def test_chat_about_a_session_mixing_vocabularies(live: LiveServer, provider: FakeOpenAI):
+    with live.client() as c:
+        r = c.post(
+            "/chat", json={"session_id": "mixed-film", "question": "Which shots are funniest?"}
+        )
+    assert r.status_code == 200, r.text
+    assert r.json()["shots_total"] == 8
+    system = provider.requests[-1]["body"]["messages"][0]["content"]
+    cols, rows = table_of(system)
+    assert cols == ["sus", "dark", "amb", "tens", "int", "mot", "humo"]
+    assert "humo=humor" in system and "all 39 attributes" in system  # the six + 33 new
+    assert rows[1][cols.index("humo")] == "-" and rows[5][cols.index("tens")] == "-"
+    assert rows[6][cols.index("humo")] == "0.97"
+    assert "humor (4 of 8 shots) | 0.47 | 0.97 (shot 6, 00:00:15.000)" in system
+
+
+def test_chat_with_inline_38_attribute_results(live: LiveServer, provider: FakeOpenAI):
+    body = {"results": trailer_film(range(20), 13), "question": "where is the humour?"}
+    with live.client() as c:
+        r = c.post("/chat", json=body)
+    assert r.status_code == 200, r.text
+    system = provider.requests[-1]["body"]["messages"][0]["content"]
+    cols, rows = table_of(system)
+    assert "humo" in cols and len(cols) <= 8 and len(rows) == 20
+    assert rows[13][cols.index("humo")] == "0.97"
+    assert all(f"\n{a} | " in system for a in TRAILER)  # the summary has all 38
+
+
+@pytest.mark.parametrize(
+    ("attributes", "where", "says"),
+    [
+        ({"Humor!": 0.5}, "Humor!", "invalid attribute name"),
+        ({"humor": 1.5}, "humor", "less than or equal to 1"),
+        ({"humor": "high"}, "humor", "valid number"),
+        ({f"a{i}": 0.5 for i in range(65)}, None, "at most 64"),
+    ],
+)
+def test_bad_inline_attributes_are_422_naming_the_attribute(
+    live: LiveServer, provider: FakeOpenAI, attributes: dict, where: str | None, says: str
+):
+    shots = film(2)
+    shots[1]["attributes"] = attributes
+    with live.client() as c:
+        r = c.post("/chat", json={"results": shots, "question": "q"})
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    expected = ["body", "results", 1, "attributes"] + ([where] if where else [])
+    assert error["loc"] == expected and says in error["msg"]
+    assert provider.requests == []
+
+
 # --- bad requests ----------------------------------------------------------------------------
 
 
@@ -307,6 +397,23 @@ def test_cli_sends_local_results_inline(live, provider, tmp_path, capsys, monkey
     system = provider.requests[-1]["body"]["messages"][0]["content"]
     assert "00:00:05.000-00:00:07.500 | 2 |" in system
     assert TEST_API_KEY not in out + err
+
+
+def test_cli_sends_every_attribute_of_local_results(live, provider, token_env, tmp_path, capsys):
+    run_dir = tmp_path / "run38"
+    run_dir.mkdir()
+    lines = trailer_film(range(10), 7)
+    lines[3]["attributes"]["note"] = "not a score"  # dropped by the client, not a 422
+    lines[4]["attributes"]["humor"] = None  # not scored
+    (run_dir / "shots.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    code = cli("--server", live.url, "--results", str(run_dir), "--no-stream", "Funniest shot?")
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    system = provider.requests[-1]["body"]["messages"][0]["content"]
+    cols, rows = table_of(system)
+    assert "humo" in cols and rows[7][cols.index("humo")] == "0.97"
+    assert rows[4][cols.index("humo")] == "-"
+    assert "humor (9 of 10 shots)" in system and "note" not in system
 
 
 def test_cli_exit_codes(live, provider, tmp_path, capsys, monkeypatch):
