@@ -69,6 +69,19 @@ def test_results_file_layouts(tmp_path: Path):
     assert load_results(tmp_path / "shots.jsonl") == shots  # the file itself works too
 
 
+def test_results_keep_every_numeric_attribute(tmp_path: Path):
+    """Any vocabulary is sent as it is; what the server could not take as a score is dropped."""
+    scores = {"humor": 0.9, "romantic_tension": 1, "suspense": 0.25, "x9": 0.0}
+    junk = {"note": "funny", "flag": True, "missing": None, "huge": 10**400, "nan": float("nan")}
+    row = {"shot_id": 5, "start": 1.0, "caption": "a clown", "attributes": {**scores, **junk}}
+    flat = {"shot_id": 6, "caption": "b", "motion": 0.5, "humor": 0.7}  # flat: the six only
+    (tmp_path / "shots.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(flat) + "\n")
+    shots = load_results(tmp_path)
+    assert shots[0]["attributes"] == scores
+    assert list(shots[0]["attributes"]) == list(scores)  # the record's order
+    assert shots[1]["attributes"] == {"motion": 0.5}
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
