@@ -198,20 +198,10 @@ def run_one_at_a_time(engine: Any, shots: list[Any]) -> dict[str, Any]:
     }
 
 
-async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
-    # Over 60 lines on purpose: one linear benchmark (load, warm up, each measured phase, the
-    # figures side by side); its phases share the loaded engine and read best top to bottom.
-    import torch
-
+def _settings(args: argparse.Namespace, model_dir: Path, batch_size: int, queue_shots: int) -> Any:
     from qwen_server.config import Settings
-    from qwen_server.engine.lifecycle import Engine
 
-    on_gpu = torch.cuda.is_available() and args.device != "cpu"
-    batch_size = args.batch_size or (128 if on_gpu else 8)
-    n_shots = args.shots or (4 * batch_size if on_gpu else 16)
-    baseline_shots = min(args.baseline_shots, n_shots)
-    queue_shots = max(n_shots, batch_size) * 2
-    settings = Settings(
+    return Settings(
         model={
             "path": str(model_dir),
             "device": args.device,
@@ -226,6 +216,43 @@ async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
         # The queue must hold a whole request (refused at start-up otherwise).
         server={"max_queued_shots": queue_shots, "max_shots_per_request": queue_shots},
     )
+
+
+def bench_vocabulary(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
+    """``--vocabulary``: the six vs the file's attributes (scripts/bench_vocabulary.py)."""
+    import torch
+
+    from qwen_server.engine.lifecycle import Engine
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import bench_vocabulary
+
+    on_gpu = torch.cuda.is_available() and args.device != "cpu"
+    batch_size = args.batch_size or (64 if on_gpu else 8)
+    n_shots = args.shots or (4 * batch_size if on_gpu else 16)
+    settings = _settings(args, model_dir, batch_size, max(n_shots, batch_size) * 2)
+    engine = Engine(settings)  # the served configuration: grammar on
+    engine.load()
+    shots = make_shots(n_shots, args.frames, args.size)
+    result = bench_vocabulary.bench_vocabularies(
+        engine, shots, args.vocabulary, settings.model.caption_max_chars
+    )
+    return {"model": engine.model_id, "device": engine.device, **result}
+
+
+async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
+    # Over 60 lines on purpose: one linear benchmark (load, warm up, each measured phase, the
+    # figures side by side); its phases share the loaded engine and read best top to bottom.
+    import torch
+
+    from qwen_server.engine.lifecycle import Engine
+
+    on_gpu = torch.cuda.is_available() and args.device != "cpu"
+    batch_size = args.batch_size or (128 if on_gpu else 8)
+    n_shots = args.shots or (4 * batch_size if on_gpu else 16)
+    baseline_shots = min(args.baseline_shots, n_shots)
+    queue_shots = max(n_shots, batch_size) * 2
+    settings = _settings(args, model_dir, batch_size, queue_shots)
     engine = Engine(
         settings,
         force_new_tokens=None if args.grammar else args.new_tokens,
@@ -290,6 +317,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--dtype", choices=["auto", "bfloat16", "float16", "float32"], default="auto"
     )
     parser.add_argument("--placement", choices=["auto", "replicate", "shard"], default="auto")
+    parser.add_argument(
+        "--vocabulary",
+        type=Path,
+        nargs="?",
+        const=REPO_ROOT / "examples" / "trailer_attributes.yaml",
+        help="compare the six attributes with this vocabulary file (default: the trailer 38)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.arch == "qwen2-vl-2b" and not args.random_weights and args.model is None:
@@ -297,6 +331,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.shots < 0 or args.frames < 1 or args.new_tokens < 1 or args.batch_size < 0:
         parser.error("--shots, --frames, --new-tokens and --batch-size must be positive")
     return args
+
+
+def _print_vocabulary(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    import bench_vocabulary
+
+    print(f"model={result['model']} device={result['device']} (grammar on, served format)")
+    for line in bench_vocabulary.report(result):
+        print(line)
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             model_dir = build_random_2b(Path(tmp) / "qwen2-vl-2b-random")
         else:
             model_dir = _load_tiny_builder().build_tiny_model(Path(tmp) / "tiny-qwen2-vl")
+        if args.vocabulary is not None:
+            return _print_vocabulary(args, bench_vocabulary(args, model_dir))
         result = asyncio.run(bench(args, model_dir))
     b, s = result["batched"], result["one_at_a_time"]
     mode = "grammar" if args.grammar else f"forced {args.new_tokens} tokens, grammar off"

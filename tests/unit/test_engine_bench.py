@@ -74,3 +74,29 @@ def test_random_weight_architecture_path_on_cpu(bench: Any, tmp_path: Path) -> N
         if not grammar:
             assert all(o.counts["new_tokens"] == 5 for o in outputs)
         assert all(len(o.scores) == 6 and o.caption for o in outputs)
+
+
+def test_vocabulary_bench_measures_both_formats(tiny_model_dir: Path) -> None:
+    """The --vocabulary figures on a small scale: the served two-line answer is smaller than
+    JSON for 6 and 38 attributes, and the mask and compile timers run on real grammars."""
+    from transformers import AutoTokenizer
+
+    from qwen_server.contract.vocabulary import DEFAULT_VOCABULARY, load_vocabulary_file
+    from qwen_server.engine.grammar import tokenizer_info
+
+    vb = load_script("bench_vocabulary")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trailer = load_vocabulary_file(vb.DEFAULT_FILE)[0]
+    for names in (DEFAULT_VOCABULARY.names, trailer.names):
+        sizes = vb.answer_sizes(tokenizer, names)
+        for counter in ("tokenizer", "qwen2_pretokens"):
+            lines, js = sizes[f"lines_{counter}"], sizes[f"json_{counter}"]
+            assert 0 < lines["scores"] < js["scores"] and lines["forced"] < js["forced"]
+    stop = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    info = tokenizer_info(tokenizer, vocab_size=len(tokenizer), stop_token_ids=stop)
+    small = vb.synthetic_info(info, size=len(tokenizer) + 500)
+    text, _ = vb._line_answer(trailer.names)
+    cost = vb.mask_step_cost(small, trailer.names, 80, 4, vb.synthetic_ids(text))
+    assert set(cost) == {"fill_caption_ms", "fill_scores_ms", "apply_cpu_ms"}
+    assert all(v > 0 for v in cost.values())
+    assert vb.compile_ms(info, trailer.names, 80) > 0
