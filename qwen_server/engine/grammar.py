@@ -161,3 +161,13 @@ class GrammarCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+    def stats(self) -> dict[str, Any]:
+        """Cache figures for the engine's ``stats()``: entries, compiles, slowest compile."""
+        with self._lock:
+            slowest = max(self.compile_ms) if self.compile_ms else None
+            return {
+                "grammars_cached": len(self._entries),
+                "grammar_compiles": self.compiles,
+                "grammar_compile_ms_max": round(slowest, 2) if slowest is not None else None,
+            }

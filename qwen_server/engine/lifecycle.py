@@ -41,7 +41,7 @@ from .faults import describe_error, scrub_paths
 from .generation import BatchGenerator
 from .grammar import GrammarCache
 from .inputs import ShotPreparer
-from .output_parsing import parse_model_output
+from .output_parsing import read_answer
 from .replicas import Replica, load_replicas
 from .types import ModelOutput, PreparedShot, RawResult, ShotInput
 
@@ -123,18 +123,7 @@ class Engine:
             "requests_waited": self._line.waited if self._line is not None else 0,
             "requests_refused": self._line.refused if self._line is not None else 0,
             "shots_per_s": round(self._line.rate, 3) if self._line is not None else 0.0,
-            **self._grammar_stats(),
-        }
-
-    def _grammar_stats(self) -> dict[str, Any]:
-        g = self._grammars
-        if g is None:
-            return {}
-        times = sorted(g.compile_ms)
-        return {
-            "grammars_cached": len(g),
-            "grammar_compiles": g.compiles,
-            "grammar_compile_ms_max": round(times[-1], 2) if times else None,
+            **(self._grammars.stats() if self._grammars is not None else {}),
         }
 
     # -- direct access for tests and benchmarks (bypasses the queue) ------------------------
@@ -379,26 +368,21 @@ class Engine:
                     EngineFailure(f"generation failed: {describe_error(outcome)}")
                 )
                 continue
-            parsed = parse_model_output(outcome.text, cfg.caption_max_chars, item.shot.names)
-            if not parsed.complete and self._use_grammar:
+            output = read_answer(
+                outcome,
+                item.shot,
+                caption_max_chars=cfg.caption_max_chars,
+                queue_ms=(started - item.enqueued) * 1000.0,
+                generate_ms=elapsed * 1000.0,
+                batch_size=len(batch),
+            )
+            if output.fallback and self._use_grammar:
                 logger.warning(
                     "shot %s: incomplete model answer (%s missing)",
                     item.shot.shot_id,
-                    ", ".join(parsed.missing),
+                    ", ".join(output.fallback),
                 )
-            timings = {
-                "queue_ms": round((started - item.enqueued) * 1000.0, 2),
-                "preprocess_ms": round(item.shot.prep_ms, 2),
-                "generate_ms": round(elapsed * 1000.0, 2),
-            }
-            counts = {
-                "batch_size": len(batch),
-                "new_tokens": int(outcome.new_tokens),
-                "prompt_tokens": len(item.shot.input_ids),
-            }
-            item.future.set_result(
-                ModelOutput(parsed.caption, parsed.scores, timings, counts, list(parsed.missing))
-            )
+            item.future.set_result(output)
             served += 1
         self.shots_served += served
         if self._line is not None:

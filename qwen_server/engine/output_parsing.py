@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..contract.constants import ATTRIBUTES
+from .types import ModelOutput, PreparedShot, RawResult
 
 logger = logging.getLogger("qwen_server.structured")
 
@@ -139,3 +140,28 @@ def _parse(text: str, caption_max_chars: int, names: Sequence[str]) -> ParsedOut
         complete=not missing,
         missing=missing,
     )
+
+
+def read_answer(
+    raw: RawResult,
+    shot: PreparedShot,
+    *,
+    caption_max_chars: int,
+    queue_ms: float,
+    generate_ms: float,
+    batch_size: int,
+) -> ModelOutput:
+    """One generated answer as the engine's output for its shot: parsed against the shot's own
+    attribute names, with its timings, the sizes of its generate call and what fell back."""
+    parsed = parse_model_output(raw.text, caption_max_chars, shot.names)
+    timings = {
+        "queue_ms": round(queue_ms, 2),
+        "preprocess_ms": round(shot.prep_ms, 2),
+        "generate_ms": round(generate_ms, 2),
+    }
+    counts = {
+        "batch_size": batch_size,
+        "new_tokens": int(raw.new_tokens),
+        "prompt_tokens": len(shot.input_ids),
+    }
+    return ModelOutput(parsed.caption, parsed.scores, timings, counts, list(parsed.missing))
