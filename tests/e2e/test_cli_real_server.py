@@ -110,3 +110,54 @@ def test_a_server_that_cannot_store_is_reported_and_nothing_is_lost(
     records = [json.loads(line) for line in (out / "shots.jsonl").read_text().splitlines()]
     assert [r["shot_id"] for r in records] == [1, 2]
     assert all(isinstance(r["fallback"], list) for r in records)
+
+
+def _analyze(server, film: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, QWEN_SERVER_TOKEN=server.api_key)
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", "analyze", str(film), "--server", server.url]
+        + ["--out", str(out), "--batch-size", "2", "-q", *extra],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_the_trailer_vocabulary_end_to_end(server, tmp_path: Path) -> None:
+    """The pipeline's 38-attribute file through the real CLI and the real server (which only
+    knows the six): every shot comes back with all 38, in the file's order, in every output."""
+    from qwen_server.contract.vocabulary import load_vocabulary_file
+
+    vocab_file = REPO / "examples" / "trailer_attributes.yaml"
+    names = list(load_vocabulary_file(vocab_file)[0].names)
+    film = make_film(
+        tmp_path / "trailer.mp4",
+        [ShotSpec(frames=20, pattern="bars"), ShotSpec(frames=20, brightness=0.1)],
+        size=(160, 120),
+    )
+    out = tmp_path / "out"
+    proc = _analyze(server, film.path, out, "--attributes", str(vocab_file))
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (out / "shots.jsonl").read_text().splitlines()]
+    assert len(records) == 2
+    for r in records:
+        assert list(r["attributes"]) == names
+        assert all(0.0 <= v <= 1.0 for v in r["attributes"].values())
+    header = (out / "shots.csv").read_text().splitlines()[0].split(",")
+    assert [c for c in header if c in names] == names
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["attributes"]) == names
+    with httpx.Client(
+        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {server.api_key}"}
+    ) as client:
+        detail = client.get("/sessions/trailer.mp4").json()
+    assert detail["attributes"] == names
+    assert all(s["evidence"]["humor"] == [] for s in detail["shots"])  # the model alone
+
+    # Names the server does not know: a clear error naming the attribute, nothing half-done.
+    bad = _analyze(server, film.path, tmp_path / "bad", "--attributes", "suspense,humor")
+    assert bad.returncode != 0
+    assert "humor" in bad.stderr and "vocabulary" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
