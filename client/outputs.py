@@ -364,7 +364,7 @@ def summarize(
         "shots_with_audio_error": sum(1 for r in records if r.get("audio_error")),
     }
     if analysed:
-        attributes: dict[str, Any] = {}
+        per_attribute: dict[str, Any] = {}
         for name in attribute_columns(records, attributes):
             scored = [
                 (r["attributes"][name], r["shot_id"], r)
@@ -375,7 +375,7 @@ def summarize(
                 continue
             values = [s[0] for s in scored]
             top = sorted(scored, key=lambda s: (-s[0], s[1]))[:TOP_SHOTS]
-            attributes[name] = {
+            per_attribute[name] = {
                 "mean": round(sum(values) / len(values), 6),
                 "max": round(max(values), 6),
                 "top_shots": [
@@ -388,7 +388,7 @@ def summarize(
                     for score, sid, r in top
                 ],
             }
-        summary["attributes"] = attributes
+        summary["attributes"] = per_attribute
         classes = Counter(str(r.get("audio_class")) for r in records)
         summary["audio_classes"] = dict(sorted(classes.items()))
         models = sorted({m for r in records if (m := r.get("model"))})

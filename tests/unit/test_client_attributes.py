@@ -325,3 +325,12 @@ def test_default_vocabulary_request_round_trips() -> None:
     assert request.names == ATTRIBUTES
     with pytest.raises(ValueError, match="names and definitions differ"):
         AttributeRequest(("motion",), DEFAULT_VOCABULARY.attributes)
+
+
+def test_the_requested_order_wins_over_the_order_returned() -> None:
+    records = [_record(1, ("motion", "suspense")), _record(2, ("motion", "suspense"))]
+    requested = ("suspense", "motion")
+    header = shots_csv(records, analysed=True, attributes=requested).splitlines()[0]
+    assert header.index("suspense") < header.index("motion")
+    summary = summarize(records, {"name": "f"}, {}, analysed=True, attributes=requested)
+    assert list(summary["attributes"]) == ["suspense", "motion"]
