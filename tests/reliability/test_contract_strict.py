@@ -233,7 +233,7 @@ def test_results_say_which_fields_fell_back_and_metrics_count_them(server: LiveS
     that result and counter agree, field by field."""
     with server.client() as c:
         before = _fallback_counts(c.get("/metrics").text)
-        assert set(before) == {"caption", *ATTRIBUTES}  # every series exists from the start
+        assert set(before) == {"caption", *ATTRIBUTES, "other"}  # every series from the start
         r = c.post("/analyze_batch", json={"shots": [shot(i, n_frames=2) for i in range(3)]})
         assert r.status_code == 200, r.text
         after = _fallback_counts(c.get("/metrics").text)
