@@ -120,11 +120,11 @@ class BatchGenerator:
         inputs = self.collate(shots)
         prompt_length = inputs["input_ids"].shape[1]
         processors = LogitsProcessorList()
-        grammars = [s.grammar for s in shots]
-        if all(g is not None for g in grammars):
+        grammars = [s.grammar for s in shots if s.grammar is not None]
+        if len(grammars) == len(shots):
             # One grammar per row: a batch may mix vocabularies (each shot its own answer).
             processors.append(GrammarLogitsProcessor(grammars))
-        elif any(g is not None for g in grammars):
+        elif grammars:
             raise ValueError("a batch mixes constrained and unconstrained shots")
         config = copy.copy(self.generation_config)
         config.max_new_tokens = max(1, max(s.max_new_tokens for s in shots))
