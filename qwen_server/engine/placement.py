@@ -24,6 +24,7 @@ import torch
 
 from ..config import Settings
 from ..errors import ConfigError
+from .grammar import worst_case_new_tokens
 
 logger = logging.getLogger("qwen_server.model_loading")
 
@@ -102,7 +103,15 @@ def activation_reserve_bytes(config: Any, settings: Settings, dtype: torch.dtype
     visual_tokens = patches // 4
     if settings.model.frames_as == "video":
         visual_tokens = -(-frames // 2) * (settings.model.max_pixels // (28 * 28))
-    tokens = visual_tokens + _PROMPT_TEXT_TOKENS + settings.model.max_new_tokens
+    # The server vocabulary's lines in the prompt (~3 characters a token) and its answer's
+    # worst case. Larger per-request vocabularies are not foreseen here: a batch that then runs
+    # out of memory is split in halves (generation.py).
+    vocab = settings.analysis.vocabulary
+    listed = sum(len(a.name) + len(a.description) + 4 for a in vocab.attributes) // 3
+    answer = worst_case_new_tokens(settings.model.caption_max_chars, vocab.names)
+    tokens = (
+        visual_tokens + _PROMPT_TEXT_TOKENS + listed + max(settings.model.max_new_tokens, answer)
+    )
 
     kv_per_token = 2 * layers * kv_heads * head_dim * itemsize
     prefill_per_token = (4 * hidden + 3 * intermediate) * itemsize

@@ -166,3 +166,60 @@ def test_audio_summary_is_plain_language() -> None:
     assert cue is not None
     assert "music" in cue.summary and "BPM" in cue.summary
     assert "silent" in audio_cues(SILENCE).summary
+
+
+# --- other vocabularies ----------------------------------------------------------------------
+
+
+def _vocab(*specs: tuple[str, str | None]):
+    from qwen_server.contract.vocabulary import AttributeSpec, Vocabulary
+
+    return Vocabulary(tuple(AttributeSpec(name, "d", evidence) for name, evidence in specs))
+
+
+def test_model_only_attributes_keep_the_models_score_and_say_so() -> None:
+    vocab = _vocab(("humor", None), ("decay", None))
+    for frames in ([flat(0)] * 3, [noise(i) for i in range(3)]):
+        for audio in (None, audio_cues(NOISE)):
+            out = fuse_with_evidence(
+                {"humor": 0.9, "decay": 0.1}, measure(frames), audio, FusionSettings(), vocab
+            )
+            assert out.scores == {"humor": 0.9, "decay": 0.1}
+            assert out.evidence == {"humor": [], "decay": []}
+
+
+def test_any_attribute_fuses_with_its_channel_in_the_documented_direction() -> None:
+    vocab = _vocab(
+        ("gloom", "darkness"),
+        ("light", "brightness"),
+        ("calm", "stillness"),
+        ("colour", "colorfulness"),
+        ("fear", "suspense"),
+        ("noise", "loudness"),
+    )
+    neutral = dict.fromkeys(vocab.names, 0.5)
+    dark, bright = measure([flat(5)] * 3), measure([flat(250)] * 3)
+    moving = measure([noise(i) for i in range(3)])
+    w = FusionSettings()
+    d = fuse_with_evidence(neutral, dark, None, w, vocab).scores
+    b = fuse_with_evidence(neutral, bright, None, w, vocab).scores
+    assert d["gloom"] > b["gloom"] and b["light"] > d["light"]
+    assert d["fear"] > b["fear"]  # dark and still builds suspense, whatever the name
+    assert d["calm"] > fuse_with_evidence(neutral, moving, None, w, vocab).scores["calm"]
+    assert fuse_with_evidence(neutral, moving, None, w, vocab).scores["colour"] > d["colour"]
+    loud = fuse_with_evidence(neutral, dark, audio_cues(NOISE), w, vocab)
+    quiet = fuse_with_evidence(neutral, dark, audio_cues(SILENCE), w, vocab)
+    assert loud.scores["noise"] > quiet.scores["noise"]
+    assert loud.evidence["fear"] == ["visual:suspense", "audio:suspense"]
+    assert loud.evidence["noise"] == ["audio:loudness"] and d["noise"] == 0.5  # no audio: model
+
+
+def test_the_six_default_to_their_own_channels_exactly_as_before() -> None:
+    from qwen_server.contract.vocabulary import DEFAULT_VOCABULARY
+
+    m = measure([noise(i) for i in range(3)])
+    by_name = _vocab(*((a, a) for a in ATTRIBUTES))
+    for audio in (None, audio_cues(SPEECH)):
+        default = fuse_with_evidence(NEUTRAL, m, audio, FusionSettings())
+        assert default == fuse_with_evidence(NEUTRAL, m, audio, FusionSettings(), by_name)
+        assert list(default.scores) == list(DEFAULT_VOCABULARY.names)
