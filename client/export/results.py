@@ -44,7 +44,7 @@ STANDARD_RATES: tuple[Fraction, ...] = (
     Fraction(60000, 1001),
     Fraction(60),
 )
-_SNAP_TOLERANCE = 0.002  # relative: 29.97 and 30 differ by 0.1 %, rounding errors are far less
+_SNAP_TOLERANCE = 0.0002  # relative: 29.97 and 30 differ by 0.1 %, rounding errors are far less
 
 
 @dataclass(frozen=True)
@@ -183,11 +183,12 @@ def _shot(rec: Mapping[str, Any], path: Path) -> ShotRecord:
 
 
 def snap_rate(fps: float) -> Fraction:
-    """The exact rate a float fps stands for: the standard rate within 0.2 %, else the
-    nearest fraction with a denominator up to 1001."""
-    for rate in STANDARD_RATES:
-        if abs(fps - float(rate)) <= _SNAP_TOLERANCE * float(rate):
-            return rate
+    """The exact rate a float fps stands for: the closest standard rate when within 0.02 %
+    (24.0 -> 24, 29.97 -> 30000/1001), else the nearest fraction with a denominator up to
+    1001."""
+    closest = min(STANDARD_RATES, key=lambda rate: abs(fps - float(rate)))
+    if abs(fps - float(closest)) <= _SNAP_TOLERANCE * float(closest):
+        return closest
     return Fraction(fps).limit_denominator(1001)
 
 
