@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from client.cli import analyze, chat, health, shots
+from client.cli import analyze, chat, export, health, shots
 from client.cli.options import EXIT_CODES_HELP
 from client.credentials import TOKEN_ENV
 from client.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClientError
@@ -21,7 +21,7 @@ from qwen_server import __version__
 
 log = logging.getLogger("client")
 
-COMMANDS = (analyze, shots, health, chat)
+COMMANDS = (analyze, shots, health, chat, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  qwen-client shots film.mp4 --out film_shots\n"
             f"  {TOKEN_ENV}=... qwen-client analyze film.mp4 --server http://gpu1:8000 --out out\n"
             "  qwen-client health --server http://gpu1:8000\n"
+            "  qwen-client export out --format edl\n"
             "  qwen-client chat --server http://gpu1:8000 --session film.mp4 'Any chase?'\n\n"
             "run 'qwen-client COMMAND --help' for a command's options.\n\n" + EXIT_CODES_HELP
         ),
