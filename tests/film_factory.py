@@ -82,7 +82,7 @@ class FilmTruth:
     """
 
     path: Path
-    fps: int
+    fps: int | Fraction
     size: tuple[int, int]
     shots: tuple[ShotSpec, ...]
     shot_ranges: tuple[tuple[int, int], ...]
@@ -183,7 +183,7 @@ def make_film(
     path: str | Path,
     shots: Sequence[ShotSpec],
     *,
-    fps: int = 25,
+    fps: int | Fraction = 25,
     size: tuple[int, int] = (320, 240),
     sample_rate: int = 44100,
     channels: int = 2,
@@ -200,9 +200,12 @@ def make_film(
     Hard cuts fall exactly on the first frame of every shot after the first. ``gop`` is the
     keyframe interval (raise it for film-like encodes). ``grain`` adds per-frame noise of that
     many levels (0-255 scale) for a film-like bitrate. Audio is written in the same container
-    when any shot has audio.
+    when any shot has audio. ``fps`` is an int or an exact ``Fraction`` (e.g.
+    ``Fraction(30000, 1001)`` for NTSC 29.97: the video time base is then 1001/30000 s).
     """
     path = Path(path)
+    if isinstance(fps, Fraction) and fps.denominator == 1:
+        fps = int(fps)
     if not shots:
         raise ValueError("a film needs at least one shot")
     width, height = size

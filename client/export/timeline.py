@@ -217,13 +217,23 @@ def _with_frame_duration(text: str, rate: float) -> str:
     return re.sub(r'frameDuration=""', f'frameDuration="{value}"', text)
 
 
+def _used_range(clips: Sequence[otio.schema.Clip]) -> otio.opentime.TimeRange:
+    """From frame 0 to the last frame any clip uses (a film of unknown length)."""
+    end = max(c.source_range.end_time_exclusive() for c in clips)
+    return otio.opentime.TimeRange(otio.opentime.RationalTime(0, end.rate), end)
+
+
 def _localise_media(timeline: otio.schema.Timeline, out: Path, adapter: str) -> None:
     """Make absolute film paths what the format expects: relative to ``out``'s folder for OTIO
-    (when the two share a root), a file:// URL for FCP X XML, the absolute path for EDL."""
-    for clip in timeline.find_clips():
+    (when the two share a root), a file:// URL for FCP X XML, the absolute path for EDL; give
+    FCP X XML assets of unknown length the range the clips use."""
+    clips = list(timeline.find_clips())
+    for clip in clips:
         ref = clip.media_reference
         if not isinstance(ref, otio.schema.ExternalReference) or not ref.target_url:
             continue
+        if adapter == "fcpx_xml" and ref.available_range is None:
+            ref.available_range = _used_range(clips)  # the adapter needs the asset's length
         path = Path(ref.target_url)
         if not path.is_absolute():
             continue
