@@ -49,6 +49,9 @@ def export(results_dir: Path, fmt: str, out: Path | None = None) -> Path:
         raise ExportError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
     results = load_results(results_dir)
     target = Path(out) if out is not None else results.directory / DEFAULT_NAMES[fmt]
+    suffix = Path(DEFAULT_NAMES[fmt]).suffix
+    if target.suffix.lower() != suffix:
+        raise ExportError(f"an {fmt} export is written to a {suffix} file, not {target}")
     if fmt == "html":
         return _write_report(results.directory, target)
     if fmt == "csv":
