@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from client.cli import analyze, chat, export, health, shots
+from client.cli import analyze, chat, export, health, shots, trailer
 from client.cli.options import EXIT_CODES_HELP
 from client.credentials import TOKEN_ENV
 from client.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClientError
@@ -21,7 +21,7 @@ from qwen_server import __version__
 
 log = logging.getLogger("client")
 
-COMMANDS = (analyze, shots, health, chat, export)
+COMMANDS = (analyze, shots, health, chat, export, trailer)
 
 
 def build_parser() -> argparse.ArgumentParser:
