@@ -247,3 +247,14 @@ def test_bad_input_is_one_line_and_exit_code_2(
     proc = cli("export", str(folder), *args)
     assert proc.returncode == 2
     assert message in one_line_error(proc)
+
+
+def test_html_goes_through_the_report_module(analysed, tmp_path: Path) -> None:
+    pytest.importorskip("client.export.report")
+    _, results, _ = analysed
+    out = tmp_path / "report.html"
+    proc = cli("export", str(results), "--format", "html", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert text.lstrip().lower().startswith("<!doctype html")
+    assert all(r["caption"] in text for r in records(results))
