@@ -18,6 +18,15 @@ from client.errors import EXIT_OK, UsageError
 log = logging.getLogger("client.cli")
 
 TIMELINE_SUFFIXES = (".otio", ".edl", ".fcpxml")
+EXITS = """\
+exit codes:
+  0    success (warnings on stderr: attributes the results lack, a film too short
+       for --duration)
+  1    unexpected error (a bug; rerun with -v for the traceback)
+  2    usage error or bad input: not a results folder, no scores in it, unknown or
+       invalid profile, none of the profile's attributes in the results, a bad
+       --duration/--min-clip/--max-clip, --out not .otio/.edl/.fcpxml
+"""
 
 
 def _seconds(text: str) -> float:
@@ -54,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "qwen-client trailer out --profile examples/trailer_attributes.yaml:comedy "
             "--duration 45 --out cut.fcpxml",
         ],
+        exits=EXITS,
     )
     p.add_argument(
         "results", type=Path, metavar="RESULTS_DIR", help="results folder of 'qwen-client analyze'"

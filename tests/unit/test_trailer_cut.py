@@ -115,3 +115,15 @@ def test_allow_adjacent_lets_neighbours_in(tmp_path: Path, capsys: pytest.Captur
     assert [p["level"] for p in arc["picks"]] == [0.0, 1.0]
     assert arc["target_curve"][0] == {"frame": 0, "seconds": 0.0, "level": 0.2}
     assert arc["target_curve"][-1]["frame"] == strict["achieved"]["frames"] == 180
+
+
+def test_help_lists_the_options_examples_and_exit_codes(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run(["trailer", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for expected in ("--profile NAME|FILE[:NAME]", "--allow-adjacent", "(default: 4.0)"):
+        assert expected in text
+    assert "action, comedy, drama, thriller" in " ".join(text.split())
+    assert "examples:\n  qwen-client trailer out --profile thriller" in text
+    assert "2    usage error or bad input: not a results folder" in text
