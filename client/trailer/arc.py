@@ -71,7 +71,7 @@ def arrange(clips: Sequence[Clip]) -> tuple[Placed, ...]:
 def curve_points(placed: Sequence[Placed]) -> list[tuple[int, float]]:
     """The target curve as (cut frame, level) corners: start, act ends, last frame."""
     total = placed[-1].record_out if placed else 0
-    ends = []
+    ends: list[int] = []
     for act in (OPENING, BUILD):
         inside = [p.record_out for p in placed if p.act == act]
         ends.append(max(inside) if inside else (ends[-1] if ends else 0))

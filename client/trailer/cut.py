@@ -39,7 +39,7 @@ CUT_FORMAT = 1
 TOP_CANDIDATES = 10  # cut.json lists at least this many of the ranking (3 per pick if more)
 
 
-def _r(value: float) -> float:
+def _r(value: float | Fraction) -> float:
     """A float as cut.json writes it (6 decimal places: stable and readable)."""
     return round(float(value), 6)
 
