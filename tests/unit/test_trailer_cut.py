@@ -67,7 +67,8 @@ def test_pipeline_comedy_profile_on_a_ntsc_film(
     assert code == 0, captured.err
     assert "lack absurdity (15% of the profile's weight)" in captured.err
     cut = json.loads((tmp_path / "cut.json").read_text())
-    assert cut["film"]["fps"] == "30000/1001"
+    assert cut["film"]["fps"] == "30000/1001" and cut["film"]["path"] is None
+    assert any("do not record where comedy.mov is" in w for w in cut["warnings"])
     assert cut["target"]["frames"] == cut["achieved"]["frames"] == 300  # 10 s = 299.7 frames
     weights = cut["profile"]["weights_used"]
     assert weights == pytest.approx(
