@@ -162,7 +162,7 @@ def test_shots_only_report_has_the_contact_sheet_and_timing_and_plays_a_shot(
         "() => [...document.querySelectorAll('#sheet img')].every(i => i.naturalWidth > 0)"
     )
     # No attributes: no arc, no sort/filter controls, no top-attribute lists, no errors.
-    assert page.locator("#arc-section").count() == 0
+    assert page.locator("#arc-section, #attributes-section").count() == 0
     assert page.locator("svg .curve, #sort-by, #filter-by, .tile .top").count() == 0
     tile3 = page.locator('.tile[data-shot-id="3"]')
     assert span(records[2]) in tile3.inner_text()
@@ -273,6 +273,40 @@ def test_a_film_out_of_reach_gives_a_note_instead_of_a_player(
     page.locator('.tile[data-shot-id="3"]').click()
     third = _records(elsewhere)[2]
     assert page.inner_text("#now-playing").startswith(f"Shot 3 · {span(third)}")
+    log.assert_clean()
+
+
+def test_a_2000_shot_38_attribute_report_stays_small_and_quick(
+    browser: Any, trailer_results: Path, tmp_path: Path
+) -> None:
+    # A feature film's worth of shots (2,000 x 2 s, every one scored on 38 attributes), made by
+    # repeating the real records with new timing: the page must stay small and usable.
+    template = _records(trailer_results)
+    big = tmp_path / "big"
+    big.mkdir()
+    lines = []
+    for i in range(2000):
+        rec = dict(template[i % len(template)], shot_id=i + 1)
+        rec.update(start_frame=50 * i, end_frame=50 * i + 49, start_time=2.0 * i)
+        rec.update(end_time=2.0 * i + 2.0, caption=f"shot {i + 1}: " + "a long caption " * 8)
+        for key in ("start_smpte", "end_smpte", "start_timecode", "end_timecode", "images"):
+            rec.pop(key, None)
+        rec.pop("frames", None)
+        lines.append(json.dumps(rec) + "\n")
+    (big / "shots.jsonl").write_text("".join(lines))
+    report = write_report(big)
+    assert report.stat().st_size < 2_500_000  # ~1.2 KB a shot: links, not embedded images
+    page, log = open_report(browser, report)
+    assert len(visible_tiles(page)) == 2000
+    assert page.locator("#arc svg g.curve").count() == 38
+    assert page.locator("#arc svg circle.point").count() == 6 * 2000  # only the shown curves
+    assert page.inner_text('.tile[data-shot-id="1999"] .tc') == "01:06:36.000 – 01:06:38.000"
+    page.select_option("#filter-by", label="suspense")
+    page.locator("#min-value").fill("0.9")
+    expected = sum(
+        1 for i in range(2000) if template[i % len(template)]["attributes"]["suspense"] >= 0.9
+    )
+    assert len(visible_tiles(page)) == expected
     log.assert_clean()
 
 

@@ -70,7 +70,7 @@
     }
     document.getElementById("attribute-summary").append(list);
   } else {
-    document.querySelector("#summary-section .help").remove();
+    document.getElementById("attributes-section").remove(); // shots only: no scores
   }
 
   /* ---- player ---- */
