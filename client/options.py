@@ -131,13 +131,45 @@ class PostingOptions:
 
 
 @dataclass(frozen=True)
+class TimeRange:
+    """The part of a film a run covers (``--start``/``--end``), in seconds from its first frame;
+    ``end`` None is the film's end.
+
+    A shot is in the run when it overlaps ``[start, end)``; a shot that straddles a bound is
+    clipped to the range (its first frame is the first at or after ``start``, its last the
+    last before ``end``), keeping the film's real frame numbers and shot ids, so timecodes stay
+    true to the source and the shots are those of a whole-film run (see
+    ``client.media.scan``).
+    """
+
+    start: float = 0.0
+    end: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.start >= 0:  # also refuses NaN
+            raise ValueError(f"--start must be >= 0 seconds, not {self.start}")
+        if self.end is not None and not self.end > self.start:
+            raise ValueError(f"--end ({self.end} s) must be after --start ({self.start} s)")
+
+    def contains(self, seconds: float) -> bool:
+        """Whether a time (seconds from the first frame) lies in ``[start, end)``."""
+        return seconds >= self.start and (self.end is None or seconds < self.end)
+
+    def as_record(self) -> dict[str, float | None]:
+        """The run setting (run.json): start and end seconds."""
+        return {"start": self.start, "end": self.end}
+
+
+@dataclass(frozen=True)
 class ExtractOptions:
-    """Everything that decides which shots, frames and features a film yields."""
+    """Everything that decides which shots, frames and features a film yields; ``range``
+    None is the whole film."""
 
     detection: DetectionOptions = field(default_factory=DetectionOptions)
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     audio: AudioOptions = field(default_factory=AudioOptions)
     workers: int = 2  # threads encoding JPEGs and computing audio features
+    range: TimeRange | None = None
 
     def output_settings(self) -> dict[str, Any]:
         """The settings that change the output files (recorded in the run manifest)."""
@@ -147,6 +179,7 @@ class ExtractOptions:
             "detection": asdict(self.detection),
             "sampling": asdict(self.sampling),
             "audio": audio,
+            "range": self.range.as_record() if self.range is not None else None,
         }
 
 

@@ -5,10 +5,12 @@ whole lines, flushed and fsynced. A run killed at any moment leaves at worst a t
 on resume, lines that do not parse are dropped (the file is cut back to the last complete line)
 and their shots are analysed again. ``run.json`` (the manifest) records the film's fingerprint
 and the settings that shape the output; a resume with another film or other settings is refused
-unless ``--force`` clears the directory. When every shot is in, ``shots.jsonl`` is rewritten
-sorted by shot id and ``shots.csv`` and ``summary.json`` are written from it (each via a
-temporary file and an atomic rename), so the final files do not depend on the order batches
-happened to finish in, or on how many times the run was interrupted.
+unless ``--force`` clears the directory; its other keys (``source``: where the film is now, the
+decode report) are not compared, so a moved film still resumes. When every shot is in,
+``shots.jsonl`` is rewritten sorted by shot id and ``shots.csv`` and ``summary.json`` are
+written from it (each via a temporary file and an atomic rename), so the final files do not
+depend on the order batches happened to finish in, or on how many times the run was
+interrupted.
 
 Attributes are whatever the run asked for (``analyze --attributes``) or the server's vocabulary:
 ``attribute_columns`` decides the names shots.csv and summary.json carry (the requested names,
@@ -130,7 +132,7 @@ class OutputDir:
 
     @property
     def frames_path(self) -> Path:
-        """Where the ``shots`` command writes sample JPEGs."""
+        """Where ``shots`` and ``analyze`` write the sampled JPEGs."""
         return self.path / FRAMES_DIR
 
     @property
@@ -274,6 +276,8 @@ CSV_TIMING = [
     "duration",
     "start_timecode",
     "end_timecode",
+    "start_smpte",
+    "end_smpte",
 ]
 CSV_AUDIO = ["rms_energy_mean", "spectral_centroid_mean", "zero_crossing_rate_mean", "tempo"]
 

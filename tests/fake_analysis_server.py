@@ -9,7 +9,10 @@ the shot's content.
 Attributes follow the request like the real server's: the body's (or a shot's own)
 ``attributes`` are resolved against the server's vocabulary (``vocabulary=``, default the six v1
 attributes) with the contract's ``resolve_requested``, and every result holds exactly those
-names in that order (``attributes``, ``model_attributes``, ``evidence``); an unknown name is a
+names in that order (``attributes``, ``model_attributes``, ``evidence``), next to the other
+blocks of the contract's ``ShotResult``: ``measured`` (luminance from the JPEGs, the rest
+hashes), ``audio`` (cues from the audio features, null without them) and ``generation`` (the
+batch size, fixed token counts); an unknown name is a
 422 whose ``detail`` names the item (``attributes[1]: 'x' is not in this server's
 vocabulary ...``). Tests steer failures through ``FakeAnalysisServer.behaviour``::
 
@@ -24,7 +27,8 @@ vocabulary ...``). Tests steer failures through ``FakeAnalysisServer.behaviour``
         server.behaviour.omit_attribute = "x"  # results leave out attribute x (a bad server)
         server.stop()                        # held and new requests: connection dropped
         ... server.url, server.requests, server.shot_ids, server.sessions,
-        server.recorded.attributes (the ``attributes`` field of each valid request) ...
+        server.recorded.attributes (the ``attributes`` field of each valid request),
+        server.recorded.image_sha256 (the digest of every JPEG answered) ...
 
 Run it by hand with ``python tests/fake_analysis_server.py --port 8000 --token secret``.
 """
@@ -89,6 +93,7 @@ class Recorded:
     images_per_shot: list[int] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
     attributes: list[Any] = field(default_factory=list)  # the body's ``attributes``, per request
+    image_sha256: set[str] = field(default_factory=set)  # every JPEG received (decoded base64)
 
 
 def _score(*parts: object) -> float:
@@ -122,9 +127,12 @@ def _evidence(channel: str | None, has_audio: bool) -> list[str]:
     return found
 
 
-def analyse_shot(shot: ShotIn, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> dict[str, Any]:
+def analyse_shot(
+    shot: ShotIn, vocabulary: Vocabulary = DEFAULT_VOCABULARY, batch_size: int = 1
+) -> dict[str, Any]:
     """Deterministic result for one shot, computed only from its content, scored on exactly
-    the attributes of ``vocabulary`` in its order."""
+    the attributes of ``vocabulary`` in its order (``batch_size``: the shots of its request,
+    reported in ``generation``)."""
     luma = _mean_luma(shot.images)
     feats = shot.audio_features
     if feats is None or feats.rms_energy_mean is None:
@@ -140,12 +148,36 @@ def analyse_shot(shot: ShotIn, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> d
     if "darkness" in attrs:
         attrs["darkness"] = round(1.0 - luma, 4)
     has_audio = feats is not None
+    audio = None
+    if feats is not None:
+        audio = {
+            "audio_class": audio_class,
+            "loudness": min(1.0, round((feats.rms_energy_mean or 0.0) * 4, 4)),
+            "brightness": _score("brightness", *key),
+            "noisiness": min(1.0, round((feats.zero_crossing_rate_mean or 0.0) * 2, 4)),
+            "summary": f"{audio_class} audio",
+        }
+    measured = {
+        "luminance": round(luma, 4),
+        "darkness": round(1.0 - luma, 4),
+        "motion": _score("motion", *key),
+        "contrast": _score("contrast", *key),
+        "saturation": _score("saturation", *key),
+    }
     return {
         "shot_id": shot.shot_id,
         "caption": f"shot {shot.shot_id}: {len(shot.images)} frames, mean luma {luma:.3f}",
         "attributes": attrs,
         "model_attributes": dict(attrs),
         "evidence": {a.name: _evidence(a.evidence, has_audio) for a in vocabulary.attributes},
+        "measured": measured,
+        "audio": audio,
+        "timings_ms": {"decode_ms": 0.0, "queue_ms": 0.0, "preprocess_ms": 0.0, "generate_ms": 0.0},
+        "generation": {
+            "batch_size": batch_size,
+            "new_tokens": 48,
+            "prompt_tokens": 120 + 64 * len(shot.images),
+        },
         "audio_class": audio_class,
         "start_time": shot.start_time,
         "end_time": shot.end_time,
@@ -268,7 +300,8 @@ class FakeAnalysisServer:
                 return JSONResponse(
                     {"detail": "slow down"}, status_code=429, headers={"Retry-After": "0.1"}
                 )
-            results = [analyse_shot(s, v) for s, v in zip(body.shots, vocabularies, strict=True)]
+            n = len(body.shots)
+            results = [analyse_shot(s, v, n) for s, v in zip(body.shots, vocabularies, strict=True)]
             if self.behaviour.omit_attribute is not None:
                 for r in results:
                     r["attributes"].pop(self.behaviour.omit_attribute, None)
@@ -277,6 +310,11 @@ class FakeAnalysisServer:
                 ids = [s.shot_id for s in body.shots]
                 self.recorded.shot_ids.extend(ids)
                 self.recorded.images_per_shot.extend(len(s.images) for s in body.shots)
+                self.recorded.image_sha256.update(
+                    hashlib.sha256(base64.b64decode(image.split(",", 1)[-1])).hexdigest()
+                    for s in body.shots
+                    for image in s.images
+                )
                 if body.session_id:
                     self.recorded.sessions.setdefault(body.session_id, []).extend(ids)
                 if body.title:

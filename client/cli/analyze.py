@@ -13,6 +13,7 @@ from client.cli.options import (
     add_posting_options,
     add_server_options,
     attributes_from_args,
+    check_range,
     extract_options_from_args,
     posting_options_from_args,
     progress_bar,
@@ -37,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "vocabulary (by default suspense, darkness, ambiguity, emotional_tension,\n"
             "intensity, motion), or on those chosen with --attributes: a vocabulary file\n"
             "or a list of names. Results go to DIR/shots.jsonl as they arrive, then\n"
-            "DIR/shots.csv (one column per attribute) and DIR/summary.json. Run the same\n"
+            "DIR/shots.csv (one column per attribute) and DIR/summary.json, the JPEGs sent\n"
+            "in DIR/frames/ (unless --no-frames). Run the same\n"
             "command again after an interruption to resume (with the same --attributes).\n"
             f"The token comes from ${TOKEN_ENV} or --token-file."
         ),
@@ -61,6 +63,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="session id for the server's stored results (default: from the file name)",
     )
     add_attributes_option(p)
+    p.add_argument(
+        "--no-frames",
+        action="store_true",
+        help="do not keep the sampled JPEGs in DIR/frames/ (records then have no 'images')",
+    )
     add_posting_options(p)
     add_extract_options(p)
     p.set_defaults(handler=run)
@@ -82,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_valid_session_id(session_id):
         raise UsageError(f"--session-id must be {SESSION_ID_RULE}")
     info = probe(args.film)
+    check_range(options, info.duration)
     servers = ServerPool(urls, token, posting)
     try:
         progress = progress_bar(args, info.frame_estimate, "analysed")
@@ -95,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             force=args.force,
             attributes=attributes,
+            frames=not args.no_frames,
         )
     finally:
         servers.close()

@@ -1,7 +1,7 @@
 """What every ``qwen-client`` command shares: how a command's parser is made (``add_command``:
 description, examples, exit codes, one help formatter), the option groups (output, verbosity,
-server, extraction, posting, requested attributes) and their conversion to typed options. A
-command module uses these and adds only its own arguments."""
+server, extraction and time range, posting, requested attributes) and their conversion to typed
+options. A command module uses these and adds only its own arguments."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from client.options import (
     ExtractOptions,
     PostingOptions,
     SamplingOptions,
+    TimeRange,
 )
 from qwen_server.contract.vocabulary import VocabularyError, load_vocabulary_file
 
@@ -156,6 +157,17 @@ def add_extract_options(p: argparse.ArgumentParser) -> None:
         d.detect_width,
         "PX",
         "frames are shrunk to at least this width for detection",
+    )
+    g = p.add_argument_group("time range")
+    g.add_argument(
+        "--start",
+        metavar="TIME",
+        help="only the shots from TIME on: seconds (90.5) or HH:MM:SS[.mmm] (00:01:30.500); a "
+        "shot straddling --start or --end is clipped to the range, with the film's frame "
+        "numbers and shot ids (default: the film's start)",
+    )
+    g.add_argument(
+        "--end", metavar="TIME", help="only the shots before TIME (default: the film's end)"
     )
     _add_sampling_options(p)
 
@@ -295,6 +307,52 @@ def attributes_from_args(args: argparse.Namespace) -> AttributeRequest | None:
         raise UsageError(str(exc)) from None
 
 
+def parse_time(value: str, flag: str) -> float:
+    """Seconds from ``SECONDS`` or ``[[HH:]MM:]SS[.mmm]`` (UsageError naming ``flag``)."""
+    text = value.strip()
+    parts = text.split(":")
+    try:
+        if len(parts) > 3 or any(p.strip() == "" for p in parts):
+            raise ValueError
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        raise UsageError(f"{flag} {value!r}: expected seconds or HH:MM:SS[.mmm]") from None
+    if any(not (n >= 0 and n != float("inf")) for n in numbers):
+        raise UsageError(f"{flag} {value!r}: a time must be a finite number >= 0")
+    if any(n >= 60 for n in numbers[1:]) or any(n != int(n) for n in numbers[:-1]):
+        raise UsageError(f"{flag} {value!r}: minutes and seconds must be below 60")
+    seconds = 0.0
+    for n in numbers:
+        seconds = seconds * 60 + n
+    return seconds
+
+
+def range_from_args(args: argparse.Namespace) -> TimeRange | None:
+    """The run's time range from --start/--end (None: the whole film)."""
+    start, end = getattr(args, "start", None), getattr(args, "end", None)
+    if start is None and end is None:
+        return None
+    try:
+        return TimeRange(
+            parse_time(start, "--start") if start is not None else 0.0,
+            parse_time(end, "--end") if end is not None else None,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def check_range(options: ExtractOptions, duration: float | None) -> None:
+    """Refuse a time range that starts or ends past the film's end (``duration``, when the
+    container declares one; half a second of slack for rounded durations)."""
+    span = options.range
+    if span is None or duration is None:
+        return
+    if span.start >= duration:
+        raise UsageError(f"--start {span.start:g} s is past the film's end ({duration:.3f} s)")
+    if span.end is not None and span.end > duration + 0.5:
+        raise UsageError(f"--end {span.end:g} s is past the film's end ({duration:.3f} s)")
+
+
 def _option(g: Any, flag: str, kind: type, default: Any, metavar: str, help: str) -> None:
     """One typed option with a default and a metavar (the common shape of the groups above)."""
     g.add_argument(flag, type=kind, default=default, metavar=metavar, help=help)
@@ -318,6 +376,7 @@ def extract_options_from_args(args: argparse.Namespace) -> ExtractOptions:
             ),
             audio=AudioOptions(enabled=not args.no_audio, sample_rate=args.audio_rate),
             workers=max(1, args.workers),
+            range=range_from_args(args),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -9,6 +9,7 @@ from client.cli.options import (
     add_extract_options,
     add_film_argument,
     add_output_options,
+    check_range,
     extract_options_from_args,
     progress_bar,
     warm_up_audio,
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     options = extract_options_from_args(args)
     warm_up_audio(options)
     info = probe(args.film)
+    check_range(options, info.duration)
     progress = progress_bar(args, info.frame_estimate, "shots")
     report = extract(info, args.out, options, progress=progress, force=args.force)
     if not args.quiet:

@@ -12,6 +12,7 @@ import av
 
 from client.errors import FilmNotFound, NoVideoStream, VideoOpenFailure
 from client.media.audio import find_audio_stream
+from client.media.smpte import is_drop_frame
 
 log = logging.getLogger("client.media.probe")
 
@@ -42,6 +43,24 @@ class VideoInfo:
             "fps": round(float(self.fps), 6),
             "audio_codec": self.audio_codec,
         }
+
+    def source_record(self) -> dict[str, object]:
+        """Where the film is and how to count its frames, for exports (run.json ``source``,
+        summary.json ``film``): absolute path, exact rate as ``"num/den"`` and as a float,
+        picture size, and whether its SMPTE timecodes are drop-frame."""
+        return {
+            "path": str(self.path.resolve()),
+            "fps": f"{self.fps.numerator}/{self.fps.denominator}",
+            "fps_float": float(self.fps),
+            "width": self.width,
+            "height": self.height,
+            "drop_frame": is_drop_frame(self.fps),
+        }
+
+    def summary_record(self) -> dict[str, object]:
+        """summary.json's ``film`` block: ``as_record`` with the ``source_record`` fields (its
+        ``fps`` is the exact ``"num/den"``, ``fps_float`` the float)."""
+        return {**self.as_record(), **self.source_record()}
 
 
 def open_container(path: str | Path) -> av.container.InputContainer:

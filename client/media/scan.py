@@ -17,6 +17,11 @@ next shot have been committed (or the film ends). If the film ends first, the sh
 merged into the held shot, whose samples come from a copy of its reservoir that kept taking the
 new shot's frames, so they stay evenly spread over the merged shot. The hold costs
 ``min_frames`` frames of latency and, at most, a second shot's candidates in memory.
+
+A time range (``ExtractOptions.range``) still decodes from frame 0, yields only the shots that
+overlap it, clipped to it, and ends the pass ``min_frames`` frames after the range
+(``client.media.clip`` says why no seek); ``ScanStats.range_stopped`` then says the pass ended
+there on purpose.
 """
 
 from __future__ import annotations
@@ -29,16 +34,18 @@ from dataclasses import dataclass, field
 
 import av
 
-from client.errors import NoFramesDecoded
+from client.errors import InputError, NoFramesDecoded
 from client.media.assembly import ScannedShot, ShotAssembler
+from client.media.clip import RangeClipper
 from client.media.detection import CutFinder, make_detector, min_shot_frames
 from client.media.frames import Candidate, FrameConverter, candidate_capacity, output_size
 from client.media.probe import VideoInfo, find_video_stream, open_container
-from client.options import ExtractOptions
+from client.options import ExtractOptions, TimeRange
 
 log = logging.getLogger("client.media.scan")
 
 MAX_CORRUPT_WARNINGS = 5
+REORDER_SLACK = 16  # frames a decoder may still hold back when a pass stops mid-film
 
 
 @dataclass
@@ -51,7 +58,9 @@ class ScanStats:
     and frame rate (a damaged WebM cluster is skipped by the demuxer without any error, so the
     packets read alone would not show the loss). Frames expected but not decoded are
     ``dropped_frames``; the duration estimate only counts beyond a tolerance of 1 % + 2
-    frames (durations are rounded, and audio can outlast the picture).
+    frames (durations are rounded, and audio can outlast the picture). A pass that ended at
+    its time range's end (``range_stopped``) only expects the packets it read, less the
+    decoder's reorder delay (``REORDER_SLACK`` frames still inside the decoder).
     """
 
     frames: int = 0
@@ -63,11 +72,14 @@ class ScanStats:
     last_frame: int = -1
     stopped_early: bool = False
     read_stopped: bool = False  # a read error ended the pass before the end of the file
+    range_stopped: bool = False  # the pass ended after the --end of the run's time range
     errors: list[str] = field(default_factory=list)
 
     @property
     def expected_frames(self) -> int:
         """How many frames the film should have yielded (see the class doc)."""
+        if self.range_stopped:
+            return max(self.frames, self.packets - REORDER_SLACK)
         expected = max(self.packets, self.declared_frames or 0)
         estimate = self.duration_frames
         if (
@@ -188,6 +200,28 @@ class ShotScanner:
         ]
         return ScannedShot(scanned.shot, samples, scanned.stream_start, scanned.stream_end)
 
+    def _commit(
+        self,
+        shots: ShotAssembler,
+        clip: RangeClipper | None,
+        frame_no: int,
+        t: float,
+        frame: av.VideoFrame,
+    ) -> Iterator[ScannedShot]:
+        """Commit one frame to the assembler (and the clipper, with a range); yields the shot
+        it closed, if any (clipped to the range; nothing when it lies outside)."""
+        before = shots.closed
+        closed = shots.commit(frame_no, t, frame)
+        if clip is None:
+            for scanned in closed:
+                yield self._detach(scanned)
+            return
+        clip.commit(frame_no, t, frame, cut=shots.closed > before, open_id=shots.closed + 1)
+        for scanned in closed:
+            clipped = clip.closed(scanned)
+            if clipped is not None:
+                yield self._detach(clipped)
+
     def __iter__(self) -> Iterator[ScannedShot]:
         info, fps = self.info, self.info.fps
         container = open_container(info.path)
@@ -211,6 +245,12 @@ class ShotScanner:
                 sampling.frames_per_shot,
                 min_shot_frames(self.options.detection, fps),
             )
+            span = self.options.range
+            clip = None
+            if span is not None:
+                clip = RangeClipper(
+                    span, fps, self.capacity, sampling.frames_per_shot, shots.min_frames
+                )
             held: deque[tuple[int, float, av.VideoFrame]] = deque()
             prev_t: float | None = None
             nominal = 1.0 / float(fps)
@@ -231,20 +271,39 @@ class ShotScanner:
                 shots.add_cuts(finder.process(frame_no, self._converter.detection_frame(frame)))
                 held.append((frame_no, t, frame))
                 while len(held) > finder.delay:
-                    for scanned in shots.commit(*held.popleft()):
-                        yield self._detach(scanned)
+                    yield from self._commit(shots, clip, *held.popleft())
                 if self.on_frame is not None:
                     self.on_frame(frame_no, t)
+                if clip is not None and clip.done:
+                    tail = clip.tail()
+                    if tail is not None:
+                        yield self._detach(tail)
+                    self.stats.range_stopped = True
+                    self.stats.last_frame = clip.last[0] if clip.last is not None else -1
+                    return
             if self.stop.is_set():
                 return
             shots.add_cuts(finder.finish())
             while held:
-                for scanned in shots.commit(*held.popleft()):
-                    yield self._detach(scanned)
+                yield from self._commit(shots, clip, *held.popleft())
             last = shots.finish()
             if last is None:
                 raise NoFramesDecoded(f"{info.path.name}: no video frame could be decoded")
             self.stats.last_frame = last.shot.end_frame
-            yield self._detach(last)
+            if clip is not None:
+                clipped = clip.closed(last, final=True)
+                if clip.first is None:
+                    raise InputError(f"{info.path.name}: no frame lies in {_describe(span)}")
+                if clipped is not None:
+                    yield self._detach(clipped)
+            else:
+                yield self._detach(last)
         finally:
             container.close()
+
+
+def _describe(span: TimeRange | None) -> str:
+    """``--start S --end E`` of a time range, for messages."""
+    if span is None:
+        return "the film"
+    return f"--start {span.start:g}" + (f" --end {span.end:g}" if span.end is not None else "")

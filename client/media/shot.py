@@ -10,6 +10,11 @@ film both agree (``start_time == start_frame / fps``); on a variable-frame-rate 
 whose damaged frames could not be decoded, frame numbers still count real frames while times
 stay true to the clock. Timecodes are the times written as ``HH:MM:SS.mmm``. A shot built
 without times (``start_seconds`` None) falls back to ``frame / fps``.
+
+SMPTE timecodes (``start_smpte``, ``end_smpte``; see ``client.media.smpte``) count frames at
+the film's rate, for editors: ``start_smpte`` is the shot's first frame, ``end_smpte`` the frame
+after its last (``end_frame + 1``), i.e. the exclusive out point of edit decision lists, which is
+the next shot's ``start_smpte``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from fractions import Fraction
 from typing import Any
 
 from scenedetect import FrameTimecode
+
+from client.media.smpte import smpte
 
 
 def timecode(frame: int, fps: Fraction) -> str:
@@ -75,7 +82,8 @@ class Shot:
         return self.end_time - self.start_time
 
     def as_record(self) -> dict[str, Any]:
-        """The timing fields written to shots.jsonl (seconds rounded to microseconds)."""
+        """The timing fields written to shots.jsonl (seconds rounded to microseconds; SMPTE
+        out point exclusive, see the module doc)."""
         return {
             "shot_id": self.shot_id,
             "start_frame": self.start_frame,
@@ -86,4 +94,6 @@ class Shot:
             "duration": round(self.duration, 6),
             "start_timecode": seconds_timecode(self.start_time),
             "end_timecode": seconds_timecode(self.end_time),
+            "start_smpte": smpte(self.start_frame, self.fps),
+            "end_smpte": smpte(self.end_frame + 1, self.fps),  # exclusive out point
         }

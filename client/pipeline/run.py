@@ -63,14 +63,19 @@ class RunReport:
 
 
 def manifest(command: str, info: VideoInfo, settings: dict[str, Any]) -> dict[str, Any]:
-    """The run.json identity of a run: command, film fingerprint and output settings."""
+    """The run.json of a run: its identity (format, command, film fingerprint and output
+    settings, compared on resume) and ``source`` (the film's absolute path, exact frame rate,
+    size and drop-frame flag, for exports), which is not compared: a moved film resumes, and
+    the resume records where it is now."""
     return {
+        # 3: shots carry SMPTE timecodes and analyze records the server's blocks and frames/;
         # 2: frame numbers are the decoded frame index, times the frames' timestamps, and shots
-        # carry audio_error; a run of format 1 is not resumed into (--force starts over).
-        "format": 2,
+        # carry audio_error. An older run is not resumed into (--force starts over).
+        "format": 3,
         "command": command,
         "film": {"name": info.path.name, **film_fingerprint(info.path)},
         "settings": settings,
+        "source": info.source_record(),
     }
 
 
@@ -168,7 +173,7 @@ class Run:
         if stats.stopped_early:
             raise ClientError("decoding stopped before the end of the film")
         damage = diagnostics(source, self.outputs.dir.records())
-        records = self.outputs.finish(self.info, source.detected, damage)
+        records = self.outputs.finish(self.info, source.shot_ids, damage)
         warn_about_damage(self.info.path.name, damage)
         return RunReport(
             film=self.info.path.name,
@@ -210,23 +215,26 @@ def analyze(
     progress: Progress | None = None,
     force: bool = False,
     attributes: AttributeRequest | None = None,
+    frames: bool = True,
 ) -> RunReport:
     """The ``analyze`` command: extract shots and have the servers analyse them in batches,
     writing results as they come (resumable; see the module doc).
 
     ``attributes`` (None: the server's vocabulary) is part of the run's settings in run.json, as
     sent: a resume with another vocabulary, order, description or evidence is refused like any
-    other change of settings (``--force`` starts over).
+    other change of settings (``--force`` starts over). ``frames`` False (``--no-frames``)
+    writes no JPEGs to frames/; it is a setting too (records then have no ``images``).
     """
     settings = {
         **options.output_settings(),
         "session_id": session_id,
         "title": title,
         "attributes": attributes.output_setting() if attributes is not None else None,
+        "frames": frames,
     }
     names = attributes.names if attributes is not None else None
     outputs = Outputs(OutputDir(out_dir), settings, True, progress, names)
-    poster = Poster(servers, outputs, session_id, title, attributes)
+    poster = Poster(servers, outputs, session_id, title, attributes, frames)
     if progress is not None:
         servers.on_wait = progress.status
     run = Run(

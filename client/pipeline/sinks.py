@@ -4,7 +4,9 @@ Every sink consumes one ``ShotSource`` (``consume(source) -> shots written``) an
 records through ``Outputs``, the results folder of the run: ``FramesWriter`` (the ``shots``
 command) writes the sampled JPEGs and one record per shot; ``Poster`` (the ``analyze``
 command) batches the shots, keeps up to ``in_flight`` batches posting over the servers and
-writes each answer as it arrives.
+writes each answer as it arrives, with the JPEGs it sent (unless ``analyze --no-frames``). Both
+write the JPEGs with ``write_frames``: ``frames/shotNNNNN_fNNNNNNN.jpg`` (shot id, source frame
+number), listed in the record's ``images``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol
 
 from client.api import ServerPool, shot_payload
@@ -63,20 +67,39 @@ class Outputs:
     def finish(
         self,
         info: VideoInfo,
-        expected: int | None,
+        expected: Collection[int] | None,
         diagnostics: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Write shots.csv, summary.json and the completed run.json; return every record.
-        With ``expected``, every shot id from 1 to it must have a record."""
+        With ``expected`` (the ids the pass found: 1..n, or those of the run's time range),
+        every one must have a record."""
         records = self.dir.records()
         if expected is not None:
-            missing = sorted(set(range(1, expected + 1)) - {r["shot_id"] for r in records})
+            missing = sorted(set(expected) - {r["shot_id"] for r in records})
             if missing:
                 raise ClientError(f"shots missing from the results: {missing[:10]}")
         summary = summarize(
-            records, info.as_record(), self.settings, self.analysed, self.attributes
+            records, info.summary_record(), self.settings, self.analysed, self.attributes
         )
         return self.dir.finalize(summary, self.analysed, diagnostics, self.attributes)
+
+
+# What ``analyze`` keeps of each server result besides caption, attributes and audio class:
+# the model's raw scores, the measured signals, the audio cues (null without audio features),
+# the evidence fused into each score and the sizes of the generate call.
+KEPT_RESULT_BLOCKS = ("model_attributes", "measured", "audio", "evidence", "generation")
+
+
+def write_frames(frames: Path, prepared: PreparedShot) -> list[str]:
+    """Write a shot's sampled JPEGs (the very bytes sent to a server) into ``frames`` as
+    ``shotNNNNN_fNNNNNNN.jpg``; returns their paths relative to the results folder, in time
+    order. Rewriting them on a resume gives the same bytes (the decode pass is deterministic)."""
+    images = []
+    for frame_no, jpeg in zip(prepared.sample_frames, prepared.jpegs, strict=True):
+        name = f"shot{prepared.shot.shot_id:05d}_f{frame_no:07d}.jpg"
+        (frames / name).write_bytes(jpeg)
+        images.append(f"{frames.name}/{name}")
+    return images
 
 
 class FramesWriter:
@@ -91,14 +114,9 @@ class FramesWriter:
         frames.mkdir(parents=True, exist_ok=True)
         written = 0
         for prepared in source:
-            images = []
-            for frame_no, jpeg in zip(prepared.sample_frames, prepared.jpegs, strict=True):
-                name = f"shot{prepared.shot.shot_id:05d}_f{frame_no:07d}.jpg"
-                (frames / name).write_bytes(jpeg)
-                images.append(f"{frames.name}/{name}")
             record = {
                 **prepared.base_record(),
-                "images": images,
+                "images": write_frames(frames, prepared),
                 "audio_features": prepared.audio_features,
             }
             self.outputs.append([record])
@@ -112,7 +130,9 @@ class Poster:
 
     Every batch asks for ``attributes`` (None: the server's vocabulary); each record keeps the
     scores exactly as the server returned them, names and order (the pool has checked that
-    they are numbers and, when requested, exactly the requested names).
+    they are numbers and, when requested, exactly the requested names), and the result's
+    ``KEPT_RESULT_BLOCKS`` as returned (None when a server leaves one out). With ``frames``, the
+    shot's JPEGs are written to frames/ (``write_frames``) and listed in ``images``.
     """
 
     def __init__(
@@ -122,8 +142,10 @@ class Poster:
         session_id: str | None,
         title: str | None,
         attributes: AttributeRequest | None = None,
+        frames: bool = True,
     ) -> None:
         self.servers = servers
+        self.frames = frames
         self.options: PostingOptions = servers.options
         self.outputs = outputs
         self.session_id = session_id
@@ -137,6 +159,8 @@ class Poster:
 
     def consume(self, source: ShotSource) -> int:
         """Consume the source; returns the number of shots written."""
+        if self.frames:
+            self.outputs.dir.frames_path.mkdir(parents=True, exist_ok=True)
         pool = ThreadPoolExecutor(self.options.in_flight, thread_name_prefix="post")
         futures: list[Future[None]] = []
         try:
@@ -199,10 +223,13 @@ class Poster:
         ]
         answer = self.servers.analyze_batch(payload, self.session_id, self.title, self.attributes)
         records = []
+        frames = self.outputs.dir.frames_path
         for prepared, result in zip(batch, answer.results, strict=True):
-            records.append(
+            record = prepared.base_record()
+            if self.frames:
+                record["images"] = write_frames(frames, prepared)
+            record.update(
                 {
-                    **prepared.base_record(),
                     "caption": result.get("caption"),
                     "attributes": dict(result["attributes"]),
                     "audio_class": result.get("audio_class"),
@@ -210,8 +237,10 @@ class Poster:
                     # Fields the model's answer lacked (neutral values stand in): never data.
                     "fallback": list(result.get("fallback") or []),
                     "audio_features": prepared.audio_features,
+                    **{key: result.get(key) for key in KEPT_RESULT_BLOCKS},
                 }
             )
+            records.append(record)
         self.outputs.append(records)
         with self._lock:
             self._written += len(records)

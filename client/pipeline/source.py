@@ -87,7 +87,8 @@ class ShotSource:
         self._open_start = -math.inf  # stream time where the open shot starts
         self._audio_lock = threading.Lock()
         self._last_release = -math.inf
-        self.detected = 0  # shots closed by the decoder so far
+        self.detected = 0  # the last shot id the decoder closed so far
+        self.shot_ids: list[int] = []  # every shot the pass found (in the run's time range)
         # Not a daemon: close() joins it on every exit path (no thread left in FFmpeg at exit).
         self._thread = threading.Thread(target=self._produce, name="decode", daemon=False)
 
@@ -97,8 +98,9 @@ class ShotSource:
             self.progress.frame(frame_no)
         if self._audio is not None:
             if self._open_start == -math.inf:  # the first shot starts at the first frame
-                with self._audio_lock:
-                    self._open_start = stream_time
+                with self._audio_lock:  # (with a time range: no shot starts before it)
+                    span = self.options.range
+                    self._open_start = stream_time + (span.start if span is not None else 0.0)
             self._audio.advance_video(stream_time)
             if stream_time - self._last_release >= 5.0:
                 self._last_release = stream_time
@@ -128,6 +130,7 @@ class ShotSource:
             for scanned in self.scanner:
                 shot_id = scanned.shot.shot_id
                 self.detected = shot_id
+                self.shot_ids.append(shot_id)
                 with self._audio_lock:
                     self._open_start = scanned.stream_end
                 done = shot_id in self.skip
