@@ -218,9 +218,9 @@ def _film(
     manifest: Mapping[str, Any], summary: Mapping[str, Any], shots: Sequence[ShotRecord]
 ) -> Film:
     """The film from run.json["source"] (newer runs), summary.json["film"] and the records."""
-    source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
-    film_summary = summary.get("film") if isinstance(summary.get("film"), dict) else {}
-    film_manifest = manifest.get("film") if isinstance(manifest.get("film"), dict) else {}
+    source = _mapping(manifest.get("source"))
+    film_summary = _mapping(summary.get("film"))
+    film_manifest = _mapping(manifest.get("film"))
     fps = (
         parse_rate(source.get("fps"))
         or parse_rate(source.get("fps_float"))
@@ -247,6 +247,11 @@ def _film(
         frame_count=_int(count) or shots[-1].end_frame + 1,
         drop_frame=bool(drop) if drop is not None else None,
     )
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object, else {} (a field missing from older runs)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _int(value: object) -> int | None:
