@@ -67,7 +67,12 @@ def open_report(browser: Any, report: Path) -> tuple[Any, PageLog]:
     """A new page showing ``report`` (file://), with its log."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     log = PageLog()
-    page.on("console", lambda m: m.type == "error" and log.errors.append(m.text))
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            log.errors.append(message.text)
+
+    page.on("console", on_console)
     page.on("pageerror", lambda e: log.errors.append(f"page error: {e}"))
     page.on("request", lambda r: log.requests.append(r.url))
     page.goto(report.as_uri())
