@@ -105,7 +105,7 @@ class FilmTruth:
         """Length of the film in seconds."""
         if self.shot_times:
             return self.shot_times[-1][1]
-        return self.frame_count / self.fps
+        return float(self.frame_count / self.fps)
 
     @property
     def cut_times(self) -> tuple[float, ...]:
@@ -117,7 +117,7 @@ class FilmTruth:
         if self.shot_times:
             return self.shot_times[index]
         first, last = self.shot_ranges[index]
-        return first / self.fps, (last + 1) / self.fps
+        return float(first / self.fps), float((last + 1) / self.fps)
 
 
 def _shot_texture(spec: ShotSpec, index: int, width: int, height: int, seed: int) -> np.ndarray:

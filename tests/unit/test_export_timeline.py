@@ -116,7 +116,7 @@ def test_fcpxml_reads_back_with_exact_times(tmp_path: Path, fps: Fraction) -> No
         ] == RANGES
     root = ET.parse(out).getroot()
     (fmt,) = root.iter("format")
-    assert Fraction(fmt.get("frameDuration").rstrip("s")) == 1 / fps
+    assert Fraction(fmt.get("frameDuration", "").rstrip("s")) == 1 / fps
     assert {a.get("src") for a in root.iter("asset")} == {media.as_uri()}
     spine = [c for c in root.iter("clip")]
 
