@@ -15,6 +15,7 @@ from client.cli.options import (
     attributes_from_args,
     check_range,
     extract_options_from_args,
+    frames_to_decode,
     posting_options_from_args,
     progress_bar,
     server_urls,
@@ -92,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
     check_range(options, info.duration)
     servers = ServerPool(urls, token, posting)
     try:
-        progress = progress_bar(args, info.frame_estimate, "analysed")
+        progress = progress_bar(
+            args, frames_to_decode(info.frame_estimate, float(info.fps), options), "analysed"
+        )
         report = analyze(
             info,
             args.out,

@@ -353,6 +353,16 @@ def check_range(options: ExtractOptions, duration: float | None) -> None:
         raise UsageError(f"--end {span.end:g} s is past the film's end ({duration:.3f} s)")
 
 
+def frames_to_decode(frame_estimate: int | None, fps: float, options: ExtractOptions) -> int | None:
+    """The progress bar's total: the film's frame estimate, or with ``--end`` the frames up to
+    it (the pass stops there, plus the minimum shot length)."""
+    span = options.range
+    if span is None or span.end is None:
+        return frame_estimate
+    upto = round((span.end + options.detection.min_shot_seconds) * fps)
+    return min(frame_estimate, upto) if frame_estimate is not None else upto
+
+
 def _option(g: Any, flag: str, kind: type, default: Any, metavar: str, help: str) -> None:
     """One typed option with a default and a metavar (the common shape of the groups above)."""
     g.add_argument(flag, type=kind, default=default, metavar=metavar, help=help)

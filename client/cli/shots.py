@@ -11,6 +11,7 @@ from client.cli.options import (
     add_output_options,
     check_range,
     extract_options_from_args,
+    frames_to_decode,
     progress_bar,
     warm_up_audio,
 )
@@ -50,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     warm_up_audio(options)
     info = probe(args.film)
     check_range(options, info.duration)
-    progress = progress_bar(args, info.frame_estimate, "shots")
+    progress = progress_bar(
+        args, frames_to_decode(info.frame_estimate, float(info.fps), options), "shots"
+    )
     report = extract(info, args.out, options, progress=progress, force=args.force)
     if not args.quiet:
         print(shots_table(report.records))

@@ -144,7 +144,9 @@ class ShotSource:
                 # and just its JPEGs wait in the queue.
                 if not self._put(self._pool.submit(self._prepare, scanned)):
                     return
-            if self._audio is not None:
+            if self._audio is not None and not self.scanner.stats.range_stopped:
+                # To the end of the audio; a pass stopped after its time range has let the
+                # audio run lookahead_seconds past the last frame, more than its shots need.
                 self._audio.advance_video(math.inf)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             self._put(_Failure(exc))

@@ -92,8 +92,7 @@ def test_shots_in_a_range_are_clipped_with_the_films_frame_numbers(
     assert manifest["settings"]["range"] == {"start": 2.5, "end": 5.2}
     decode = manifest["video_decode"]
     assert decode["frames_decoded"] < 200 and decode["dropped_frames"] == 0
-    with (tmp_path / "shots.csv").open() as f:
-        assert len(f.read().splitlines()) == 3
+    assert len((tmp_path / "shots.csv").read_text().splitlines()) == 3
 
 
 def test_a_range_on_cuts_gives_the_whole_film_runs_records(

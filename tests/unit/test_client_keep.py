@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -42,20 +43,24 @@ def film(tmp_path_factory: pytest.TempPathFactory) -> FilmTruth:
 
 
 @pytest.fixture(scope="module")
-def server() -> FakeAnalysisServer:
+def server() -> Iterator[FakeAnalysisServer]:
     with FakeAnalysisServer(token=TOKEN) as srv:
         yield srv
 
 
 def run_analyze(
-    film_path: Path, out: Path, server: FakeAnalysisServer, frames: bool = True, **kw: object
+    film_path: Path,
+    out: Path,
+    server: FakeAnalysisServer,
+    frames: bool = True,
+    audio: AudioOptions | None = None,
 ) -> list[dict]:
     pool = ServerPool([server.url], TOKEN, PostingOptions(batch_size=2))
     try:
         report = analyze(
             probe(film_path),
             out,
-            ExtractOptions(**kw),
+            ExtractOptions(audio=audio or AudioOptions()),
             pool,
             "keep",
             film_path.name,
