@@ -40,8 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "intensity, motion), or on those chosen with --attributes: a vocabulary file\n"
             "or a list of names. Results go to DIR/shots.jsonl as they arrive, then\n"
             "DIR/shots.csv (one column per attribute) and DIR/summary.json, the JPEGs sent\n"
-            "in DIR/frames/ (unless --no-frames). Run the same\n"
-            "command again after an interruption to resume (with the same --attributes).\n"
+            "in DIR/frames/ (unless --no-frames). --start/--end limit the run to a part of\n"
+            "the film. Run the same command again after an interruption to resume (with the\n"
+            "same --attributes and range).\n"
             f"The token comes from ${TOKEN_ENV} or --token-file."
         ),
         examples=[
@@ -53,6 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "    --attributes examples/trailer_attributes.yaml",
             "qwen-client analyze film.mp4 -s http://gpu1:8000 --out out \\",
             "    --attributes suspense,motion,darkness",
+            "qwen-client analyze film.mp4 -s http://gpu1:8000 --out reel2 \\",
+            "    --start 00:20:00 --end 00:40:00",
         ],
     )
     add_film_argument(p)

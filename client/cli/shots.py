@@ -34,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "qwen-client shots film.mp4 --out film_shots",
             "qwen-client shots film.mkv --out out --detector content --threshold 30",
             "qwen-client shots film.mp4 --out out --frames-per-shot 3 --max-side 336 --quiet",
+            "qwen-client shots film.mp4 --out opening --end 00:05:00",
         ],
     )
     add_film_argument(p)
