@@ -188,7 +188,18 @@ class OutputDir:
 
     def clear(self) -> None:
         """Remove this tool's files from the directory (never anything else)."""
-        for name in (MANIFEST, SHOTS, CSV, SUMMARY, SHOTS + ".tmp", CSV + ".tmp", SUMMARY + ".tmp"):
+        # report.html and timeline.otio: what ``analyze`` exports at the end (client.export).
+        for name in (
+            MANIFEST,
+            SHOTS,
+            CSV,
+            SUMMARY,
+            SHOTS + ".tmp",
+            CSV + ".tmp",
+            SUMMARY + ".tmp",
+            "report.html",
+            "timeline.otio",
+        ):
             (self.path / name).unlink(missing_ok=True)
         if self.frames_path.is_dir():
             shutil.rmtree(self.frames_path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
 from client.cli.options import (
     add_attributes_option,
@@ -23,8 +25,10 @@ from client.cli.options import (
 )
 from client.cli.report import report_line
 from client.credentials import TOKEN_ENV, read_token
-from client.errors import EXIT_OK, UsageError
+from client.errors import EXIT_OK, ClientError, UsageError
 from qwen_server.contract.constants import SESSION_ID_RULE, is_valid_session_id
+
+log = logging.getLogger("client.cli")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -72,6 +76,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not keep the sampled JPEGs in DIR/frames/ (records then have no 'images')",
     )
+    p.add_argument(
+        "--no-exports",
+        action="store_true",
+        help="do not write DIR/report.html and DIR/timeline.otio at the end "
+        "(qwen-client export writes them later)",
+    )
     add_posting_options(p)
     add_extract_options(p)
     p.set_defaults(handler=run)
@@ -117,4 +127,26 @@ def run(args: argparse.Namespace) -> int:
         for url, counts in report.servers.items():
             print(f"  {url}: {counts['ok']} batches ok, {counts['failed']} failed attempts")
     print(report_line(report, "analysed"))
+    if not args.no_exports:
+        _write_exports(Path(args.out), quiet=args.quiet)
     return EXIT_OK
+
+
+def _write_exports(out: Path, *, quiet: bool) -> None:
+    """report.html and timeline.otio from the finished results. A failure here loses nothing
+    (the results are complete and ``qwen-client export`` can write them again), so it is a
+    warning naming the way to retry, not a failed run."""
+    from client.export.formats import write_default_exports
+
+    try:
+        written = write_default_exports(out)
+    except (ClientError, OSError) as exc:
+        log.warning(
+            "the results are complete, but the editor files could not be written (%s); "
+            "retry with `qwen-client export %s --format html` / `--format otio`",
+            exc,
+            out,
+        )
+        return
+    if not quiet:
+        print("  wrote " + ", ".join(str(path) for path in written))

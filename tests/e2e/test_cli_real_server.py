@@ -49,6 +49,7 @@ def test_analyze_a_film_with_the_real_server(server, tmp_path: Path) -> None:
             "--batch-size",
             "2",
             "-q",
+            "--no-exports",
         ],
         cwd=REPO,
         env=env,
@@ -67,6 +68,7 @@ def test_analyze_a_film_with_the_real_server(server, tmp_path: Path) -> None:
     assert records[1]["attributes"]["darkness"] > records[0]["attributes"]["darkness"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["shot_count"] == 3 and summary["model"]
+    assert not (out / "report.html").exists() and not (out / "timeline.otio").exists()
     # The server kept the results under the session derived from the file name.
     session = "real_server_film.mp4"
     with httpx.Client(
@@ -149,6 +151,14 @@ def test_the_trailer_vocabulary_end_to_end(server, tmp_path: Path) -> None:
     assert [c for c in header if c in names] == names
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["attributes"]) == names
+    # The editor files written at the end: the report and a timeline with a clip per shot.
+    import opentimelineio as otio
+
+    assert '"src":"../trailer.mp4"' in (out / "report.html").read_text()  # plays the film
+    timeline = otio.adapters.read_from_file(str(out / "timeline.otio"))
+    clips = list(timeline.find_clips())
+    assert len(clips) == 2
+    assert [c.markers[0].metadata["qwen"]["shot_id"] for c in clips] == [1, 2]
     with httpx.Client(
         base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {server.api_key}"}
     ) as client:
