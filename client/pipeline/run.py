@@ -104,7 +104,17 @@ def warn_about_damage(name: str, report: dict[str, Any]) -> None:
             100 * video["dropped_fraction"],
         )
     audio = report["audio_error"]
-    if audio is not None and audio["error"]:
+    if audio is not None and audio["error"] and not audio["shots_with_audio_error"]:
+        # E.g. an audio track that stops a fraction of a second before the picture: reported,
+        # but not as a failure, since every shot kept its audio features.
+        log.warning(
+            "%s: %.2f s of audio missing (%s); every shot still has its audio features "
+            "(see audio_error in run.json)",
+            name,
+            audio.get("missing_seconds") or 0.0,
+            audio["error"],
+        )
+    elif audio is not None and audio["error"]:
         log.warning(
             "%s: audio decoding failed (%s); %d shot(s) have no audio features (audio_error)",
             name,
