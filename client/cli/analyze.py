@@ -7,14 +7,12 @@ import logging
 from pathlib import Path
 
 from client.cli.options import (
-    add_attributes_option,
     add_command,
     add_extract_options,
     add_film_argument,
     add_output_options,
     add_posting_options,
     add_server_options,
-    attributes_from_args,
     check_range,
     extract_options_from_args,
     frames_to_decode,
@@ -24,6 +22,7 @@ from client.cli.options import (
     warm_up_audio,
 )
 from client.cli.report import report_line
+from client.cli.vocabulary_option import add_attributes_option, attributes_from_args
 from client.credentials import TOKEN_ENV, read_token
 from client.errors import EXIT_OK, ClientError, UsageError
 from qwen_server.contract.constants import SESSION_ID_RULE, is_valid_session_id

@@ -1,7 +1,8 @@
 """What every ``qwen-client`` command shares: how a command's parser is made (``add_command``:
 description, examples, exit codes, one help formatter), the option groups (output, verbosity,
-server, extraction and time range, posting, requested attributes) and their conversion to typed
-options. A command module uses these and adds only its own arguments."""
+server, extraction and time range, posting) and their conversion to typed options
+(``--attributes`` is in ``vocabulary_option``). A command module uses these and adds only its
+own arguments."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from client.credentials import TOKEN_ENV
 from client.errors import UsageError
 from client.options import (
     DETECTORS,
-    AttributeRequest,
     AudioOptions,
     DetectionOptions,
     ExtractOptions,
@@ -23,7 +23,6 @@ from client.options import (
     SamplingOptions,
     TimeRange,
 )
-from qwen_server.contract.vocabulary import VocabularyError, load_vocabulary_file
 
 log = logging.getLogger("client.cli")
 
@@ -253,58 +252,6 @@ def add_posting_options(p: argparse.ArgumentParser) -> None:
         "how long to keep retrying when no server answers (e.g. one being restarted), "
         "showing 'waiting for server', before failing with exit code 3",
     )
-
-
-ATTRIBUTES_HELP = (
-    "the attributes to score, in output order: a vocabulary FILE (YAML, 'attributes:' mapping "
-    "each name to one line the model reads, e.g. examples/trailer_attributes.yaml; each is sent "
-    "with its description and evidence, so the server need not know it) or NAME,NAME,... "
-    "(names the server knows: GET /vocabulary). A value ending in .yaml/.yml/.json, holding a "
-    "'/' or naming an existing file is a FILE (default: the server's whole vocabulary)"
-)
-
-
-def add_attributes_option(p: argparse.ArgumentParser) -> None:
-    """--attributes FILE | NAME,NAME,... (``attributes_from_args``)."""
-    p.add_argument("--attributes", metavar="FILE|NAMES", help=ATTRIBUTES_HELP)
-
-
-def _is_vocabulary_file(value: str) -> bool:
-    """Whether an --attributes value names a file rather than a list of names (names are
-    lower-case letters, digits and '_': they never hold a '/' or a '.')."""
-    return (
-        value.lower().endswith((".yaml", ".yml", ".json"))
-        or "/" in value
-        or "\\" in value
-        or Path(value).is_file()
-    )
-
-
-def attributes_from_args(args: argparse.Namespace) -> AttributeRequest | None:
-    """The run's requested attributes from --attributes (None: the server's vocabulary).
-
-    A file is read and checked at once (``load_vocabulary_file``), before any decoding; names are
-    checked against the name rule. Every problem is a UsageError naming the file and key, or the
-    bad name.
-    """
-    value = getattr(args, "attributes", None)
-    if value is None:
-        return None
-    if _is_vocabulary_file(value):
-        try:
-            vocabulary, ignored = load_vocabulary_file(Path(value).expanduser())
-        except VocabularyError as exc:  # names the file and the key at fault
-            raise UsageError(f"--attributes: {exc}") from None
-        if ignored:
-            log.info("--attributes %s: ignoring the keys %s", value, ", ".join(ignored))
-        return AttributeRequest.from_vocabulary(vocabulary, value)
-    names = [n.strip() for n in value.split(",")]
-    if "" in names:
-        raise UsageError(f"--attributes {value!r}: empty name in the list (NAME,NAME,...)")
-    try:
-        return AttributeRequest.from_names(names)
-    except ValueError as exc:  # VocabularyError included: "--attributes: invalid name ..."
-        raise UsageError(str(exc)) from None
 
 
 def parse_time(value: str, flag: str) -> float:

@@ -212,6 +212,7 @@ def load_vocabulary_file(path: str | Path) -> tuple[Vocabulary, list[str]]:
         raise VocabularyError(source, f"cannot be read ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise VocabularyError(source, "is not UTF-8 text") from None
+
     class _UniqueKeyLoader(yaml.SafeLoader):
         """YAML's safe loader, refusing a key written twice in one mapping (PyYAML would keep
         the last one silently: an attribute defined twice is almost always a mistake)."""
@@ -227,9 +228,7 @@ def load_vocabulary_file(path: str | Path) -> tuple[Vocabulary, list[str]]:
             seen.add(key)
         return loader.construct_mapping(node)
 
-    _UniqueKeyLoader.add_constructor(
-        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping
-    )
+    _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

@@ -15,7 +15,7 @@ import pytest
 from client.api.bodies import batch_body
 from client.api.responses import parse_batch_answer, rejection
 from client.cli import build_parser, run
-from client.cli.options import attributes_from_args
+from client.cli.vocabulary_option import attributes_from_args
 from client.errors import OutputConflict, ServerProtocolError, UsageError
 from client.options import AttributeRequest
 from client.outputs import OutputDir, attribute_columns, shots_csv, summarize
