@@ -164,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         selection, placed, weighting, settings, results.film, out.name, warnings
     )
     cut_json = write_cut(out, document, placed, results.film)
+    _refresh_report(results.directory, cut_json)
     if not args.quiet:
         print(_table(document))
     achieved = document["achieved"]
@@ -172,6 +173,30 @@ def run(args: argparse.Namespace) -> int:
         f"(asked {args.duration:g} s), profile {profile.name} -> {out} and {cut_json}"
     )
     return EXIT_OK
+
+
+def _refresh_report(results_dir: Path, cut_json: Path) -> None:
+    """Rewrite ``results_dir/report.html`` so it shows the new cut, when the cut.json landed in
+    the results folder (the report reads it from there) and a report is there already; skipped
+    quietly otherwise. A failure is a warning: the cut itself is written and complete."""
+    from client.errors import ClientError
+    from client.export.report import REPORT, write_report
+
+    report = results_dir / REPORT
+    if cut_json.parent.resolve() != results_dir.resolve() or not report.exists():
+        return
+    try:
+        write_report(results_dir)
+    except (ClientError, OSError) as exc:
+        log.warning(
+            "the cut is written, but %s could not be refreshed to show it (%s); run "
+            "'qwen-client export %s --format html' to retry",
+            report,
+            exc,
+            results_dir,
+        )
+    else:
+        log.info("%s refreshed to show the cut", report)
 
 
 def _table(document: dict) -> str:

@@ -24,6 +24,12 @@ Why it is built this way:
   page builds its DOM with ``textContent`` only.
 - **Any vocabulary.** Attribute names come from the records (6, 38 or any other list); a
   ``shots``-only folder (no attributes) gets the contact sheet and timing, and no arc.
+- **The trailer cut, when there is one.** ``qwen-client trailer`` writes ``cut.json`` beside its
+  timeline; when that is ``RESULTS_DIR/cut.json`` the page gets a "Trailer cut" section: the
+  profile, the length asked and achieved, the cut's arc (target curve and each pick's level over
+  cut time, acts shaded) and the picks in cut order, each playing its source range. Only the
+  fields drawn are taken (``cut_data``); a cut.json that cannot be read or lacks them is left
+  out with a note in the page, never an error of the report, which is about the results.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from client.export.results import Results, ShotRecord, load_results
 log = logging.getLogger("client.export")
 
 REPORT = "report.html"
+CUT_JSON = "cut.json"  # what ``client.trailer.cut`` writes beside the trailer's timeline
 ASSETS = "report_assets"
 # Frame-path fields of a record, newest name first (``shots`` writes ``images`` today).
 FRAME_FIELDS = ("frames", "images")
@@ -94,7 +101,8 @@ def render_report(results: Results, report_dir: Path) -> str:
         "@TITLE@": html.escape(f"{results.film.name} - shot report"),
         "/*@CSS@*/": _asset("report.css"),
         "@DATA@": embed_json(data),
-        "/*@JS@*/": _asset("report.js"),
+        # cut.js first: it defines ReportCut, which report.js calls when there is a cut.
+        "/*@JS@*/": _asset("cut.js") + "\n" + _asset("report.js"),
     }
     # Markers in template order, each looked for in the rest of the template only, so text
     # inserted before (a caption holding "/*@JS@*/") is never mistaken for a marker.
@@ -126,7 +134,7 @@ def report_data(results: Results, report_dir: Path) -> dict[str, Any]:
     src, note = film_link(results, report_dir)
     duration = _film_duration(results)
     film = results.film
-    return {
+    data: dict[str, Any] = {
         "film": {
             "name": film.name,
             "fps": round(float(film.fps), 6),
@@ -140,6 +148,89 @@ def report_data(results: Results, report_dir: Path) -> dict[str, Any]:
         "shots": [_shot_data(s, vocabulary, results.directory, report_dir) for s in results.shots],
         "summary": _summary(results, vocabulary, duration),
     }
+    cut_file = results.directory / CUT_JSON
+    if cut_file.is_file():
+        data["cut"] = cut_data(cut_file, film.name)
+    return data
+
+
+def cut_data(path: Path, film_name: str) -> dict[str, Any]:
+    """What the page's "Trailer cut" section draws from ``path`` (a trailer's cut.json), or
+    ``{"note": ...}`` saying why it cannot be drawn (unreadable, not JSON, fields missing)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return _cut_section(doc, film_name)
+    except (OSError, UnicodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        if isinstance(exc, KeyError):
+            reason = f"no {exc} field"
+        log.warning("%s is not a trailer cut the report can show (%s)", path, reason)
+        return {
+            "note": f"{path.name} is here but cannot be shown ({reason}); run 'qwen-client "
+            "trailer' again to rewrite it."
+        }
+
+
+def _cut_section(doc: Any, film_name: str) -> dict[str, Any]:
+    """The cut section's data from a parsed cut.json; raises on a missing or mistyped field."""
+    if not isinstance(doc, dict):
+        raise TypeError("not a JSON object")
+    fps = _number(doc["film"]["fps_float"])
+    if fps <= 0:
+        raise ValueError(f"fps {fps} is not positive")
+    arc = doc["arc"]
+    levels = {int(p["position"]): p for p in arc["picks"]}
+    picks = []
+    for clip in doc["clips"]:
+        position = int(clip["position"])
+        level = levels[position]
+        picks.append(
+            {
+                "position": position,
+                "act": str(clip["act"]),
+                "shot": int(clip["shot_id"]),
+                "start": _number(clip["source_in_seconds"]),
+                "end": _number(clip["source_out_seconds"]),
+                "tc": str(clip["source_in_timecode"]),
+                "tcEnd": str(clip["source_out_timecode"]),
+                "recIn": round(int(clip["record_in_frame"]) / fps, 6),
+                "recOut": round((int(clip["record_out_frame"]) + 1) / fps, 6),
+                "score": _number(clip["score"]),
+                "level": _number(level["level"]),
+                "target": _number(level["target_level"]),
+                "why": str(clip["why"]),
+                "caption": _text(clip.get("caption")),
+            }
+        )
+    if not picks:
+        raise ValueError("no clips")
+    curve = [[_number(c["seconds"]), _number(c["level"])] for c in arc["target_curve"]]
+    profile, achieved = doc["profile"], doc["achieved"]
+    cut_film = str(doc["film"]["name"])
+    return {
+        "profile": str(profile["name"]),
+        "description": _text(profile.get("description")),
+        "timeline": str(doc.get("timeline") or ""),
+        "asked": _number(doc["settings"]["duration"]),
+        "achieved": _number(achieved["seconds"]),
+        "clips": len(picks),
+        "picks": picks,
+        "curve": curve,
+        "warnings": [str(w) for w in doc.get("warnings") or []],
+        "otherFilm": cut_film if cut_film != film_name else None,
+    }
+
+
+def _text(value: Any) -> str | None:
+    """``value`` when it is a non-empty string, else None (optional text fields)."""
+    return value if isinstance(value, str) and value else None
+
+
+def _number(value: Any) -> float:
+    """A finite JSON number (bools are not), rounded to 6 places; anything else: ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a number")
+    return round(float(value), 6)
 
 
 def _shot_data(

@@ -6,9 +6,11 @@ and the 38 of examples/trailer_attributes.yaml). Each report is loaded from file
 checked: a tile per shot, a curve per attribute that its checkbox hides, filtering and sorting
 by an attribute, hovering and clicking a point, a tile that plays its shot in the embedded
 video (seeking to its start, pausing at its end), a caption holding markup shown as text, a film
-that cannot be found (no player, a note), and no console error, page error or request other
-than file://. Each test saves a screenshot in its tmp dir; with QWEN_REPORT_SCREENSHOT=PATH the
-38-attribute one is also written there (how docs/report.png is made).
+that cannot be found (no player, a note), a trailer cut made by the real ``qwen-client
+trailer`` in the results folder (its section, arc and picks, each playing its source range), a
+malformed cut.json (a note), and no console error, page error or request other than file://.
+Each test saves a screenshot in its tmp dir; with QWEN_REPORT_SCREENSHOT=PATH the 38-attribute
+one is also written there (how docs/report.png is made).
 """
 
 from __future__ import annotations
@@ -120,6 +122,25 @@ def trailer_results(film: FilmTruth) -> Path:
     return _analyze(film, "trailer", "--attributes", str(TRAILER_FILE))
 
 
+@pytest.fixture(scope="module")
+def cut_results(film: FilmTruth, scored_results: Path) -> Path:
+    """The scored results with a trailer cut written into them by the real command, which
+    refreshes the report.html that analyze left there."""
+    out = film.path.parent / "with-cut"
+    shutil.copytree(scored_results, out)
+    assert (out / "report.html").is_file()
+    proc = cli(
+        "trailer",
+        str(out),
+        *("--profile", "thriller", "--duration", "3", "--max-clip", "1", "--allow-adjacent"),
+        *("--out", str(out / "cut.otio")),
+        token=None,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "could not be refreshed" not in proc.stderr
+    return out
+
+
 def tc(record: dict[str, Any], end: str = "start") -> str:
     """The timecode the page shows: SMPTE when the record has it, else the ms timecode."""
     return record.get(f"{end}_smpte") or record[f"{end}_timecode"]
@@ -190,6 +211,7 @@ def test_scored_report_arc_toggles_filters_sorts_and_plays(
     assert len(vocabulary) == 6
     page, log = open_report(browser, write_report(scored_results))
     assert len(visible_tiles(page)) == len(records)
+    assert page.locator("#cut-section").count() == 0  # no cut.json: no trailer section
     # The caption holding markup is text: no script ran, no element was made from it.
     assert page.evaluate("window.__pwned") is None
     assert page.inner_text('.tile[data-shot-id="2"] .caption') == HOSTILE
@@ -312,6 +334,82 @@ def test_a_2000_shot_38_attribute_report_stays_small_and_quick(
         1 for i in range(2000) if template[i % len(template)]["attributes"]["suspense"] >= 0.9
     )
     assert len(visible_tiles(page)) == expected
+    log.assert_clean()
+
+
+def test_trailer_cut_section_draws_the_arc_and_plays_each_pick(
+    browser: Any, cut_results: Path, tmp_path: Path
+) -> None:
+    cut = json.loads((cut_results / "cut.json").read_text())
+    clips, arc = cut["clips"], cut["arc"]
+    assert len(clips) >= 3 and [c["position"] for c in clips] == list(range(1, len(clips) + 1))
+    page, log = open_report(browser, cut_results / "report.html")  # as the trailer refreshed it
+    section = page.locator("#cut-section")
+    assert section.is_visible()
+    facts = page.inner_text("#cut-facts")
+    assert facts.startswith("Profile thriller")
+    assert "asked 3.00 s" in facts and f"achieved {cut['achieved']['seconds']:.2f} s" in facts
+    assert f"{len(clips)} clips" in facts
+    # The arc: one point per pick in cut order (left to right), at its level; acts labelled.
+    points = page.locator("#cut-chart circle.pick-point")
+    assert points.count() == len(clips) == len(arc["picks"])
+    got = points.evaluate_all(
+        "cs => cs.map(c => [Number(c.dataset.position), Number(c.getAttribute('cx')),"
+        " Number(c.getAttribute('cy'))])"
+    )
+    assert [p for p, _, _ in got] == [p["position"] for p in arc["picks"]]
+    xs = [x for _, x, _ in got]
+    assert xs == sorted(xs) and len(set(xs)) == len(xs)
+    top, plot = 30, 150  # the chart's plot area (cut.js)
+    for (_, _, y), pick in zip(got, arc["picks"], strict=True):
+        assert y == pytest.approx(top + (1 - pick["level"]) * plot, abs=0.01)
+    acts = page.locator("#cut-chart .act-label").evaluate_all("ts => ts.map(t => t.textContent)")
+    assert acts == list(dict.fromkeys(c["act"] for c in clips))
+    target = page.locator("#cut-chart path.target").get_attribute("d") or ""
+    assert target.count("L") + target.count("M") == len(arc["target_curve"])
+    # The picks in cut order: shot, act, source timecodes, score and why.
+    rows = page.locator("#cut-picks tr.pick")
+    assert rows.count() == len(clips)
+    for i, clip in enumerate(clips):
+        text = rows.nth(i).inner_text()
+        assert clip["act"] in text and clip["why"] in text and f"{clip['score']:.3f}" in text
+        assert f"{clip['source_in_timecode']} – {clip['source_out_timecode']}" in text
+        assert rows.nth(i).get_attribute("data-shot-id") == str(clip["shot_id"])
+    # Clicking a row plays that clip's source range and pauses at its out point.
+    last = clips[-1]
+    play_and_check(
+        page, rows.nth(len(clips) - 1), last["source_in_seconds"], last["source_out_seconds"]
+    )
+    assert "playing" in (rows.nth(len(clips) - 1).get_attribute("class") or "")
+    tile = page.locator(f'.tile[data-shot-id="{last["shot_id"]}"]')
+    assert "playing" in (tile.get_attribute("class") or "")
+    assert page.inner_text("#now-playing").startswith(f"Pick {len(clips)} ({last['act']})")
+    # Clicking a point of the arc does the same for its pick.
+    first = clips[0]
+    play_and_check(page, points.nth(0), first["source_in_seconds"], first["source_out_seconds"])
+    page.screenshot(path=str(tmp_path / "cut_report.png"), full_page=True)
+    log.assert_clean()
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{not json", "Expecting property name"),
+        ('{"format": 1, "clips": []}', "no 'film' field"),
+        ("[1, 2]", "not a JSON object"),
+    ],
+)
+def test_a_malformed_cut_json_is_a_note_not_an_error(
+    browser: Any, cut_results: Path, tmp_path: Path, text: str, reason: str
+) -> None:
+    folder = tmp_path / "results"
+    shutil.copytree(cut_results, folder)
+    (folder / "cut.json").write_text(text)
+    page, log = open_report(browser, write_report(folder))
+    note = page.inner_text("#cut-note")
+    assert "cut.json is here but cannot be shown" in note and reason in note, note
+    assert page.locator("#cut-chart, #cut-picks").count() == 0
+    assert len(visible_tiles(page)) == len(_records(folder))  # the rest of the page is there
     log.assert_clean()
 
 

@@ -1,7 +1,8 @@
 """``qwen-client trailer`` as a user runs it: a generated film with known dark and bright shots,
 analysed by ``qwen-client analyze`` against the fake server (whose ``darkness`` is one minus the
 shots' mean luma), then cut by the real command into OTIO / EDL / FCP X XML read back with
-OpenTimelineIO and its adapters, checked against the documented rules and cut.json."""
+OpenTimelineIO and its adapters, checked against the documented rules and cut.json; a cut
+written into the results folder refreshes the report.html there."""
 
 from __future__ import annotations
 
@@ -165,6 +166,39 @@ def test_a_film_too_short_for_the_duration_uses_what_exists(results: Path, noir:
     assert cut["achieved"]["frames"] == 200
     assert "fill only 8.000 s of the 60.000 s" in proc.stderr
     assert any("fill only" in w for w in cut["warnings"])
+
+
+def test_a_cut_in_the_results_folder_refreshes_its_report(
+    results: Path, noir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "results"
+    shutil.copytree(results, folder)
+    report = folder / "report.html"
+    before = report.read_text(encoding="utf-8")  # analyze wrote it, before any cut
+    shows_cut = '"cut":{"profile":"noir"'  # the page's data block, once it holds the cut
+    assert shows_cut not in before
+    args = ("--profile", str(noir), "--duration", "5")
+    # The cut elsewhere: the report is left as it is, quietly.
+    proc = cli("trailer", str(folder), *args, "--out", str(tmp_path / "else" / "cut.otio"))
+    assert proc.returncode == 0, proc.stderr
+    assert report.read_text(encoding="utf-8") == before and "report" not in proc.stderr
+    # The cut in the results folder: the report now holds it.
+    proc = cli("trailer", str(folder), *args, "--out", str(folder / "cut.otio"))
+    assert proc.returncode == 0, proc.stderr
+    assert shows_cut in report.read_text(encoding="utf-8")
+    # No report there: none is made.
+    report.unlink()
+    proc = cli("trailer", str(folder), *args, "--out", str(folder / "cut.otio"))
+    assert proc.returncode == 0, proc.stderr
+    assert not report.exists() and "report" not in proc.stderr
+    # A report that cannot be rewritten (a directory in its place): a warning, the cut written.
+    report.mkdir()
+    (folder / "cut.json").unlink()
+    proc = cli("trailer", str(folder), *args, "--out", str(folder / "cut.otio"))
+    assert proc.returncode == 0, proc.stderr
+    assert "could not be refreshed" in proc.stderr and "--format html" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert json.loads((folder / "cut.json").read_text())["achieved"]["frames"] == 125
 
 
 @pytest.mark.parametrize(

@@ -94,13 +94,18 @@
     }
   }
   function playShot(shot) {
-    markPlaying(shot.id);
-    nowPlaying.textContent = "Shot " + shot.id + " \u00b7 " + span(shot) +
-      (shot.caption ? " \u00b7 " + shot.caption : "");
+    playRange(shot, "Shot " + shot.id + " \u00b7 " + span(shot) +
+      (shot.caption ? " \u00b7 " + shot.caption : ""), shot.id);
+  }
+  /* Play film time range.start..range.end (seconds), pausing at its end; shotId's tile and
+     block, and `marked` (a trailer pick's row), are shown as playing. */
+  function playRange(range, label, shotId, marked) {
+    markPlaying(shotId, marked);
+    nowPlaying.textContent = label;
     if (!video) return;
-    current = shot;
+    current = range;
     const go = () => {
-      video.currentTime = shot.start;
+      video.currentTime = range.start;
       const started = video.play();
       if (started && started.catch) started.catch(() => {}); // autoplay refused: stay paused
     };
@@ -294,8 +299,9 @@
     });
     return tile;
   }
-  function markPlaying(id) {
+  function markPlaying(id, marked) {
     for (const node of document.querySelectorAll(".playing")) node.classList.remove("playing");
+    if (marked) marked.classList.add("playing");
     const tile = tiles.get(id);
     if (tile) tile.classList.add("playing");
     const block = document.querySelector('.strip-shot[data-shot-id="' + id + '"]');
@@ -363,4 +369,9 @@
   }
   controls.append(count);
   layout();
+  if (data.cut) {
+    ReportCut.build(data.cut, { el, svgEl, fmtValue, fmtSeconds, fmtClock, playRange });
+  } else {
+    document.getElementById("cut-section").remove(); // no trailer cut in this folder
+  }
 })();
