@@ -160,7 +160,7 @@ def cut_data(path: Path, film_name: str) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         return _cut_section(doc, film_name)
-    except (OSError, UnicodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         if isinstance(exc, KeyError):
             reason = f"no {exc} field"
