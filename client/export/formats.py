@@ -23,7 +23,6 @@ note that the adapter's own reader skips drop-frame ``LOC`` lines (its pattern w
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import opentimelineio as otio
 
 from client.export import DEFAULT_NAMES, FORMATS
+from client.export.report import write_report
 from client.export.results import Results, ShotRecord, load_results
 from client.export.timeline import ClipSpec, ExportError, build_timeline, write_timeline
 
@@ -39,7 +39,6 @@ log = logging.getLogger("client.export")
 
 METADATA_KEY = "qwen"
 TOP_N = 3
-REPORT_MODULE = "client.export.report"
 
 
 def export(results_dir: Path, fmt: str, out: Path | None = None) -> Path:
@@ -60,12 +59,9 @@ def export(results_dir: Path, fmt: str, out: Path | None = None) -> Path:
 
 
 def write_default_exports(results_dir: Path) -> list[Path]:
-    """What ``analyze`` writes at the end: timeline.otio, and report.html when
-    ``client.export.report`` is installed. Returns the files written."""
-    written = [export(results_dir, "otio")]
-    if _report_module() is not None:
-        written.append(export(results_dir, "html"))
-    return written
+    """What ``analyze`` writes at the end: timeline.otio and report.html. Returns the files
+    written."""
+    return [export(results_dir, "otio"), export(results_dir, "html")]
 
 
 def shot_timeline(results: Results, *, editor_markers: bool = False) -> otio.schema.Timeline:
@@ -156,23 +152,6 @@ def _write_csv(results: Results, out: Path) -> Path:
     return out
 
 
-def _report_module() -> Any | None:
-    """``client.export.report`` when installed, else None."""
-    try:
-        return importlib.import_module(REPORT_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != REPORT_MODULE:
-            raise
-        return None
-
-
 def _write_report(results_dir: Path, out: Path) -> Path:
-    """The HTML report through ``client.export.report.write_report``."""
-    module = _report_module()
-    if module is None or not hasattr(module, "write_report"):
-        raise ExportError(
-            "--format html: the HTML report is not available in this installation "
-            f"({REPORT_MODULE} is missing)"
-        )
-    result = module.write_report(results_dir, out)
-    return Path(result) if isinstance(result, str | Path) else out
+    """The HTML report (``client.export.report.write_report``)."""
+    return write_report(results_dir, out)

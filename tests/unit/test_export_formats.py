@@ -1,5 +1,5 @@
 """``client.export.formats``: one export by format name, the defaults ``analyze`` writes, the
-html format's dependence on ``client.export.report``, and what a shot's marker carries."""
+default exports, and what a shot's marker carries."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 import opentimelineio as otio
 import pytest
 
-from client.errors import EXIT_USAGE
 from client.export import DEFAULT_NAMES, FORMATS, formats
 from client.export.results import load_results
 from client.export.timeline import ExportError
@@ -59,18 +58,13 @@ def test_marker_texts_and_metadata(tmp_path: Path) -> None:
     assert formats.shot_metadata(first, float(NTSC))["model_attributes"] == {"suspense": 0.85}
 
 
-def test_write_default_exports_without_a_report_module(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_write_default_exports_writes_the_timeline_and_the_report(tmp_path: Path) -> None:
     folder = analysed_folder(tmp_path / "r")
-    monkeypatch.setattr(formats, "REPORT_MODULE", "client.export.no_such_report")
-    assert formats.write_default_exports(folder) == [folder.resolve() / "timeline.otio"]
-    assert not (folder / "report.html").exists()
+    written = formats.write_default_exports(folder)
+    assert written == [folder.resolve() / "timeline.otio", folder.resolve() / "report.html"]
+    assert (folder / "report.html").read_text().startswith("<!DOCTYPE html>")
     timeline = otio.adapters.read_from_file(str(folder / "timeline.otio"))
     assert len(timeline.find_clips()) == 3
-    with pytest.raises(ExportError, match="HTML report is not available") as caught:
-        formats.export(folder, "html")
-    assert caught.value.exit_code == EXIT_USAGE
 
 
 def test_unknown_formats_and_mismatched_suffixes_are_export_errors(tmp_path: Path) -> None:
