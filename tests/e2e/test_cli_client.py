@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_runner import run_cli
 from tests.fake_analysis_server import FakeAnalysisServer, free_port
 from tests.film_factory import FilmTruth, ShotSpec, make_film, standard_shots
 
@@ -26,17 +27,7 @@ FINAL_FILES = ("shots.jsonl", "shots.csv", "summary.json")
 
 
 def cli(*args: str, token: str | None = TOKEN, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "QWEN_SERVER_TOKEN"}
-    if token is not None:
-        env["QWEN_SERVER_TOKEN"] = token
-    return subprocess.run(
-        [sys.executable, "-m", "client.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli(*args, token=token, timeout=timeout)
 
 
 def _as_in_a_terminal() -> None:

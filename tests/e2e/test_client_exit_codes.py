@@ -10,9 +10,7 @@ film with audio (the warm-up's path) check the exit codes of success and of earl
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -20,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_runner import run_cli
 from tests.fake_analysis_server import FakeAnalysisServer, free_port
 from tests.film_factory import FilmTruth, ShotSpec, make_film
 
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "exit-codes-token"
 SHOTS_RUNS = 20
 
@@ -45,15 +43,7 @@ def server() -> Iterator[FakeAnalysisServer]:
 
 
 def _cli(*args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, QWEN_SERVER_TOKEN=token)
-    return subprocess.run(
-        [sys.executable, "-m", "client.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(*args, token=token, timeout=120)
 
 
 def _check_runs(results: list[subprocess.CompletedProcess[str]], expected: int) -> None:

@@ -7,18 +7,16 @@ values one-line usage errors (exit 2)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.cli_runner import run_cli
 from tests.fake_analysis_server import FakeAnalysisServer
 from tests.film_factory import FilmTruth, ShotSpec, make_film
 
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "range-token"
 # 25 fps: shots are frames 0-49 (0-2 s), 50-89 (2-3.6 s), 90-149 (3.6-6 s), 150-199 (6-8 s).
 SPECS = [
@@ -30,15 +28,7 @@ SPECS = [
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, QWEN_SERVER_TOKEN=TOKEN)
-    return subprocess.run(
-        [sys.executable, "-m", "client.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli(*args, token=TOKEN)
 
 
 def records(out: Path) -> list[dict]:

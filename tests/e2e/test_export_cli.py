@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import opentimelineio as otio
 import pytest
 
+from tests.cli_runner import run_cli
 from tests.fake_analysis_server import FakeAnalysisServer
 from tests.film_factory import FilmTruth, ShotSpec, make_film
 
@@ -30,15 +29,7 @@ TRAILER_VOCABULARY = REPO / "examples" / "trailer_attributes.yaml"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, QWEN_SERVER_TOKEN=TOKEN)
-    return subprocess.run(
-        [sys.executable, "-m", "client.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli(*args, token=TOKEN)
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:

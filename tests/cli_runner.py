@@ -1,0 +1,28 @@
+"""Running ``qwen-client`` as a user does: a real subprocess from the repository root."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(
+    *args: str, token: str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m client.cli ARGS`` with ``QWEN_SERVER_TOKEN`` set to ``token`` (removed from
+    the environment when None); output captured as text."""
+    env = {k: v for k, v in os.environ.items() if k != "QWEN_SERVER_TOKEN"}
+    if token is not None:
+        env["QWEN_SERVER_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
