@@ -83,6 +83,9 @@ install() {
   fi
   echo "==> installing the project (extras: $EXTRAS)"
   "${pip[@]}" install -e ".[$EXTRAS]"
+  # silero-vad's packaged ONNX model (speech per shot); --no-deps: its metadata demands torch
+  # for the JIT model, which the client never loads (see pyproject.toml).
+  "${pip[@]}" install --no-deps "silero-vad>=5.1,<7"
   rm -f "$VENV"/.installed-"${EXTRAS//,/+}"-*
   touch "$stamp"
 }

@@ -38,6 +38,8 @@ if [ ! -f "$stamp" ]; then
   fi
   echo "==> installing the project with the server and test extras"
   "${PIP[@]}" install -e ".[server,test]"
+  # silero-vad's packaged ONNX model (speech per shot); --no-deps: see pyproject.toml.
+  "${PIP[@]}" install --no-deps "silero-vad>=5.1,<7"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
