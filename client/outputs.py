@@ -19,7 +19,6 @@ else those of the first shot, then any other name a record holds, so no score is
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -27,12 +26,13 @@ import logging
 import os
 import shutil
 import threading
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from client.errors import OutputConflict
+from client.run_summary import _warn_if_mixed, attribute_columns, summarize
+from client.shots_csv import shots_csv
 
 log = logging.getLogger("client.outputs")
 
@@ -42,7 +42,6 @@ CSV = "shots.csv"
 SUMMARY = "summary.json"
 FRAMES_DIR = "frames"
 MANIFEST_FORMAT = 1
-TOP_SHOTS = 5
 
 
 def film_fingerprint(path: Path) -> dict[str, Any]:
@@ -277,136 +276,4 @@ class OutputDir:
         return records
 
 
-CSV_TIMING = [
-    "shot_id",
-    "start_frame",
-    "end_frame",
-    "frame_count",
-    "start_time",
-    "end_time",
-    "duration",
-    "start_timecode",
-    "end_timecode",
-    "start_smpte",
-    "end_smpte",
-]
-CSV_AUDIO = ["rms_energy_mean", "spectral_centroid_mean", "zero_crossing_rate_mean", "tempo"]
-
-
-def attribute_columns(
-    records: Sequence[dict[str, Any]], requested: Sequence[str] | None = None
-) -> list[str]:
-    """The attribute names of a run's final files, in order: the requested names (else the
-    names of the first record, i.e. shot 1's), then every other name any record holds, in the
-    order first seen. Nothing a server returned is dropped: a server whose vocabulary changed
-    during a run without --attributes adds columns (its shots' cells of the old ones stay
-    empty; ``finalize`` warns)."""
-    names = dict.fromkeys(requested or ())
-    for rec in records:
-        attrs = rec.get("attributes")
-        if isinstance(attrs, dict):
-            names.update(dict.fromkeys(attrs))
-    return list(names)
-
-
-def _warn_if_mixed(records: Sequence[dict[str, Any]]) -> None:
-    """One warning when the shots were not all scored on the same attributes."""
-    kinds = {
-        tuple(sorted(r["attributes"])) for r in records if isinstance(r.get("attributes"), dict)
-    }
-    if len(kinds) > 1:
-        log.warning(
-            "the shots were not all scored on the same attributes (the server's vocabulary "
-            "changed during the run?); %s has a column for each of the %d names",
-            CSV,
-            len(attribute_columns(records)),
-        )
-
-
-def _csv_header(attributes: Sequence[str]) -> list[str]:
-    """The CSV names of attribute columns: the attribute's name, or ``attribute:NAME`` for a
-    name that is also a column of its own (``duration``, ``tempo``...; ':' is never part of an
-    attribute name, so the two cannot be confused)."""
-    taken = {*CSV_TIMING, "caption", "audio_class", *CSV_AUDIO}
-    return [f"attribute:{a}" if a in taken else a for a in attributes]
-
-
-def shots_csv(
-    records: list[dict[str, Any]], analysed: bool, attributes: Sequence[str] | None = None
-) -> str:
-    """One row per shot: timing, (caption, audio class, one column per attribute, see
-    ``attribute_columns``; a shot without a score for it has an empty cell), main audio
-    features."""
-    names = attribute_columns(records, attributes) if analysed else []
-    columns = list(CSV_TIMING)
-    if analysed:
-        columns += ["caption", "audio_class", *_csv_header(names)]
-    columns += CSV_AUDIO
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for rec in records:
-        feats = rec.get("audio_features") or {}
-        attrs = rec.get("attributes") or {}
-        row: list[Any] = [rec.get(c) for c in CSV_TIMING]
-        if analysed:
-            row += [rec.get("caption"), rec.get("audio_class"), *(attrs.get(a) for a in names)]
-        row += [feats.get(c) for c in CSV_AUDIO]
-        writer.writerow(["" if v is None else v for v in row])
-    return buf.getvalue()
-
-
-def summarize(
-    records: list[dict[str, Any]],
-    film: dict[str, Any],
-    settings: dict[str, Any],
-    analysed: bool,
-    attributes: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """The film summary: length, shot count and, after analysis, each attribute's mean, max and
-    top shots (every attribute of ``attribute_columns``, over the shots scored on it), the
-    audio classes and the model. Deterministic given the records."""
-    frames = (records[-1]["end_frame"] + 1) if records else 0
-    duration = records[-1]["end_time"] if records else 0.0
-    durations = [r["duration"] for r in records]
-    summary: dict[str, Any] = {
-        "film": film,
-        "duration": duration,
-        "frame_count": frames,
-        "shot_count": len(records),
-        "mean_shot_duration": round(sum(durations) / len(durations), 6) if durations else 0.0,
-        "shots_with_audio": sum(1 for r in records if r.get("audio_features")),
-        "shots_with_audio_error": sum(1 for r in records if r.get("audio_error")),
-    }
-    if analysed:
-        per_attribute: dict[str, Any] = {}
-        for name in attribute_columns(records, attributes):
-            scored = [
-                (r["attributes"][name], r["shot_id"], r)
-                for r in records
-                if name in (r.get("attributes") or {})
-            ]
-            if not scored:
-                continue
-            values = [s[0] for s in scored]
-            top = sorted(scored, key=lambda s: (-s[0], s[1]))[:TOP_SHOTS]
-            per_attribute[name] = {
-                "mean": round(sum(values) / len(values), 6),
-                "max": round(max(values), 6),
-                "top_shots": [
-                    {
-                        "shot_id": sid,
-                        "score": score,
-                        "start_timecode": r["start_timecode"],
-                        "caption": r.get("caption"),
-                    }
-                    for score, sid, r in top
-                ],
-            }
-        summary["attributes"] = per_attribute
-        classes = Counter(str(r.get("audio_class")) for r in records)
-        summary["audio_classes"] = dict(sorted(classes.items()))
-        models = sorted({m for r in records if (m := r.get("model"))})
-        summary["model"] = models[0] if len(models) == 1 else models
-    summary["settings"] = settings
-    return summary
+__all__ = ["OutputDir", "attribute_columns", "film_fingerprint", "shots_csv", "summarize"]
