@@ -9,7 +9,9 @@ from the film at its own rate, each with one marker on its first frame:
 * OTIO: the marker's name is the caption; ``metadata["qwen"]`` holds the shot id, its frames,
   timecodes (the record's ``start_timecode``/``end_timecode`` and SMPTE ``start_smpte``/
   ``end_smpte``, computed at the film's rate when the record has none), the audio class, every
-  attribute and its top three.
+  attribute and its top three, and (``client.export.shot_facts``) ``sound`` (speech and music
+  shares, LUFS, loudness range, tempo, beat times) and ``edit`` (usable in/out times, the
+  transitions in and out, black segments) when the results carry them.
 * EDL and FCP X XML: the marker's name is "caption | top three attributes with scores".
 
 Markers in the EDL: ``otio-cmx3600-adapter`` writes each marker as an Avid locator comment,
@@ -33,6 +35,7 @@ import opentimelineio as otio
 from client.export import DEFAULT_NAMES, FORMATS
 from client.export.report import write_report
 from client.export.results import Results, ShotRecord, load_results
+from client.export.shot_facts import edit_facts, sound_facts
 from client.export.timeline import ClipSpec, ExportError, build_timeline, write_timeline
 
 log = logging.getLogger("client.export")
@@ -133,6 +136,9 @@ def shot_metadata(shot: ShotRecord, rate: float) -> dict[str, Any]:
     for key in ("model_attributes", "measured"):
         if isinstance(raw.get(key), dict):
             data[key] = raw[key]
+    # Speech, loudness, beats and the transitions, as the report shows them (shot_facts).
+    data["sound"] = sound_facts(raw)
+    data["edit"] = edit_facts(raw)
     return {k: v for k, v in data.items() if v is not None}
 
 

@@ -1,7 +1,8 @@
 """``report.html``: one self-contained page that shows a results folder to a person.
 
 The page holds a contact sheet (a tile per shot: thumbnail, timecode, duration, caption, audio
-class, top three attributes), the film's arc (every attribute as a curve over film time, each
+class, top three attributes, dialogue/music share, loudness, tempo and beats, the transitions in
+and out), the film's arc (every attribute as a curve over film time, each
 one shown or hidden by a checkbox, the shots as a strip under it), sorting and filtering of the
 tiles by any attribute, the summary (means, peaks, audio classes, length, shot count) and an
 embedded ``<video>`` that plays a shot when its tile or one of its points is clicked.
@@ -48,6 +49,7 @@ from urllib.parse import quote
 
 from client.errors import UsageError
 from client.export.results import Results, ShotRecord, load_results
+from client.export.shot_facts import edit_facts, edit_summary, sound_facts
 
 log = logging.getLogger("client.export")
 
@@ -249,6 +251,8 @@ def _shot_data(
         "caption": shot.caption if isinstance(shot.caption, str) else None,
         "audio": str(shot.audio_class) if shot.audio_class is not None else None,
         "thumb": _thumbnail(raw, results_dir, report_dir),
+        "sound": sound_facts(raw),
+        "edit": edit_facts(raw),
         "top": [
             [vocabulary.index(name), _round(value)]
             for name, value in shot.top_attributes(TOP_ATTRIBUTES)
@@ -357,4 +361,5 @@ def _summary(results: Results, vocabulary: list[str], duration: float) -> dict[s
         "model": model if isinstance(model, str) else None,
         "attributes": attributes,
         "analysed": results.analysed,
+        "edit": edit_summary(s.raw for s in shots),
     }

@@ -50,6 +50,12 @@
   if (sum.audioClasses.length) {
     fact("Audio classes", sum.audioClasses.map(([c, n]) => c + " " + n).join(", "));
   }
+  if (sum.edit) {
+    const kinds = Object.entries(sum.edit.transitions);
+    if (kinds.length) fact("Transitions", kinds.map(([k, n]) => k.replace("_", " ") + " " + n).join(", "));
+    if (sum.edit.black_segments) fact("Black segments", sum.edit.black_segments);
+    if (sum.edit.dialogue_shots) fact("Shots with dialogue", sum.edit.dialogue_shots);
+  }
   if (sum.model) fact("Model", sum.model);
   if (!sum.analysed) fact("Analysis", "none (shots only: timing and frames)");
 
@@ -280,6 +286,24 @@
     body.append(head, el("div", { class: "tc" }, span(s)));
     if (s.caption !== null) body.append(el("p", { class: "caption" }, s.caption));
     if (s.audio !== null) body.append(el("span", { class: "badge audio" }, "sound: " + s.audio));
+    if (s.sound) {
+      const facts = [];
+      if (s.sound.speech !== null && s.sound.speech >= 0.3) facts.push("dialogue " + Math.round(s.sound.speech * 100) + "%");
+      if (s.sound.music !== null && s.sound.music >= 0.5) facts.push("music " + Math.round(s.sound.music * 100) + "%");
+      if (s.sound.lufs !== null) facts.push(s.sound.lufs.toFixed(0) + " LUFS");
+      if (s.sound.lra !== null) facts.push("LRA " + s.sound.lra.toFixed(0) + " LU");
+      if (s.sound.tempo !== null) facts.push(s.sound.tempo.toFixed(0) + " BPM");
+      if (s.sound.beats && s.sound.beats.length) facts.push(s.sound.beats.length + " beats");
+      if (facts.length) body.append(el("span", { class: "badge sound" }, facts.join(" \u00b7 ")));
+    }
+    if (s.edit) {
+      const parts = [];
+      const tin = s.edit.transition_in, tout = s.edit.transition_out;
+      if (tin && tin.kind !== "cut") parts.push("in: " + tin.kind.replace("_", " "));
+      if (tout && tout.kind !== "cut") parts.push("out: " + tout.kind.replace("_", " "));
+      if (s.edit.black) parts.push(s.edit.black + " black");
+      if (parts.length) body.append(el("span", { class: "badge edit" }, parts.join(" \u00b7 ")));
+    }
     if (s.top.length) {
       const list = el("ul", { class: "top" });
       for (const [i, v] of s.top) {
