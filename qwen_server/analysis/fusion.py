@@ -23,11 +23,24 @@ in [0, 1]):
 - visual intensity = 0.6 * motion + 0.4 * contrast
 - visual suspense = 0.6 * darkness + 0.4 * (1 - motion)     (dark and still builds suspense)
 - visual ambiguity = 0.5 * darkness + 0.5 * (1 - contrast)  (hard to read what is shown)
-- audio intensity = 0.7 * loudness + 0.3 * noisiness
+- audio loudness (``AudioCues.loudness``) = the level on [0, 1], -60 -> 0, 0 -> 1: integrated
+  loudness ``loudness_lufs`` (BS.1770) when the client sent it, else the RMS level in dBFS; the
+  loudness channel and every formula below that uses loudness read it
+- audio intensity = 0.7 * loudness + 0.3 * noisiness; with ``beat_times`` (and a shot duration)
+  and ``music_ratio``: 0.6 * loudness + 0.2 * noisiness + 0.2 * drive, where
+  drive = min(beat_density / 3, 1) * music_ratio (beats per second, 3/s = 180 BPM is full drive;
+  beats count only as far as the shot is music, because a beat tracker finds "beats" in any
+  sound)
 - audio suspense = a bump peaking for quiet-but-present sound: 1 - |loudness - 0.35| / 0.65,
   lowered by brightness; silence gives 0.3
-- audio emotional_tension = 0.5 * loudness + 0.5 * (1 if music/loud_action, 0.6 speech, 0.3 else)
+- audio emotional_tension = 0.5 * loudness + 0.5 * emphasis; emphasis 1 for loud_action, 0.3
+  for silence, else 0.3 + 0.7 * m + 0.3 * s (at most 1) with m = ``music_ratio`` and
+  s = ``speech_ratio`` where sent, else 1/0 by the audio class (music: m = 1, speech: s = 1), so
+  an older client gets v1's 1 (music), 0.6 (speech), 0.3 (ambience) exactly
 - audio loudness = loudness
+
+A shot without the issue-15 fields (older clients) gets exactly the v1 fusion
+(``tests/unit/test_audio_v1_compat.py``).
 
 Each result says what went into each score (``ShotResult.evidence``): ``["visual:suspense",
 "audio:suspense"]``, or ``[]`` for the model alone.
@@ -47,6 +60,7 @@ _MEASURED = frozenset({"darkness", "motion", "brightness", "colorfulness", "stil
 _TEMPORAL = frozenset({"intensity", "suspense", "ambiguity"})
 _AUDIO = frozenset({"intensity", "suspense", "emotional_tension", "loudness"})
 assert set(EVIDENCE_CHANNELS) == (_MEASURED | _TEMPORAL | _AUDIO), "a rule for every channel"
+FULL_DRIVE_BEATS_PER_S = 3.0  # 180 BPM: the beat density that counts as full rhythmic drive
 
 
 def _visual_evidence(m: MeasuredSignals) -> dict[str, float]:
@@ -62,16 +76,33 @@ def _visual_evidence(m: MeasuredSignals) -> dict[str, float]:
     }
 
 
+def _emphasis(a: AudioCues) -> float:
+    """What the sound adds to emotional tension (module doc): music over speech over the rest."""
+    if a.audio_class in ("loud_action", "silence"):
+        return 1.0 if a.audio_class == "loud_action" else 0.3
+    if a.music_ratio is None and a.speech_ratio is None:  # v1, exactly
+        return {"music": 1.0, "speech": 0.6}.get(a.audio_class, 0.3)
+    music = a.music_ratio if a.music_ratio is not None else float(a.audio_class == "music")
+    speech = a.speech_ratio if a.speech_ratio is not None else float(a.audio_class == "speech")
+    return clip(0.3 + 0.7 * music + 0.3 * speech)
+
+
+def _intensity(a: AudioCues) -> float:
+    if a.beat_density is None or a.music_ratio is None:  # v1, exactly
+        return 0.7 * a.loudness + 0.3 * a.noisiness
+    drive = clip(a.beat_density / FULL_DRIVE_BEATS_PER_S) * a.music_ratio
+    return 0.6 * a.loudness + 0.2 * a.noisiness + 0.2 * drive
+
+
 def _audio_evidence(a: AudioCues) -> dict[str, float]:
     if a.audio_class == "silence":
         suspense = 0.3
     else:
         suspense = clip(1.0 - abs(a.loudness - 0.35) / 0.65) * (1.0 - 0.3 * a.brightness)
-    emphasis = {"music": 1.0, "loud_action": 1.0, "speech": 0.6}.get(a.audio_class, 0.3)
     return {
-        "intensity": 0.7 * a.loudness + 0.3 * a.noisiness,
+        "intensity": _intensity(a),
         "suspense": suspense,
-        "emotional_tension": 0.5 * a.loudness + 0.5 * emphasis,
+        "emotional_tension": 0.5 * a.loudness + 0.5 * _emphasis(a),
         "loudness": a.loudness,
     }
 

@@ -127,7 +127,7 @@ async def analyze_shots(
         prepared = await asyncio.gather(
             *(loop.run_in_executor(pool, _prepare, s, max_pixels, keep_pixels) for s in shots)
         )
-        cues = [audio_cues(shot.audio_features) for shot in shots]
+        cues = [audio_cues(shot.audio_features, shot.duration) for shot in shots]
         inputs = [
             ShotInput(
                 shot_id=shot.shot_id,

@@ -2,7 +2,8 @@
 
 Limits that depend on configuration (frames per shot, shots per request) are checked in
 ``validation``; everything that is a property of the data itself is checked here, so OpenAPI
-documents it.
+documents it. The audio models (``AudioFeatures``, ``AudioCues``) live in ``audio`` and the strict
+number types in ``numbers``; both are importable from here too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
-from .constants import MAX_SHOT_ID, MAX_TIME_S
+from .audio import AudioCues, AudioFeatures
+from .constants import MAX_SHOT_ID
+from .numbers import Score, Seconds
 from .vocabulary import (
     ATTRIBUTE_NAME_PATTERN,
     ATTRIBUTE_NAME_RULE,
@@ -26,18 +29,6 @@ from .vocabulary import (
     check_name,
 )
 
-# Input numbers are strict: JSON numbers only. ``true`` or ``"7"`` are refused (lax pydantic would
-# read them as 1 and 7), while a JSON integer stays a valid float (``"tempo": 120``). JSON can
-# carry NaN/Infinity through Python's json module; scores and features never may.
-FiniteFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-NonNegFinite = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
-Seconds = Annotated[
-    float,
-    Strict(),
-    Field(ge=0, le=MAX_TIME_S, allow_inf_nan=False, description="Seconds, 0..604800 (7 days)"),
-]
-# Output scores are built by the server itself (lax: numpy floats are fine there).
-Score = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 ShotId = Annotated[
     int,
     Strict(),
@@ -49,35 +40,6 @@ def duplicate_ids(ids: Iterable[int]) -> list[int]:
     """The ids that occur more than once, sorted."""
     counts = Counter(ids)
     return sorted(i for i, n in counts.items() if n > 1)
-
-
-class AudioFeatures(BaseModel):
-    """Per-shot librosa features computed by the client. Every field is optional."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    mfcc_mean: list[FiniteFloat] | None = Field(
-        None, min_length=13, max_length=13, description="13 MFCC means"
-    )
-    mfcc_std: list[FiniteFloat] | None = Field(
-        None, min_length=13, max_length=13, description="13 MFCC standard deviations"
-    )
-    spectral_centroid_mean: NonNegFinite | None = Field(None, description="Hz")
-    spectral_rolloff_mean: NonNegFinite | None = Field(None, description="Hz (85% energy)")
-    spectral_bandwidth_mean: NonNegFinite | None = Field(None, description="Hz")
-    zero_crossing_rate_mean: (
-        Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)] | None
-    ) = Field(None, description="Fraction of sign changes per sample, 0..1")
-    rms_energy_mean: NonNegFinite | None = Field(
-        None, description="Mean RMS of the mono signal (full scale = 1)"
-    )
-    rms_energy_std: NonNegFinite | None = Field(None, description="RMS standard deviation")
-    chroma_mean: list[NonNegFinite] | None = Field(
-        None, min_length=12, max_length=12, description="12 chroma bin means"
-    )
-    tempo: NonNegFinite | None = Field(
-        None, description="Beats per minute; 0 or absent when not meaningful"
-    )
 
 
 AttributeName = Annotated[
@@ -239,18 +201,6 @@ class MeasuredSignals(BaseModel):
     motion: Score = Field(..., description="Mean normalised inter-frame difference")
     contrast: Score = Field(..., description="Mean luma standard deviation, normalised")
     saturation: Score = Field(..., description="Mean HSV saturation")
-
-
-class AudioCues(BaseModel):
-    """What the audio features say, derived by documented rules in ``fusion``."""
-
-    audio_class: str = Field(
-        ..., description="silence | speech | music | ambience | loud_action | unknown"
-    )
-    loudness: Score = Field(..., description="RMS energy mapped to [0, 1] on a dB scale")
-    brightness: Score = Field(..., description="Spectral centroid mapped to [0, 1]")
-    noisiness: Score = Field(..., description="Zero-crossing rate mapped to [0, 1]")
-    summary: str = Field(..., description="Plain-language summary given to the model")
 
 
 class Timings(BaseModel):

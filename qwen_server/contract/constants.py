@@ -45,3 +45,12 @@ MAX_QUESTION_CHARS = 4_000
 MAX_HISTORY_MESSAGES = 20
 MAX_HISTORY_MESSAGE_CHARS = 8_000
 MAX_CAPTION_CHARS = 2_000
+
+# Bounds of the per-shot speech, beat and loudness features (issue 15). The client merges the
+# closest speech segments when a shot has more than MAX_SPEECH_SEGMENTS.
+MAX_SPEECH_SEGMENTS = 64
+MAX_BEAT_TIMES = 512
+# Integrated loudness (BS.1770) of anything a film can carry: -120 LUFS is far below the -70
+# absolute gate, +10 above a full-scale square wave (+3); loudness range (EBU 3342) in LU.
+LUFS_RANGE = (-120.0, 10.0)
+MAX_LOUDNESS_RANGE_LU = 100.0

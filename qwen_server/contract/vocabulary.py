@@ -45,14 +45,14 @@ MAX_DESCRIPTION_CHARS = 300
 EVIDENCE_CHANNELS: dict[str, str] = {
     "darkness": "visual: measured darkness of the frames (low luma)",
     "motion": "visual: measured inter-frame difference",
-    "intensity": "visual motion and contrast; audio loudness and noisiness",
+    "intensity": "visual motion and contrast; audio loudness, noisiness and beats in music",
     "suspense": "visual darkness and stillness; audio quiet-but-present sound",
     "ambiguity": "visual darkness and low contrast (hard to read what is shown)",
     "emotional_tension": "audio: loudness, and music/loud action over speech over ambience",
     "brightness": "visual: measured mean luma of the frames",
     "colorfulness": "visual: measured mean saturation of the frames",
     "stillness": "visual: 1 - measured motion",
-    "loudness": "audio: RMS energy on a dB scale",
+    "loudness": "audio: integrated loudness (LUFS) when sent, else RMS energy, on a dB scale",
 }
 
 
