@@ -248,7 +248,7 @@ GOOD = {
 
 
 def test_the_new_fields_validate_and_parse() -> None:
-    f = AudioFeatures.model_validatejson.dumps(json.dumps({**SPEECH, **GOOD}))
+    f = AudioFeatures.model_validate_json(json.dumps({**SPEECH, **GOOD}))
     assert f.speech_segments is not None and f.speech_segments[1].start == 0.8
     assert f.loudness_lufs == -23.0 and f.beat_times == [0.1, 0.6, 0.6, 1.1]
     assert AudioFeatures(**SPEECH, speech_segments=[], beat_times=[]).speech_segments == []
@@ -285,7 +285,7 @@ BAD: list[tuple[str, object, str]] = [
 def test_bad_values_name_the_field(field: str, value: object, message: str) -> None:
     body = {"shot_id": 1, "images": ["x"], "audio_features": {**SPEECH, field: value}}
     with pytest.raises(ValidationError) as err:
-        ShotIn.model_validatejson.dumps(json.dumps(body))
+        ShotIn.model_validate_json(json.dumps(body))
     errors = err.value.errors()
     assert errors[0]["loc"][:2] == ("audio_features", field)
     assert message in errors[0]["msg"]
@@ -296,7 +296,7 @@ def test_bad_values_name_the_field(field: str, value: object, message: str) -> N
 def test_non_finite_values_are_refused(field: str, token: str) -> None:
     raw = f'{{"shot_id": 1, "images": ["x"], "audio_features": {{"{field}": {token}}}}}'
     with pytest.raises(ValidationError, match=field):
-        ShotIn.model_validatejson.dumps(raw)
+        ShotIn.model_validate_json(raw)
     beats = '{"shot_id": 1, "images": ["x"], "audio_features": {"beat_times": [0.5, %s]}}'
     with pytest.raises(ValidationError, match="beat_times"):
-        ShotIn.model_validatejson.dumps(beats % token)
+        ShotIn.model_validate_json(beats % token)
