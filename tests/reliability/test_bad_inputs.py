@@ -123,6 +123,21 @@ AUDIO_VALUES: dict[str, list[Any]] = {
     "rms_energy_std": [-1, []],
     "chroma_mean": [[0.5] * 11, [0.5] * 13, [-0.5] * 12, [True] * 12, "x"],
     "tempo": [-1, True, "120", []],
+    # Issue 15: speech, music, beats and loudness.
+    "speech_ratio": [1.01, -0.1, True, "0.5", []],
+    "music_ratio": [2, -1e-9, False],
+    "speech_segments": [
+        [{"start": 1.0, "end": 0.5}],
+        [{"start": 0.0, "end": 1.0}, {"start": 0.5, "end": 1.5}],
+        [{"start": -1.0, "end": 1.0}],
+        [{"start": 0.0}],
+        [{"start": i, "end": i + 0.5} for i in range(65)],
+        {"start": 0.0, "end": 1.0},
+        [[0.0, 1.0]],
+    ],
+    "beat_times": [[0.5, 0.4], [-0.1], [0.01 * i for i in range(513)], ["0.5"], 0.5],
+    "loudness_lufs": [-120.5, 10.5, True, "-23"],
+    "loudness_range_lu": [-1, 100.5, [5]],
 }
 
 
@@ -181,6 +196,9 @@ def _raw_cases() -> Iterator[Case]:
             needle = '"start_time": 1.0' if key == "start_time" else '"tempo": 0.0'
             assert needle in good
             raw = good.replace(needle, f'"{key}": {token}').encode()
+            yield Case(f"raw/{key}={token}", "POST", "/analyze_batch", raw=raw, headers=json_type)
+        for key in ("speech_ratio", "loudness_lufs", "loudness_range_lu"):  # issue 15
+            raw = good.replace('"tempo": 0.0', f'"tempo": 0.0, "{key}": {token}').encode()
             yield Case(f"raw/{key}={token}", "POST", "/analyze_batch", raw=raw, headers=json_type)
     raw_bodies: dict[str, bytes] = {
         "empty": b"",
