@@ -32,6 +32,7 @@ V1_SHORT_NAMES: dict[str, str] = {
 MAX_COLUMNS = 8  # score columns in the table, at most
 DEFAULT_COLUMNS = 6  # columns when the question names no attribute
 TABLE_CAPTION_CHARS = 160  # captions are ~200 chars at most; trim the rare long one
+MENTION_SPEECH = 0.1  # the audio column shows a shot's speech share from 10 % on
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class FilmShot:
     caption: str
     scores: dict[str, float]
     audio_class: str | None
+    speech_ratio: float | None = None  # from the result's audio cues (issue 15), when measured
 
     def row(self, columns: Sequence[str]) -> str:
         """The table row: ``start-end | shot | scores of columns | audio | caption``
@@ -58,8 +60,16 @@ class FilmShot:
             scores = " ".join("-" if v is None else f"{v:.2f}" for v in values) + " | "
         return (
             f"{timecode(self.start)}-{timecode(self.end)} | {self.shot_id} | {scores}"
-            f"{self.audio_class or '-'} | {caption or '-'}"
+            f"{self.audio()} | {caption or '-'}"
         )
+
+    def audio(self) -> str:
+        """The audio column: the class, with the measured speech share when there is some
+        (``music (speech 15%)``), so the chat can find dialogue; ``-`` when unknown."""
+        text = self.audio_class or "-"
+        if self.speech_ratio is not None and self.speech_ratio >= MENTION_SPEECH:
+            text += f" (speech {100 * self.speech_ratio:.0f}%)"
+        return text
 
 
 def _num(value: Any) -> float | None:
@@ -103,6 +113,8 @@ def film_shots(results: Iterable[Mapping[str, Any]]) -> list[FilmShot]:
         if end is None and start is not None and duration is not None:
             end = _time(start + duration)
         audio = r.get("audio_class")
+        cues = r.get("audio")
+        speech = _num(cues.get("speech_ratio")) if isinstance(cues, Mapping) else None
         shots.append(
             FilmShot(
                 shot_id=int(r["shot_id"]),
@@ -111,6 +123,7 @@ def film_shots(results: Iterable[Mapping[str, Any]]) -> list[FilmShot]:
                 caption=str(r.get("caption") or ""),
                 scores=_scores(r.get("attributes")),
                 audio_class=str(audio) if audio else None,
+                speech_ratio=speech if speech is not None and 0 <= speech <= 1 else None,
             )
         )
     shots.sort(key=lambda s: (s.start is None, s.start or 0.0, s.shot_id))

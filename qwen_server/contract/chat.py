@@ -28,6 +28,7 @@ from .constants import (
     MAX_QUESTION_CHARS,
     MAX_TIME_S,
 )
+from .numbers import Ratio
 from .sessions import SessionId
 from .vocabulary import (
     ATTRIBUTE_NAME_PATTERN,
@@ -82,6 +83,14 @@ class ChatAttributes(BaseModel):
         return dict(self.__pydantic_extra__ or {})
 
 
+class ChatAudio(BaseModel):
+    """The part of a result's ``audio`` cues the chat's shot table shows (issue 15)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    speech_ratio: Ratio | None = Field(None, description="Share of the shot with speech, 0..1")
+
+
 class ChatShot(BaseModel):
     """One shot result given inline to ``/chat``: a ``ShotResult`` or a client ``shots.jsonl`` line.
 
@@ -100,6 +109,9 @@ class ChatShot(BaseModel):
         ),
     )
     audio_class: str | None = Field(None, max_length=64, description="silence, speech, music, ...")
+    audio: ChatAudio | None = Field(
+        None, description="The result's audio cues; the table shows their speech_ratio"
+    )
     start_time: Seconds | None = Field(
         None,
         validation_alias=AliasChoices("start_time", "start"),

@@ -204,3 +204,40 @@ def test_context_survives_absurd_legacy_times():
     assert "00:00:00.000-00:00:02.500 | 0 |" in system
     assert "inf" not in system and "e+30" not in system
     assert cited_shots("shot 1 and 00:00:01.000", results) == [1, 0]
+
+
+def test_audio_column_shows_the_measured_speech_share():
+    """Issue 15: a result whose audio cues carry speech_ratio shows it in the audio column (from
+    10 %), so the chat can point at dialogue; results without it read as before."""
+    film = [
+        {**shot(1, 0.0, audio="speech"), "audio": {"audio_class": "speech", "speech_ratio": 0.8}},
+        {**shot(2, 2.5, audio="music"), "audio": {"speech_ratio": 0.15, "loudness": 0.6}},
+        {**shot(3, 5.0, audio="music"), "audio": {"speech_ratio": 0.05}},
+        {**shot(4, 7.5, audio="ambience"), "audio": {"speech_ratio": None}},
+        {**shot(5, 10.0, audio="silence"), "audio": "not cues"},
+        {**shot(6, 12.5, audio="ambience"), "audio": {"speech_ratio": 7}},  # not a share: left out
+    ]
+    audio = [s.row(ATTRS).split(" | ")[-2] for s in film_shots(film)]
+    assert audio == [
+        "speech (speech 80%)",
+        "music (speech 15%)",
+        "music",
+        "ambience",
+        "silence",
+        "ambience",
+    ]
+
+
+def test_inline_chat_results_carry_the_speech_share():
+    from pydantic import ValidationError
+
+    from qwen_server.contract.chat import ChatRequest
+
+    row = {"shot_id": 1, "caption": "x", "audio": {"speech_ratio": 0.5, "summary": "dialogue"}}
+    req = ChatRequest.model_validate({"question": "q", "results": [row]})
+    assert req.results is not None and req.results[0].audio is not None
+    assert film_shots([req.results[0].model_dump()])[0].speech_ratio == 0.5
+    with pytest.raises(ValidationError, match="speech_ratio"):
+        ChatRequest.model_validate(
+            {"question": "q", "results": [{**row, "audio": {"speech_ratio": 1.5}}]}
+        )
