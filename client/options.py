@@ -32,8 +32,21 @@ class DetectionOptions:
     min_shot_seconds: float = 0.6
     detect_width: int = 256
     min_content_val: float = 15.0  # adaptive only: a cut also needs this much absolute change
+    # Gradual transitions and black (client.media.transitions): a black frame has a grey mean
+    # and standard deviation of at most black_luma (0..255), a black cue lasts at least
+    # black_min_frames; dissolves up to dissolve_max_seconds get their middle as boundary.
+    transitions: bool = True
+    black_luma: float = 16.0
+    black_min_frames: int = 5
+    dissolve_max_seconds: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.black_luma < 128:
+            raise ValueError("black_luma must be in [0, 128)")
+        if self.black_min_frames < 1:
+            raise ValueError("black_min_frames must be >= 1")
+        if not self.dissolve_max_seconds > 0:
+            raise ValueError("dissolve_max_seconds must be > 0")
         if self.detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}, not {self.detector!r}")
         if self.min_shot_seconds < 0:
@@ -75,14 +88,17 @@ class SamplingOptions:
 class AudioOptions:
     """Audio decoding and per-shot feature extraction.
 
-    Shots shorter than ``tempo_min_seconds`` get no tempo (too few beats to be meaningful).
-    Features of a shot longer than ``max_window_seconds`` are computed on its first
-    ``max_window_seconds``, which bounds the audio held in memory for a single endless shot.
+    Shots shorter than ``tempo_min_seconds`` get no tempo or beats (fewer than about four
+    beats at 120 BPM: the beat tracker's tempo is not meaningful). Features of a shot longer
+    than ``max_window_seconds`` are computed on its first ``max_window_seconds``, which bounds
+    the audio held in memory for a single endless shot. ``speech`` runs silero-vad on each
+    shot (``speech_ratio``, ``speech_segments``, and ``music_ratio``, which needs it).
     """
 
     enabled: bool = True
     sample_rate: int = 22050
-    tempo_min_seconds: float = 3.0
+    tempo_min_seconds: float = 2.0
+    speech: bool = True
     max_window_seconds: float = 300.0
     lookahead_seconds: float = 30.0  # how far audio decoding may run ahead of video
 

@@ -157,6 +157,12 @@ def add_extract_options(p: argparse.ArgumentParser) -> None:
         "PX",
         "frames are shrunk to at least this width for detection",
     )
+    g.add_argument(
+        "--no-transitions",
+        action="store_true",
+        help="hard cuts only: no dissolve, fade or black detection (every record's "
+        "transitions are then the detector's cuts, technical_cues null)",
+    )
     g = p.add_argument_group("time range")
     g.add_argument(
         "--start",
@@ -324,6 +330,7 @@ def extract_options_from_args(args: argparse.Namespace) -> ExtractOptions:
                 threshold=args.threshold,
                 min_shot_seconds=args.min_shot_len,
                 detect_width=args.detect_width,
+                transitions=not getattr(args, "no_transitions", False),
             ),
             sampling=SamplingOptions(
                 frames_per_shot=args.frames_per_shot,
@@ -367,7 +374,8 @@ def server_urls(args: argparse.Namespace) -> list[str]:
 
 
 def warm_up_audio(options: ExtractOptions) -> None:
-    """Start librosa's one-off imports and JIT now, overlapping with opening the film."""
+    """Start loading the audio feature code (filter banks, VAD model) now, overlapping with
+    opening the film."""
     if options.audio.enabled:
         from client.media.features import warm_up_in_background
 

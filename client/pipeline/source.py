@@ -19,7 +19,7 @@ from typing import Any
 
 from client.media.assembly import ScannedShot
 from client.media.audio import AudioTrack
-from client.media.features import compute_features, stop_warm_up, warm_up_in_background
+from client.media.features import shot_audio_features, stop_warm_up, warm_up_in_background
 from client.media.frames import encode_jpeg
 from client.media.probe import VideoInfo
 from client.media.scan import ShotScanner
@@ -42,14 +42,16 @@ class PreparedShot:
     jpegs: list[bytes]
     audio_features: dict[str, Any] | None
     audio_error: str | None = None  # why the shot has no audio features although it should
+    speech_error: str | None = None  # why its features have no speech fields although asked
 
     def base_record(self) -> dict[str, Any]:
-        """Timing, sample frame numbers and the audio error (None when fine) for shots.jsonl;
-        the callers add the audio features."""
+        """Timing, sample frame numbers and the audio and speech errors (None when fine) for
+        shots.jsonl; the callers add the audio features."""
         return {
             **self.shot.as_record(),
             "sample_frames": self.sample_frames,
             "audio_error": self.audio_error,
+            "speech_error": self.speech_error,
         }
 
 
@@ -173,6 +175,7 @@ class ShotSource:
         jpegs = [encode_jpeg(c.frame, size, sampling.jpeg_quality) for c in scanned.samples]
         features = None
         audio_error = None
+        speech_error = None
         shot_id = scanned.shot.shot_id
         if self._audio is not None:
             try:
@@ -189,8 +192,8 @@ class ShotSource:
                         f" ({reason})"
                     )
                 else:
-                    features = compute_features(
-                        samples, self._audio.sample_rate, a.tempo_min_seconds
+                    features, speech_error = shot_audio_features(
+                        samples, self._audio.sample_rate, a.tempo_min_seconds, a.speech
                     )
             finally:
                 with self._audio_lock:
@@ -201,6 +204,7 @@ class ShotSource:
             jpegs=jpegs,
             audio_features=features,
             audio_error=audio_error,
+            speech_error=speech_error,
         )
 
     def audio_report(self) -> dict[str, Any] | None:
@@ -225,7 +229,7 @@ class ShotSource:
             self.close()
 
     def close(self) -> None:
-        """Stop decoding, the audio decoder, the workers and the librosa warm-up, and wait for
+        """Stop decoding, the audio decoder, the workers and the audio warm-up, and wait for
         all of them (idempotent): after it returns no thread of this source is running."""
         self.stop.set()
         while self._thread.is_alive():
