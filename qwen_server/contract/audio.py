@@ -102,8 +102,9 @@ class AudioFeatures(BaseModel):
     @field_validator("speech_segments")
     @classmethod
     def _segments_in_order(cls, value: list[SpeechSegment] | None) -> list[SpeechSegment] | None:
-        for i in range(1, len(value or ())):
-            prev, seg = value[i - 1], value[i]  # type: ignore[index]
+        segments = value or []
+        for i in range(1, len(segments)):
+            prev, seg = segments[i - 1], segments[i]
             if seg.start < prev.end:
                 raise ValueError(
                     f"segments must be sorted and non-overlapping: [{i}] starts at {seg.start} s, "
@@ -114,11 +115,12 @@ class AudioFeatures(BaseModel):
     @field_validator("beat_times")
     @classmethod
     def _beats_in_order(cls, value: list[float] | None) -> list[float] | None:
-        for i in range(1, len(value or ())):
-            if value[i] < value[i - 1]:  # type: ignore[index]
+        beats = value or []
+        for i in range(1, len(beats)):
+            if beats[i] < beats[i - 1]:
                 raise ValueError(
-                    f"beat times must be non-decreasing: [{i}] = {value[i]} s "  # type: ignore[index]
-                    f"comes after [{i - 1}] = {value[i - 1]} s"  # type: ignore[index]
+                    f"beat times must be non-decreasing: [{i}] = {beats[i]} s comes after "
+                    f"[{i - 1}] = {beats[i - 1]} s"
                 )
         return value
 
