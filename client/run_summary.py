@@ -1,7 +1,8 @@
-"""summary.json of a run: the film's length, shot count and, after analysis, each attribute's
-mean, max and top shots; and ``attribute_columns``, the attribute names a run's final files
-carry (the requested names, else those of the first shot, then any other name a record holds,
-so no score is ever lost)."""
+"""summary.json of a run: the film's length, shot count, its transitions and black cues (from
+the shots' transition fields, ``client.media.boundaries``) and, after analysis, each
+attribute's mean, max and top shots; and ``attribute_columns``, the attribute names a run's
+final files carry (the requested names, else those of the first shot, then any other name a
+record holds, so no score is ever lost)."""
 
 from __future__ import annotations
 
@@ -97,5 +98,58 @@ def summarize(
         summary["audio_classes"] = dict(sorted(classes.items()))
         models = sorted({m for r in records if (m := r.get("model"))})
         summary["model"] = models[0] if len(models) == 1 else models
+    summary["transitions"] = film_transitions(records)
+    summary["technical_cues"] = film_cues(records)
     summary["settings"] = settings
     return summary
+
+
+def _key(rec: dict[str, Any]) -> tuple[Any, ...]:
+    return (rec.get("kind"), rec.get("start_frame"), rec.get("end_frame"))
+
+
+def film_transitions(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The distinct transitions of the shots' ``transition_in``/``transition_out``, in film
+    order, each with ``from_shot``/``to_shot``: the shots before and after it (None at the
+    film's start and end, or where the neighbour is not among the records)."""
+    ordered = sorted(records, key=lambda r: r["start_frame"])
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for i, rec in enumerate(ordered):
+        prev = ordered[i - 1] if i > 0 else None
+        nxt = ordered[i + 1] if i + 1 < len(ordered) else None
+        before = prev if prev is not None and prev["end_frame"] + 1 == rec["start_frame"] else None
+        after = nxt if nxt is not None and rec["end_frame"] + 1 == nxt["start_frame"] else None
+        for field, src, dst in (
+            ("transition_in", before, rec),
+            ("transition_out", rec, after),
+        ):
+            mark = rec.get(field)
+            if isinstance(mark, dict) and _key(mark) not in found:
+                found[_key(mark)] = {
+                    **mark,
+                    "from_shot": src["shot_id"] if src is not None else None,
+                    "to_shot": dst["shot_id"] if dst is not None else None,
+                }
+    return sorted(found.values(), key=lambda m: (m["start_frame"], m["end_frame"]))
+
+
+def film_cues(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every black segment of the shots' ``technical_cues``, in film order, the parts of one
+    segment that a boundary split between two shots joined again."""
+    parts = sorted(
+        (c for r in records for c in (r.get("technical_cues") or []) if isinstance(c, dict)),
+        key=lambda c: (c["start_frame"], c["end_frame"]),
+    )
+    cues: list[dict[str, Any]] = []
+    for cue in parts:
+        last = cues[-1] if cues else None
+        if (
+            last is not None
+            and last["kind"] == cue["kind"]
+            and cue["start_frame"] <= (last["end_frame"] + 1)
+        ):
+            if cue["end_frame"] > last["end_frame"]:
+                last["end_frame"], last["end_time"] = cue["end_frame"], cue["end_time"]
+            continue
+        cues.append(dict(cue))
+    return cues

@@ -29,6 +29,20 @@ from pathlib import Path
 import av
 import numpy as np
 
+from tests.film_damage import corrupt_bytes, corrupt_stream_packets
+from tests.film_joins import Join, TransitionTruth, is_cut, write_join
+
+__all__ = [
+    "Join",
+    "ShotSpec",
+    "FilmTruth",
+    "TransitionTruth",
+    "corrupt_bytes",
+    "corrupt_stream_packets",
+    "make_film",
+    "standard_shots",
+]
+
 PATTERNS: tuple[str, ...] = ("flat", "bars", "checker", "noise", "gradient", "circles")
 AUDIO_KINDS: tuple[str, ...] = ("tone", "noise", "silence")
 
@@ -79,6 +93,9 @@ class FilmTruth:
     ``shot_ranges`` are (first frame, last frame) inclusive; ``cut_frames`` are the first frames
     of shots 2..n. ``shot_times`` are each shot's (start, end) in seconds: ``frame / fps`` for
     a constant-frame-rate film, the frames' real timestamps for a variable-frame-rate one.
+    With ``joins``, a shot's range and times are its own frames (transition frames excluded),
+    ``cut_frames`` lists the hard cuts only, and ``transitions`` every join in film order (a
+    fade as fade_out, black and fade_in entries, each only when it has frames).
     """
 
     path: Path
@@ -94,6 +111,7 @@ class FilmTruth:
     audio_codec: str | None
     extra: dict[str, object] = field(default_factory=dict)
     shot_times: tuple[tuple[float, float], ...] = ()
+    transitions: tuple[TransitionTruth, ...] = ()
 
     @property
     def variable_frame_rate(self) -> bool:
@@ -194,6 +212,7 @@ def make_film(
     preset: str = "veryfast",
     seed: int = 0,
     grain: int = 0,
+    joins: Sequence[Join | None] | None = None,
 ) -> FilmTruth:
     """Write a film with the given shots and return its ground truth.
 
@@ -202,6 +221,8 @@ def make_film(
     many levels (0-255 scale) for a film-like bitrate. Audio is written in the same container
     when any shot has audio. ``fps`` is an int or an exact ``Fraction`` (e.g.
     ``Fraction(30000, 1001)`` for NTSC 29.97: the video time base is then 1001/30000 s).
+    ``joins[i]`` says how shot ``i + 1`` follows shot ``i`` (``Join``: dissolve, fade through
+    black; None or missing: a hard cut); their frames are added between the shots.
     """
     path = Path(path)
     if isinstance(fps, Fraction) and fps.denominator == 1:
@@ -245,12 +266,50 @@ def make_film(
     ranges: list[tuple[int, int]] = []
     times: list[tuple[float, float]] = []
     audio_parts: list[np.ndarray] = []
+    marks: list[TransitionTruth] = []
     frame_no = 0
     sample_no = 0
     clock = Fraction(0)  # timestamp of the next frame, in seconds
+    textures: dict[int, np.ndarray] = {}
+
+    def texture_of(index: int) -> np.ndarray:
+        # Quantise once per shot; each frame is then just a window into it (two kept: a
+        # transition needs the outgoing and the incoming shot).
+        if index not in textures:
+            spec = shots[index]
+            raw = _shot_texture(spec, index, width, height, seed)
+            textures[index] = (raw * 255.0 + 0.5).astype(np.uint8)
+            for old in [i for i in textures if i < index - 1]:
+                del textures[old]
+        return textures[index]
+
+    def picture(index: int, k: int) -> np.ndarray:
+        """Frame ``k`` of shot ``index`` (negative k: before its first own frame)."""
+        travel = k * shots[index].drift % 128  # back and forth over 64 px: no jump in a shot
+        off = int(round(travel if travel <= 64 else 128 - travel))
+        return texture_of(index)[off : off + height, off : off + width]
+
+    def emit(img: np.ndarray, step: Fraction) -> None:
+        nonlocal frame_no, clock
+        if grains:
+            noisy = img.astype(np.int16) + grains[frame_no % len(grains)]
+            img = np.clip(noisy, 0, 255).astype(np.uint8)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+        frame.pts = round(clock / tick)
+        frame.time_base = tick
+        for packet in vstream.encode(frame):
+            container.mux(packet)
+        frame_no += 1
+        clock += step
+
+    def scaled(img: np.ndarray, level: float) -> np.ndarray:
+        return (img.astype(np.float32) * level + 0.5).astype(np.uint8)
+
+    join_list = list(joins or [])
+    if len(join_list) > max(0, len(shots) - 1):
+        raise ValueError("one join at most between each two consecutive shots")
+    nominal = Fraction(1, fps)
     for index, spec in enumerate(shots):
-        # Quantise once per shot; each frame is then just a window into it.
-        texture = (_shot_texture(spec, index, width, height, seed) * 255.0 + 0.5).astype(np.uint8)
         ranges.append((frame_no, frame_no + spec.frames - 1))
         step = (
             Fraction(spec.frame_seconds).limit_denominator(90000)
@@ -259,20 +318,23 @@ def make_film(
         )
         shot_start = clock
         for k in range(spec.frames):
-            travel = k * spec.drift % 128  # back and forth over 64 px: no jump inside a shot
-            off = int(round(travel if travel <= 64 else 128 - travel))
-            img = texture[off : off + height, off : off + width]
-            if grains:
-                noisy = img.astype(np.int16) + grains[frame_no % len(grains)]
-                img = np.clip(noisy, 0, 255).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            frame.pts = round(clock / tick)
-            frame.time_base = tick
-            for packet in vstream.encode(frame):
-                container.mux(packet)
-            frame_no += 1
-            clock += step
+            emit(picture(index, k), step)
         times.append((float(shot_start), float(clock)))
+        join = join_list[index] if index < len(join_list) else None
+        if join is not None and index + 1 < len(shots):
+            marks.extend(
+                write_join(
+                    join,
+                    index,
+                    spec.frames,
+                    frame_no,
+                    picture,
+                    scaled,
+                    emit,
+                    nominal,
+                    (height, width),
+                )
+            )
         if has_audio:
             end_sample = int(clock * sample_rate)
             audio_parts.append(
@@ -287,7 +349,11 @@ def make_film(
         _encode_audio(container, astream, mono, channels, sample_rate)
     container.close()
 
-    cut_frames = tuple(r[0] for r in ranges[1:])
+    hard = [r[0] for i, r in enumerate(ranges[1:]) if is_cut(join_list, i)]
+    cut_frames = tuple(hard)
+    marks_all = sorted(
+        [*marks, *(TransitionTruth("cut", c, c) for c in cut_frames)], key=lambda m: m.first
+    )
     return FilmTruth(
         path=path,
         fps=fps,
@@ -301,50 +367,8 @@ def make_film(
         video_codec=video_codec,
         audio_codec=audio_codec if has_audio else None,
         shot_times=tuple(times),
+        transitions=tuple(marks_all) if join_list else (),
     )
-
-
-def corrupt_stream_packets(
-    path: str | Path, kind: str, after_seconds: float, seed: int = 0, every: int = 1
-) -> int:
-    """Overwrite, in place, the payload of every ``every``-th packet of the first ``kind``
-    (``"audio"`` or ``"video"``) stream from ``after_seconds`` on with seeded random bytes.
-
-    The container's own structure (headers, index) stays intact, so the file still opens and
-    the other streams decode; only the chosen stream's data is damaged. Returns the number of
-    packets damaged. The same arguments always give the same damaged file.
-    """
-    path = Path(path)
-    with av.open(str(path)) as container:
-        stream = next(s for s in container.streams if s.type == kind)
-        spots = []
-        for packet in container.demux(stream):
-            if packet.pts is None or packet.pos is None or packet.pos < 0 or not packet.size:
-                continue
-            if float(packet.pts * packet.time_base) >= after_seconds:
-                spots.append((packet.pos, packet.size))
-    spots = spots[::every]
-    rng = np.random.default_rng(seed)
-    data = bytearray(path.read_bytes())
-    for pos, size in spots:
-        data[pos : pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
-    path.write_bytes(bytes(data))
-    return len(spots)
-
-
-def corrupt_bytes(path: str | Path, fraction: float, seed: int = 0) -> int:
-    """Replace ``fraction`` of the bytes between 10 % and 95 % of the file with seeded random
-    values (in place), like a damaged download; returns how many bytes were hit."""
-    path = Path(path)
-    data = bytearray(path.read_bytes())
-    rng = np.random.default_rng(seed)
-    n = len(data)
-    positions = rng.integers(int(n * 0.1), int(n * 0.95), max(1, int(n * fraction)))
-    values = rng.integers(0, 256, len(positions), dtype=np.uint8)
-    for pos, value in zip(positions.tolist(), values.tolist(), strict=True):
-        data[pos] = value
-    path.write_bytes(bytes(data))
-    return len(positions)
 
 
 def _encode_audio(

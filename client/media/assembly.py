@@ -8,7 +8,7 @@ picked sample frames, not yet encoded.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -44,11 +44,21 @@ class ShotAssembler:
 
     ``commit`` must be called for every frame in order, once any cut at or before that frame has
     been given to ``add_cuts``; it returns the shots closed by that frame (at most one).
-    ``finish`` closes the last shot after the final frame.
+    ``finish`` closes the last shot after the final frame. ``usable(first, last)``, when given,
+    says which frames of a closing shot its samples should come from (its frames outside
+    transitions, ``client.media.boundaries``).
     """
 
-    def __init__(self, fps: Fraction, capacity: int, count: int, min_frames: int) -> None:
+    def __init__(
+        self,
+        fps: Fraction,
+        capacity: int,
+        count: int,
+        min_frames: int,
+        usable: Callable[[int, int], tuple[int, int]] | None = None,
+    ) -> None:
         self.fps = fps
+        self.usable = usable
         self.capacity = capacity
         self.count = count
         self.min_frames = max(1, min_frames)
@@ -60,6 +70,11 @@ class ShotAssembler:
         self._start: tuple[int, float] | None = None  # first frame of the open shot
         self._reservoir = ShotReservoir(capacity, count)
         self._held: _HeldShot | None = None
+
+    @property
+    def open_start(self) -> int | None:
+        """First frame of the open shot (None before the first commit)."""
+        return self._start[0] if self._start is not None else None
 
     def add_cuts(self, cuts: Iterable[int]) -> None:
         """Cut frame numbers reported by the detector (a cut starts a new shot)."""
@@ -137,9 +152,10 @@ class ShotAssembler:
             start_seconds=start[1] - origin,
             end_seconds=end_time - origin,
         )
+        within = self.usable(start[0], last[0]) if self.usable is not None else None
         return ScannedShot(
             shot=shot,
-            samples=reservoir.pick(last[0]),
+            samples=reservoir.pick(last[0], within),
             stream_start=start[1],
             stream_end=end_time,
         )

@@ -147,10 +147,17 @@ class ShotReservoir:
             self._stride *= 2
             self._next = self._cands[-1].frame_no + self._stride
 
-    def pick(self, end_frame: int) -> list[Candidate]:
-        """The sample frames of the shot that ends at ``end_frame`` (in time order)."""
+    def pick(self, end_frame: int, within: tuple[int, int] | None = None) -> list[Candidate]:
+        """The sample frames of the shot that ends at ``end_frame`` (in time order); with
+        ``within`` (first, last), spread over those frames only (a shot's frames outside its
+        transitions), unless fewer than ``count`` candidates lie there."""
         usable = [c for c in self._cands if c.frame_no <= end_frame]
-        targets = sample_positions(self.start_frame, end_frame, self.count)
+        first = self.start_frame
+        if within is not None:
+            inner = [c for c in usable if within[0] <= c.frame_no <= within[1]]
+            if len(inner) >= self.count:
+                usable, first, end_frame = inner, within[0], within[1]
+        targets = sample_positions(first, end_frame, self.count)
         frames = pick_nearest([c.frame_no for c in usable], targets)
         by_no = {c.frame_no: c for c in usable}
         return [by_no[f] for f in frames]

@@ -15,11 +15,19 @@ SMPTE timecodes (``start_smpte``, ``end_smpte``; see ``client.media.smpte``) cou
 the film's rate, for editors: ``start_smpte`` is the shot's first frame, ``end_smpte`` the frame
 after its last (``end_frame + 1``), i.e. the exclusive out point of edit decision lists, which is
 the next shot's ``start_smpte``.
+
+Transition fields (``marks``, from ``client.media.boundaries``): ``in_frame``/``out_frame``
+(inclusive) are the shot's usable frames, transition frames at its ends excluded, with
+``in_time``/``out_time`` (the out time is the frame after ``out_frame``'s) and
+``in_smpte``/``out_smpte`` (out exclusive, like ``end_smpte``); ``transition_in`` and
+``transition_out`` are records ``{"kind", "start_frame", "end_frame", "start_time",
+"end_time"}`` (kind ``cut``, ``dissolve``, ``fade_out`` or ``fade_in``) or None at the film's
+start and end; ``technical_cues`` lists the black segments inside the shot.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -56,6 +64,7 @@ class Shot:
     fps: Fraction
     start_seconds: float | None = None
     end_seconds: float | None = None
+    marks: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def frame_count(self) -> int:
@@ -96,4 +105,5 @@ class Shot:
             "end_timecode": seconds_timecode(self.end_time),
             "start_smpte": smpte(self.start_frame, self.fps),
             "end_smpte": smpte(self.end_frame + 1, self.fps),  # exclusive out point
+            **(self.marks or {}),
         }
