@@ -155,7 +155,9 @@ def _summary(f: AudioFeatures, cls: str, loud: float, bright: float, noisy: floa
             parts.append(f"some dialogue (speech {_percent(f.speech_ratio or 0.0)} of the shot)")
         if cls != "music" and (f.music_ratio or 0.0) >= MENTION_MUSIC:
             parts.append(f"music {_percent(f.music_ratio or 0.0)} of the shot")
-        if f.tempo:
+        # A beat tracker finds "beats" in any sound (speech, traffic): where the music share is
+        # measured, the beat is only mentioned for a shot with some music.
+        if f.tempo and (f.music_ratio is None or f.music_ratio >= MENTION_MUSIC):
             parts.append(f"beat ~{f.tempo:.0f} BPM")
         if f.loudness_range_lu is not None:
             parts.append(f"loudness range {f.loudness_range_lu:.0f} LU")

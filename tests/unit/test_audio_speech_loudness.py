@@ -146,6 +146,10 @@ def test_summary_says_dialogue_lufs_beat_and_range() -> None:
     assert "some dialogue (speech 15 % of the shot)" in music and "beat ~118 BPM" in music
     assert "music 40 % of the shot" in cue(HUM, music_ratio=0.4).summary
     assert "dialogue" not in cue(HUM, speech_ratio=0.05).summary  # too little to mention
+    # Where the music share is measured, a tracked beat is only mentioned with some music.
+    assert "BPM" not in cue(SPEECH, tempo=117.0, speech_ratio=0.8, music_ratio=0.1).summary
+    assert "beat ~117 BPM" in cue(SPEECH, tempo=117.0, music_ratio=0.2).summary
+    assert "beat ~117 BPM" in cue(SPEECH, tempo=117.0).summary  # v1
     assert "dBFS" in cue(HUM).summary and "LUFS" not in cue(HUM).summary
 
 
