@@ -78,14 +78,23 @@ def estimate_tempo(onset: np.ndarray, sr: int, hop: int) -> float:
 
 
 def _local_score(onset: np.ndarray, period: float) -> np.ndarray:
-    """The onset envelope divided by its standard deviation and smoothed by a Gaussian a
-    beat period wide. librosa's loop skips the envelope's first frame; so does this."""
-    norm = onset / (onset.std(ddof=1) + np.finfo(onset.dtype).tiny)
+    """The onset envelope divided by its standard deviation (in the envelope's float32) and
+    smoothed by a Gaussian a beat period wide, summed in float64 in librosa's order (one
+    product added at a time), so near-ties in the dynamic programme break the same way.
+    librosa's loop skips the envelope's first frame; so does this."""
+    onset = onset.astype(np.float32)
+    norm = (onset / (onset.std(ddof=1) + np.finfo(np.float32).tiny)).astype(np.float64)
+    n = len(norm)
     half = int(period)
     window = np.exp(-0.5 * (np.arange(-half, half + 1) * 32.0 / period) ** 2)
-    norm = norm.copy()
-    norm[0] = 0.0
-    return np.convolve(norm, window, mode="full")[half : half + len(onset)]
+    # score[i] = sum over k of window[k] * norm[i + half - k], for 1 <= i + half - k < n.
+    padded = np.zeros(n + 2 * half + 1)
+    padded[half + 1 : half + n] = norm[1:]
+    score = np.zeros(n)
+    for k in range(len(window)):
+        shift = 2 * half - k  # padded index of norm[i + half - k] is i + 2 * half - k
+        score += window[k] * padded[shift : shift + n]
+    return score
 
 
 def _dynamic_programme(score: np.ndarray, period: float) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +138,7 @@ def _last_beat(cumscore: np.ndarray) -> int:
 def _trim(score: np.ndarray, beats: np.ndarray) -> np.ndarray:
     """Drop leading and trailing beats whose local score is at most half the RMS of the
     Hann-smoothed scores at the beats."""
-    smooth = np.convolve(score[beats], np.hanning(5))[2 : len(score) + 2]
+    smooth = np.convolve(score[beats].astype(np.float64), np.hanning(5))[2 : len(score) + 2]
     threshold = 0.5 * np.sqrt(np.mean(smooth**2)) if len(smooth) else 0.0
     above = np.flatnonzero(score > threshold)
     if not len(above):
@@ -143,11 +152,12 @@ def _trim(score: np.ndarray, beats: np.ndarray) -> np.ndarray:
 def track_beats(onset: np.ndarray, sr: int, hop: int) -> tuple[float, np.ndarray]:
     """Tempo (BPM) and beat frames of an onset envelope, as ``librosa.beat.beat_track(
     onset_envelope=onset, sr=sr, hop_length=hop)``: (0.0, no beats) for an envelope without
-    onsets."""
-    onset = np.asarray(onset, dtype=np.float64)
-    if len(onset) < 2 or not onset.any():
+    onsets or a constant one (librosa divides by its zero deviation there and then reads past
+    the envelope's end; there is no beat to find)."""
+    onset = np.asarray(onset, dtype=np.float32)
+    if len(onset) < 2 or not onset.any() or not onset.std() > 0:
         return 0.0, np.zeros(0, dtype=np.int64)
-    bpm = estimate_tempo(onset, sr, hop)
+    bpm = estimate_tempo(onset.astype(np.float64), sr, hop)
     period = float(np.round(sr / hop * 60.0 / bpm))
     score = _local_score(onset, period)
     backlink, cumscore = _dynamic_programme(score, period)
