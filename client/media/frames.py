@@ -3,7 +3,8 @@
 Speed: every decoded frame needs a small BGR picture for the detector. It is made straight from
 the decoder's YUV 4:2:0 planes (zero-copy numpy views), shrunk by an integer factor with
 OpenCV's bilinear filter (what PySceneDetect's own downscaling uses; swscale to RGB at full size
-or an area filter costs several times more at 1080p), then converted to BGR at the small size
+or an area filter costs several times more at 1080p; at an odd factor the filter only reads
+one pixel per output pixel, see ``shrink_plane``), then converted to BGR at the small size
 with OpenCV's BT.601 matrix (the small hue shift on BT.709 sources does not matter here).
 
 Sample candidates cost nothing while decoding: the reservoir keeps *references* to decoded
@@ -188,30 +189,44 @@ class FrameConverter:
             out.append(arr)
         return out[0], out[1], out[2]
 
-    @staticmethod
-    def _shrink(
-        y: np.ndarray, u: np.ndarray, v: np.ndarray, factor: int
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def detection_frame(self, frame: av.VideoFrame) -> np.ndarray:
+        """Small BGR picture for the scene detector (see ``shrink_plane`` for the filter)."""
+        y, u, v = self.planes(frame)
+        factor = self.detect_factor
         # Even output sizes keep 4:2:0 chroma aligned; the source is cropped to a whole number of
         # factor-sized cells (at most a few pixels) so every output pixel covers the same area.
-        h = (y.shape[0] // (2 * factor)) * 2
-        w = (y.shape[1] // (2 * factor)) * 2
-        h, w = max(h, 2), max(w, 2)
-        if factor == 1:
-            ys = np.ascontiguousarray(y[:h, :w])
-            us = u[: h // 2, : w // 2]
-            vs = v[: h // 2, : w // 2]
-        else:
-            ys = cv2.resize(y[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_LINEAR)
-            ch, cw = (h // 2) * factor, (w // 2) * factor
-            us = cv2.resize(u[:ch, :cw], (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
-            vs = cv2.resize(v[:ch, :cw], (w // 2, h // 2), interpolation=cv2.INTER_LINEAR)
-        return ys, cv2.merge([us, vs])
+        h = max(2, (y.shape[0] // (2 * factor)) * 2)
+        w = max(2, (y.shape[1] // (2 * factor)) * 2)
+        # One planar I420 picture (Y, then U, then V) written in place and converted in one
+        # call: the same BT.601 result as the former NV12 path without building the
+        # interleaved chroma plane.
+        yuv = np.empty((h * 3 // 2, w), np.uint8)
+        flat = yuv.reshape(-1)
+        quarter = (h // 2) * (w // 2)
+        yuv[:h] = shrink_plane(y, h, w, factor)
+        chroma = flat[h * w :]
+        chroma[:quarter].reshape(h // 2, w // 2)[:] = shrink_plane(u, h // 2, w // 2, factor)
+        chroma[quarter:].reshape(h // 2, w // 2)[:] = shrink_plane(v, h // 2, w // 2, factor)
+        return cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
 
-    def detection_frame(self, frame: av.VideoFrame) -> np.ndarray:
-        """Small BGR picture for the scene detector."""
-        ys, uv = self._shrink(*self.planes(frame), self.detect_factor)
-        return cv2.cvtColorTwoPlane(ys, uv, cv2.COLOR_YUV2BGR_NV12)
+
+def shrink_plane(plane: np.ndarray, h: int, w: int, factor: int) -> np.ndarray:
+    """``plane`` shrunk by an integer ``factor`` to (h, w): exactly OpenCV's bilinear
+    ``cv2.resize`` of its top-left ``h * factor`` x ``w * factor`` pixels (what the detector was
+    tuned on, and what PySceneDetect's own downscaling uses).
+
+    For an odd factor bilinear sampling lands on the centre pixel of each factor x factor cell
+    with weight 1 (source coordinate ``(x + 0.5) * factor - 0.5``), so the result is a strided
+    view of the plane: no pixel but those is read, which at 1080p halves the cost per frame. An
+    even factor (SD sources) averages the 2 x 2 pixels around each cell's centre and is left to
+    OpenCV. ``tests/unit/test_client_frames.py`` checks the equality for every factor.
+    """
+    if factor == 1:
+        return plane[:h, :w]
+    if factor % 2 and plane.shape[0] >= h * factor and plane.shape[1] >= w * factor:
+        first = factor // 2
+        return plane[first : h * factor : factor, first : w * factor : factor]
+    return cv2.resize(plane[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def encode_jpeg(frame: av.VideoFrame, size: tuple[int, int], quality: int) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import av
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,6 +19,7 @@ from client.media.frames import (
     output_size,
     pick_nearest,
     sample_positions,
+    shrink_plane,
 )
 
 
@@ -129,3 +131,49 @@ def test_converter_handles_odd_sizes_and_other_pixel_formats() -> None:
     det = conv.detection_frame(frame)
     assert det.shape[0] % 2 == 0 and det.shape[1] % 2 == 0
     assert abs(int(det.mean()) - 128) < 8
+
+
+def _opencv_detection_frame(frame: av.VideoFrame, factor: int) -> np.ndarray:
+    """The detection picture as it was first defined: each plane shrunk by ``cv2.resize``
+    (bilinear), chroma interleaved, OpenCV's NV12 conversion."""
+    y, u, v = (
+        np.frombuffer(p, np.uint8, count=p.line_size * p.height).reshape(p.height, p.line_size)[
+            :, : p.width
+        ]
+        for p in frame.planes
+    )
+    h = max(2, (y.shape[0] // (2 * factor)) * 2)
+    w = max(2, (y.shape[1] // (2 * factor)) * 2)
+
+    def shrink(plane: np.ndarray, ph: int, pw: int) -> np.ndarray:
+        crop = plane[: ph * factor, : pw * factor]
+        if factor == 1:
+            return np.ascontiguousarray(crop)
+        return cv2.resize(crop, (pw, ph), interpolation=cv2.INTER_LINEAR)
+
+    uv = cv2.merge([shrink(u, h // 2, w // 2), shrink(v, h // 2, w // 2)])
+    return cv2.cvtColorTwoPlane(shrink(y, h, w), uv, cv2.COLOR_YUV2BGR_NV12)
+
+
+@pytest.mark.parametrize("factor", range(1, 10))
+@pytest.mark.parametrize("size", [(1080, 1920), (119, 333), (2160, 3840), (576, 720)])
+def test_shrink_plane_is_exactly_opencvs_bilinear_resize(
+    factor: int, size: tuple[int, int]
+) -> None:
+    rows, cols = size
+    # A padded plane (line size above the width), as decoders hand them out.
+    plane = np.random.default_rng(factor).integers(0, 256, (rows, cols + 40), np.uint8)[:, :cols]
+    h, w = rows // factor, cols // factor
+    expected = cv2.resize(plane[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(shrink_plane(plane, h, w, factor), expected)
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(1920, 1080), (1280, 720), (720, 576), (161, 121), (3840, 2160)]
+)
+def test_detection_frame_is_the_opencv_nv12_picture(width: int, height: int) -> None:
+    rgb = np.random.default_rng(width).integers(0, 256, (height, width, 3), np.uint8)
+    frame = _yuv_frame(rgb)
+    conv = FrameConverter(width, height, detect_width=256)
+    expected = _opencv_detection_frame(frame, conv.detect_factor)
+    assert np.array_equal(conv.detection_frame(frame), expected)
