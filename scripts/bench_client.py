@@ -248,8 +248,8 @@ def compare_outputs(new: Path, old: Path) -> str:
     identical = "identical records" if a == b else "records differ"
     return (
         f"{identical}; {'same' if same_shots else 'DIFFERENT'} shots and sample frames "
-        f"({len(a)} vs {len(b)} shots); {same_jpegs} of {len(jb)} JPEGs byte-identical; v1 audio features "
-        f"differ by at most {worst:.2e} (relative, floor 1)"
+        f"({len(a)} vs {len(b)} shots); {same_jpegs} of {len(jb)} JPEGs byte-identical; "
+        f"v1 audio features differ by at most {worst:.2e} (relative, floor 1)"
     )
 
 
