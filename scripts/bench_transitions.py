@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.film_factory import Join, ShotSpec, TransitionTruth, make_film  # noqa: E402
+from tests.film_joins import score_transitions  # noqa: E402
 
 PATTERNS = ("bars", "checker", "circles", "noise", "gradient")
 
@@ -78,34 +79,6 @@ def detected(summary: dict[str, Any]) -> list[TransitionTruth]:
     return sorted(out, key=lambda t: t.first)
 
 
-def score(truth: list[TransitionTruth], found: list[TransitionTruth]) -> dict[str, float]:
-    """Precision, recall, F1 (IoU >= 0.5, one to one) and kind accuracy of the matches."""
-
-    def iou(a: TransitionTruth, b: TransitionTruth) -> float:
-        inter = min(a.last, b.last) - max(a.first, b.first) + 1
-        union = max(a.last, b.last) - min(a.first, b.first) + 1
-        return max(0, inter) / union
-
-    pairs = sorted(
-        ((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)),
-        reverse=True,
-    )
-    used_t: set[int] = set()
-    used_f: set[int] = set()
-    matches = []
-    for v, i, j in pairs:
-        if v < 0.5 or i in used_t or j in used_f:
-            continue
-        used_t.add(i)
-        used_f.add(j)
-        matches.append((truth[i], found[j]))
-    p = len(matches) / len(found) if found else 0.0
-    r = len(matches) / len(truth) if truth else 0.0
-    f1 = 2 * p * r / (p + r) if p + r else 0.0
-    kind = sum(t.kind == f.kind for t, f in matches) / len(matches) if matches else 0.0
-    return {"precision": p, "recall": r, "f1": f1, "kind_accuracy": kind, "matches": len(matches)}
-
-
 def shots_run(film: Path, out: Path, *extra: str) -> tuple[float, float]:
     """One ``qwen-client shots`` run: (user + sys CPU seconds, wall seconds)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -145,7 +118,7 @@ def main() -> int:
         shots_run(truth.path, work / "acc")
         summary = json.loads((work / "acc" / "summary.json").read_text())
         gradual = [t for t in truth.transitions if t.kind != "cut"]
-        result = score(gradual, detected(summary))
+        result = score_transitions(gradual, detected(summary))
         print(
             f"accuracy film: {truth.frame_count} frames, {len(gradual)} true transitions and "
             f"black segments, {result['matches']} matched (IoU >= 0.5)"

@@ -98,3 +98,37 @@ def write_join(
     if fade_in:
         out.append(TransitionTruth("fade_in", frame, frame + fade_in - 1))
     return out
+
+
+def score_transitions(
+    truth: list[TransitionTruth], found: list[TransitionTruth]
+) -> dict[str, float]:
+    """Precision, recall, F1 and kind accuracy of detected against true transitions.
+
+    A match pairs one true and one detected interval (inclusive frames) overlapping by at
+    least half their union (IoU >= 0.5), greedily by IoU, one to one, whatever their kinds;
+    kind accuracy is the share of matches whose kinds agree."""
+
+    def iou(a: TransitionTruth, b: TransitionTruth) -> float:
+        inter = min(a.last, b.last) - max(a.first, b.first) + 1
+        union = max(a.last, b.last) - min(a.first, b.first) + 1
+        return max(0, inter) / union
+
+    pairs = sorted(
+        ((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)),
+        reverse=True,
+    )
+    used_t: set[int] = set()
+    used_f: set[int] = set()
+    matches = []
+    for v, i, j in pairs:
+        if v < 0.5 or i in used_t or j in used_f:
+            continue
+        used_t.add(i)
+        used_f.add(j)
+        matches.append((truth[i], found[j]))
+    p = len(matches) / len(found) if found else 0.0
+    r = len(matches) / len(truth) if truth else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    kind = sum(t.kind == f.kind for t, f in matches) / len(matches) if matches else 0.0
+    return {"precision": p, "recall": r, "f1": f1, "kind_accuracy": kind, "matches": len(matches)}

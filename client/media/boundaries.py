@@ -144,6 +144,10 @@ class BoundaryPlanner:
     def _has_boundary(self, group: TransitionGroup) -> bool:
         return any(group.covers(b) for b in self._emitted)
 
+    def is_boundary(self, frame_no: int) -> bool:
+        """Whether a shot started at ``frame_no`` (a recent frame, see ``forget_before``)."""
+        return frame_no in self._emitted
+
     def committed(self, frame_no: int, new_shot: bool) -> None:
         """The assembler committed ``frame_no``; ``new_shot``: a shot starts there."""
         if new_shot:
@@ -205,6 +209,8 @@ class BoundaryPlanner:
     def _incoming(
         self, start: int, film_start: bool, groups: list[TransitionGroup]
     ) -> dict[str, Any] | None:
+        if film_start and start != 0:
+            return None  # the time range's start, not a boundary
         for g in groups:
             if not (g.covers(start) if not film_start else g.start <= start <= g.end):
                 continue
@@ -224,7 +230,9 @@ class BoundaryPlanner:
     ) -> dict[str, Any] | None:
         nxt = end + 1
         for g in groups:
-            if not (g.covers(nxt) if not film_end else g.start <= end <= g.end):
+            if film_end and not (g.boundary is None and g.start <= end <= g.end):
+                continue  # only a fade to black at the film's end ends the last shot
+            if not film_end and not g.covers(nxt):
                 continue
             kinds = {s.kind: s for s in g.segments}
             if "dissolve" in kinds:

@@ -248,9 +248,8 @@ class ShotScanner:
         (None: the range's tail), ``final``: the film's last."""
         s = shot.shot
         edges = ShotEdges(
-            film_start=s.start_frame == 0
-            or whole is None
-            or whole.shot.start_frame != s.start_frame,
+            # A shot starting where no boundary was committed starts at the range's start.
+            film_start=s.start_frame == 0 or not self._planner.is_boundary(s.start_frame),
             film_end=final or whole is None or whole.shot.end_frame != s.end_frame,
         )
         self._closed_until = max(self._closed_until, s.end_frame + 1)

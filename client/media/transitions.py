@@ -23,7 +23,9 @@ length). From them it reports ``TransitionGroup``s, each the frames between two 
   hard cut inside the window leaves half the difference, a brightness change of one picture
   is refused by the end pictures' correlation (``MAX_END_CORRELATION``), and a title fading in or
   out over a picture (a real mix, but not a new shot: Big Buck Bunny's opening) by the share of
-  the picture that changes (``MIN_CHANGED_SHARE``). Consecutive centres with
+  the picture that changes (``MIN_CHANGED_SHARE``). A pan over a smooth picture is nearly linear
+  too on a thumbnail: the span's end pictures must not match each other shifted by a few
+  pixels (``moved``). Consecutive centres with
   hits form a cluster; the cluster's span is checked frame by frame (every frame near the line
   between the span's end pictures, the mix weight never going back) and the dissolve is the part
   whose weight lies strictly between ``ALPHA_EDGE`` and ``1 - ALPHA_EDGE``. Its boundary is its
@@ -55,6 +57,8 @@ SPAN_RESIDUAL = 0.6  # the same for every frame of a cluster's span
 CHANGED_LEVEL = 12.0  # levels a thumbnail pixel must change by to count as changed
 MIN_CHANGED_SHARE = 0.5  # share of the picture a dissolve changes (a title changes far less)
 MAX_END_CORRELATION = 0.85  # end pictures more alike than this are one picture changing
+MOTION_SHIFT = 4  # thumbnail pixels (each way) searched for a camera move between the ends
+MOTION_CORRELATION = 0.8  # a shifted end this alike means the picture moved, not dissolved
 ALPHA_EDGE = 0.08  # mix weight where a dissolve begins / ends
 ALPHA_SLACK = 0.1  # how far the mix weight may go back from one frame to the next
 MAX_ALPHA_STEP = 0.5  # a larger jump of the mix weight in one frame is a hard cut
@@ -102,6 +106,46 @@ def half_widths(h_max: int) -> list[int]:
             out.append(round(h))
         h *= 1.35
     return [*out, max(3, h_max)]
+
+
+def _best_shift(
+    a: np.ndarray, b: np.ndarray, around: tuple[int, int], reach: int
+) -> tuple[float, int, int]:
+    """The shift (dy, dx) within ``reach`` of ``around`` that best maps picture ``a`` onto
+    ``b`` (zero-mean correlation of the overlapping parts), with that correlation."""
+    h, w = a.shape
+    best = (-1.0, 0, 0)
+    for dy in range(around[0] - reach, around[0] + reach + 1):
+        for dx in range(around[1] - reach, around[1] + reach + 1):
+            if abs(dy) >= h // 2 or abs(dx) >= w // 2:
+                continue
+            ca = a[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)]
+            cb = b[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
+            za, zb = ca - ca.mean(), cb - cb.mean()
+            norm = float(np.sqrt((za * za).sum() * (zb * zb).sum()))
+            corr = float((za * zb).sum()) / norm if norm > 0 else -1.0
+            if corr > best[0]:
+                best = (corr, dy, dx)
+    return best
+
+
+def moved(thumbs: np.ndarray) -> bool:
+    """Whether a span's last thumbnail is its first one moved (a pan or tilt, which the
+    midpoint test can take for a mix when the picture is smooth). The move is followed in
+    steps (first, quarter points, last: each step's best shift within ``MOTION_SHIFT``
+    pixels), then the ends are compared at the summed shift: a camera move maps the first
+    picture onto the last one (correlation at least ``MOTION_CORRELATION``), a dissolve does
+    not (each step stays near shift 0 and the end pictures differ)."""
+    w, h = THUMB_SIZE
+    pics = [t.reshape(h, w) for t in thumbs]
+    n = len(pics)
+    marks = sorted({0, n // 4, n // 2, (3 * n) // 4, n - 1})
+    total = (0, 0)
+    for j in marks[1:]:
+        _, dy, dx = _best_shift(pics[0], pics[j], total, MOTION_SHIFT)
+        total = (dy, dx)
+    corr, _, _ = _best_shift(pics[0], pics[-1], total, 1)
+    return corr >= MOTION_CORRELATION
 
 
 class _Ring:
@@ -414,6 +458,8 @@ class TransitionFinder:
         dd = float(d @ d)
         if float(np.mean(np.abs(d) >= CHANGED_LEVEL)) < MIN_CHANGED_SHARE:
             return None  # a local change (a title fading in or out over the picture)
+        if moved(ring.thumbs[frames % ring.size]):
+            return None
         thumbs = ring.thumbs[frames % ring.size] - ta
         alpha = thumbs @ d / dd
         resid = np.sqrt(np.mean((thumbs - alpha[:, None] * d) ** 2, axis=1))
