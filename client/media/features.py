@@ -112,7 +112,7 @@ _warm_stop = threading.Event()
 _warm_done = threading.Event()  # the whole warm-up ran once: no need to run it again
 
 
-def _finite(value: float) -> float:
+def _finite(value: float | np.floating) -> float:
     v = float(value)
     return round(v, 6) if np.isfinite(v) else 0.0
 

@@ -157,6 +157,7 @@ def model() -> _Model:
                 _warned = True
                 log.warning("speech detection disabled: %s", _session_error)
             raise SpeechUnavailable(_session_error)
+        assert _session is not None
         return _session
 
 
