@@ -15,8 +15,10 @@ being committed, so ``BoundaryPlanner`` (``client.media.boundaries``) knows, for
 shot starts there: one boundary per dissolve, fade or black, detector cuts outside them as they
 are. Holding frames back changes no decision about hard cuts, so a film without transitions
 gives the very shots it gave without a finder; it costs ``lookahead`` decoded frames of memory
-(about 50 MB at 1080p25). Closed shots wait (only their few converted samples) until the finder
-has settled past their end, then get their transition fields (``Shot.marks``) and are yielded.
+(22 frames at 25 fps, about 70 MB at 1080p), never more frames than the sample candidates'
+budget allows (``capacity``: 40 at 1080p, 10 at 4K). Closed shots wait (only their few
+converted samples) until the finder has settled past their end, then get their transition
+fields (``Shot.marks``) and are yielded.
 
 Minimum shot length: PySceneDetect keeps ``min_scene_len`` between cuts but not for the film's
 last shot (noise can report a cut a few frames before the end). ``ShotAssembler``
@@ -293,7 +295,11 @@ class ShotScanner:
             planner = self._planner = BoundaryPlanner(transitions, fps)
             self._waiting.clear()
             self._closed_until = 0
-            hold = max(finder.delay, transitions.lookahead if transitions is not None else 0)
+            # Held frames cost memory like sample candidates: at most ``capacity`` of them
+            # (40 at 1080p, 10 at 4K); a shorter hold only places long dissolves' boundaries
+            # later inside them.
+            lookahead = min(transitions.lookahead, self.capacity) if transitions else 0
+            hold = max(finder.delay, lookahead)
             sampling = self.options.sampling
             shots = ShotAssembler(
                 fps,

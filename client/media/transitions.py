@@ -29,7 +29,8 @@ length). From them it reports ``TransitionGroup``s, each the frames between two 
   hits form a cluster; the cluster's span is checked frame by frame (every frame near the line
   between the span's end pictures, the mix weight never going back) and the dissolve is the part
   whose weight lies strictly between ``ALPHA_EDGE`` and ``1 - ALPHA_EDGE``. Its boundary is its
-  middle frame. Dark end pictures are left to the fade test.
+  middle frame. Dark end pictures are left to the fade test. (The span checks, the camera-move
+  check and the statistics ring are in ``client.media.dissolves``.)
 
 A group is final ``lookahead`` frames or so after its end (a dissolve) or when its fade-in ends;
 ``open_black`` is the black group still running, ``settled`` the frame before which nothing can
@@ -45,25 +46,23 @@ from fractions import Fraction
 import cv2
 import numpy as np
 
+from client.media.dissolves import (
+    CLUSTER_GAP,
+    DISSOLVE_MIN_FRAMES,
+    MID_RESIDUAL,
+    MIN_CHANGE,
+    THUMB_SIZE,
+    FrameRing,
+    dissolve_span,
+    distinct_pictures,
+    half_widths,
+)
+
 log = logging.getLogger("client.media.transitions")
 
-THUMB_SIZE = (32, 18)  # (w, h) of the grey thumbnail of each frame (the midpoint test)
 FADE_STEP = 0.5  # levels per frame a fade's mean must move (noise in a still shot: ~0.2)
 FADE_MIN_FRAMES = 3
 FADE_MAX_SECONDS = 3.0  # how far back a fade-out is looked for from its black
-MIN_CHANGE = 10.0  # RMS levels the two pictures of a dissolve must differ by
-MID_RESIDUAL = 0.2  # midpoint residual / the end pictures' difference (RMS) for a hit
-SPAN_RESIDUAL = 0.6  # the same for every frame of a cluster's span
-CHANGED_LEVEL = 12.0  # levels a thumbnail pixel must change by to count as changed
-MIN_CHANGED_SHARE = 0.5  # share of the picture a dissolve changes (a title changes far less)
-MAX_END_CORRELATION = 0.85  # end pictures more alike than this are one picture changing
-MOTION_SHIFT = 4  # thumbnail pixels (each way) searched for a camera move between the ends
-MOTION_CORRELATION = 0.8  # a shifted end this alike means the picture moved, not dissolved
-ALPHA_EDGE = 0.08  # mix weight where a dissolve begins / ends
-ALPHA_SLACK = 0.1  # how far the mix weight may go back from one frame to the next
-MAX_ALPHA_STEP = 0.5  # a larger jump of the mix weight in one frame is a hard cut
-CLUSTER_GAP = 2  # centres without a hit a cluster may bridge
-DISSOLVE_MIN_FRAMES = 3
 
 
 @dataclass(frozen=True)
@@ -96,83 +95,6 @@ class TransitionGroup:
         return self.start <= frame <= self.end + 1
 
 
-def half_widths(h_max: int) -> list[int]:
-    """The half-widths tried by the midpoint test: 3 frames, growing by ~35 %, up to
-    ``h_max``."""
-    out: list[int] = []
-    h = 3.0
-    while round(h) < h_max:
-        if round(h) not in out:
-            out.append(round(h))
-        h *= 1.35
-    return [*out, max(3, h_max)]
-
-
-def _best_shift(
-    a: np.ndarray, b: np.ndarray, around: tuple[int, int], reach: int
-) -> tuple[float, int, int]:
-    """The shift (dy, dx) within ``reach`` of ``around`` that best maps picture ``a`` onto
-    ``b`` (zero-mean correlation of the overlapping parts), with that correlation."""
-    h, w = a.shape
-    best = (-1.0, 0, 0)
-    for dy in range(around[0] - reach, around[0] + reach + 1):
-        for dx in range(around[1] - reach, around[1] + reach + 1):
-            if abs(dy) >= h // 2 or abs(dx) >= w // 2:
-                continue
-            ca = a[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)]
-            cb = b[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
-            za, zb = ca - ca.mean(), cb - cb.mean()
-            norm = float(np.sqrt((za * za).sum() * (zb * zb).sum()))
-            corr = float((za * zb).sum()) / norm if norm > 0 else -1.0
-            if corr > best[0]:
-                best = (corr, dy, dx)
-    return best
-
-
-def moved(thumbs: np.ndarray) -> bool:
-    """Whether a span's last thumbnail is its first one moved (a pan or tilt, which the
-    midpoint test can take for a mix when the picture is smooth). The move is followed in
-    steps (first, quarter points, last: each step's best shift within ``MOTION_SHIFT``
-    pixels), then the ends are compared at the summed shift: a camera move maps the first
-    picture onto the last one (correlation at least ``MOTION_CORRELATION``), a dissolve does
-    not (each step stays near shift 0 and the end pictures differ)."""
-    w, h = THUMB_SIZE
-    pics = [t.reshape(h, w) for t in thumbs]
-    n = len(pics)
-    marks = sorted({0, n // 4, n // 2, (3 * n) // 4, n - 1})
-    total = (0, 0)
-    for j in marks[1:]:
-        _, dy, dx = _best_shift(pics[0], pics[j], total, MOTION_SHIFT)
-        total = (dy, dx)
-    corr, _, _ = _best_shift(pics[0], pics[-1], total, 1)
-    return corr >= MOTION_CORRELATION
-
-
-class _Ring:
-    """The last ``size`` frames' statistics (mean, std, thumbnail) by frame number."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        w, h = THUMB_SIZE
-        self.thumbs = np.zeros((size, w * h), np.float32)
-        self.means = np.zeros(size, np.float64)
-        self.stds = np.zeros(size, np.float64)
-
-    def put(self, frame_no: int, mean: float, std: float, thumb: np.ndarray) -> None:
-        i = frame_no % self.size
-        self.means[i], self.stds[i] = mean, std
-        self.thumbs[i] = thumb.reshape(-1)
-
-    def mean(self, frame_no: int) -> float:
-        return float(self.means[frame_no % self.size])
-
-    def std(self, frame_no: int) -> float:
-        return float(self.stds[frame_no % self.size])
-
-    def thumb(self, frame_no: int) -> np.ndarray:
-        return self.thumbs[frame_no % self.size]
-
-
 @dataclass
 class _BlackRun:
     """A run of dark frames in progress and what came before it."""
@@ -199,7 +121,7 @@ class TransitionFinder:
         # found by the finder is known in time (a dissolve's middle is final about h_max + a
         # few frames later; longer dissolves get their boundary as late as that allows).
         self.lookahead = self.h_max + self.h_max // 2 + CLUSTER_GAP + 2
-        self._ring = _Ring(max(4 * self.h_max + 8, self.fade_max + 2))
+        self._ring = FrameRing(max(4 * self.h_max + 8, self.fade_max + 2))
         self._first: int | None = None
         self._last = -1
         self._hits: dict[int, int] = {}  # centre -> largest passing half-width
@@ -396,24 +318,12 @@ class TransitionFinder:
             resid = np.sqrt(np.mean((tj - 0.5 * (ta + tf)) ** 2, axis=1))
             passing = (diff >= MIN_CHANGE) & (resid <= MID_RESIDUAL * diff)
             for h in widths[passing].tolist():
-                if self._distinct_pictures(f - 2 * h, f):
+                if distinct_pictures(self._ring, f - 2 * h, f, self.black_luma):
                     centre = f - h
                     self._hits[centre] = max(h, self._hits.get(centre, 0))
         while self._next_centre <= f - self.h_max:
             self._judge_centre(self._next_centre)
             self._next_centre += 1
-
-    def _distinct_pictures(self, a: int, b: int) -> bool:
-        """Two end pictures of a possible dissolve: neither dark (a fade's business) and not
-        one picture brightened or darkened (correlation of the zero-mean thumbnails)."""
-        ring = self._ring
-        dark = 2 * self.black_luma
-        if ring.mean(a) <= dark or ring.mean(b) <= dark:
-            return False
-        ta = ring.thumb(a) - ring.mean(a)
-        tb = ring.thumb(b) - ring.mean(b)
-        norm = float(np.linalg.norm(ta) * np.linalg.norm(tb))
-        return norm > 0 and float(ta @ tb) / norm <= MAX_END_CORRELATION
 
     def _judge_centre(self, centre: int) -> None:
         """No more hits can come for ``centre``: grow the cluster or close it."""
@@ -440,35 +350,8 @@ class TransitionFinder:
         last = min(max(c + h for c, h in cluster), self._last)
         if last - first < 2 * DISSOLVE_MIN_FRAMES:
             return
-        span = self._dissolve_span(first, last)
+        span = dissolve_span(self._ring, first, last, self.black_luma)
         if span is None:
             return
         s, e = span
         self._emit(TransitionGroup(s, e, s + (e - s + 1) // 2, (Segment("dissolve", s, e),)))
-
-    def _dissolve_span(self, first: int, last: int) -> tuple[int, int] | None:
-        """The dissolve inside ``first..last`` (pure pictures at both ends), or None when the
-        frames are not a mix of the two end pictures."""
-        ring = self._ring
-        if not self._distinct_pictures(first, last):
-            return None
-        frames = np.arange(first, last + 1)
-        ta, tb = ring.thumb(first), ring.thumb(last)
-        d = tb - ta
-        dd = float(d @ d)
-        if float(np.mean(np.abs(d) >= CHANGED_LEVEL)) < MIN_CHANGED_SHARE:
-            return None  # a local change (a title fading in or out over the picture)
-        if moved(ring.thumbs[frames % ring.size]):
-            return None
-        thumbs = ring.thumbs[frames % ring.size] - ta
-        alpha = thumbs @ d / dd
-        resid = np.sqrt(np.mean((thumbs - alpha[:, None] * d) ** 2, axis=1))
-        if float(resid.max()) > SPAN_RESIDUAL * np.sqrt(dd / d.size):
-            return None
-        steps = np.diff(alpha)
-        if float(steps.min()) < -ALPHA_SLACK or float(steps.max()) > MAX_ALPHA_STEP:
-            return None
-        inside = np.nonzero((alpha > ALPHA_EDGE) & (alpha < 1 - ALPHA_EDGE))[0]
-        if len(inside) < DISSOLVE_MIN_FRAMES:
-            return None
-        return first + int(inside[0]), first + int(inside[-1])

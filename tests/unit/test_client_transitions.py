@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from client.media.boundaries import BoundaryPlanner
-from client.media.transitions import THUMB_SIZE, TransitionFinder, TransitionGroup, half_widths
+from client.media.dissolves import THUMB_SIZE, half_widths
+from client.media.transitions import TransitionFinder, TransitionGroup
 from client.run_summary import film_cues, film_transitions
 
 FPS = Fraction(25)
