@@ -12,7 +12,8 @@ the client's own audio path (``AudioTrack``, mono 22050 Hz), it prints side by s
     client uses (the sequence export when present) and with the streaming ``silero_vad.onnx``;
   * ``before``: the pre-issue-15 librosa features (STFT, MFCC, chroma, tempo; no beats, speech
     or loudness), warm (imports and numba JIT already paid), measured first, with BLAS on its
-    default threads as the old client ran;
+    default threads as the old client ran; ``before-1t`` the same with BLAS on one thread (the
+    client's setting now), to separate the port's gain from the threading fix;
   * ``after``: ``shot_audio_features``, everything (speech, beats, loudness, music) and
     ``after -speech`` without the VAD.
 
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"{'file':24} {'sec':>5} {'speech':>6} {'music':>6} {'tempo':>6} {'beats':>5} "
         f"{'LUFS':>6} {'LRA':>5} | ms per audio minute: {'vad':>5} {'vad-str':>7} "
-        f"{'before':>6} {'after':>6} {'after-speech':>12}"
+        f"{'before':>6} {'before-1t':>9} {'after':>6} {'after-speech':>12}"
     )
     print(header)
     for path, (y, shots) in recordings.items():
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 else float("nan")
             ),
             "before": before[path],
+            "before-1t": ms_per_minute(lambda s: librosa_features(s, SR), shots, args.repeat),
             "after": ms_per_minute(lambda s: shot_audio_features(s, SR, 2.0), shots, args.repeat),
             "after-speech": ms_per_minute(
                 lambda s: compute_features(s, SR, 2.0), shots, args.repeat
@@ -232,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{fmt('music_ratio', 6)} {fmt('tempo', 6, '.1f')} {len(feats['beat_times']):5d} "
             f"{fmt('loudness_lufs', 6, '.1f')} {fmt('loudness_range_lu', 5, '.1f')} | "
             f"{'':21}{cost['vad']:5.0f} {cost['vad-str']:7.0f} {cost['before']:6.0f} "
+            f"{cost['before-1t']:9.0f} "
             f"{cost['after']:6.0f} {cost['after-speech']:12.0f}"
             + (f"  speech_error: {error}" if error else "")
         )
