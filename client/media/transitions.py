@@ -193,8 +193,9 @@ class TransitionFinder:
         if black is None:
             return None
         dark = black.end - black.start + 1
-        running = black.fade_in_start is None
-        fading_in = not running and self._last - black.fade_in_start + 1 >= FADE_MIN_FRAMES
+        fade_in_start = black.fade_in_start
+        running = fade_in_start is None
+        fading_in = fade_in_start is not None and self._last - fade_in_start + 1 >= FADE_MIN_FRAMES
         is_cue = dark >= self.black_min_frames
         if not (is_cue or black.fade_out is not None or fading_in):
             return None

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tests.cli_runner import run_cli
-from tests.film_factory import Join, ShotSpec, make_film
+from tests.film_factory import FilmTruth, Join, ShotSpec, make_film
 
 
-def _film(path: Path):  # type: ignore[no-untyped-def]
+def _film(path: Path) -> FilmTruth:
     specs = [
         ShotSpec(frames=45, brightness=0.7, pattern="checker", audio="tone"),
         ShotSpec(frames=45, brightness=0.4, pattern="circles", audio="noise"),
@@ -21,7 +22,7 @@ def _film(path: Path):  # type: ignore[no-untyped-def]
     return make_film(path, specs, joins=[Join("dissolve", 16), Join("fade", 12, 10), None])
 
 
-def _shots(film: Path, out: Path, *extra: str) -> tuple[list[dict], dict]:
+def _shots(film: Path, out: Path, *extra: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     proc = run_cli("shots", str(film), "--out", str(out), "--quiet", *extra)
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in (out / "shots.jsonl").read_text().splitlines()]

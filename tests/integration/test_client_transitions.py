@@ -6,6 +6,7 @@ transitions; and hard-cut films giving the very shots they gave without transiti
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,8 @@ JOINS = [
     Join("fade", 10, 6, 0),
 ]
 
+Joined = tuple[FilmTruth, list[dict[str, Any]]]
+
 
 def joined_film(path: Path) -> FilmTruth:
     specs = [
@@ -42,8 +45,8 @@ def joined_film(path: Path) -> FilmTruth:
     return make_film(path, specs, joins=JOINS, seed=3)
 
 
-def scan(path: Path, **detection: object) -> list[dict[str, object]]:
-    options = ExtractOptions(detection=DetectionOptions(**detection))  # type: ignore[arg-type]
+def scan(path: Path, **detection: Any) -> list[dict[str, Any]]:
+    options = ExtractOptions(detection=DetectionOptions(**detection))
     return [
         {**s.shot.as_record(), "samples": [c.frame_no for c in s.samples]}
         for s in ShotScanner(probe(path), options)
@@ -51,12 +54,12 @@ def scan(path: Path, **detection: object) -> list[dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def joined(tmp_path_factory: pytest.TempPathFactory) -> tuple[FilmTruth, list[dict[str, object]]]:
+def joined(tmp_path_factory: pytest.TempPathFactory) -> Joined:
     truth = joined_film(tmp_path_factory.mktemp("joins") / "joins.mp4")
     return truth, scan(truth.path)
 
 
-def test_every_picture_is_one_shot_cut_inside_its_transition(joined) -> None:  # type: ignore[no-untyped-def]
+def test_every_picture_is_one_shot_cut_inside_its_transition(joined: Joined) -> None:
     truth, records = joined
     assert len(records) == len(truth.shots)
     for k, rec in enumerate(records[1:]):
@@ -66,7 +69,7 @@ def test_every_picture_is_one_shot_cut_inside_its_transition(joined) -> None:  #
         assert own_last < rec["start_frame"] <= next_first, (k, rec["start_frame"])
 
 
-def test_transitions_and_black_are_found_with_their_kinds(joined) -> None:  # type: ignore[no-untyped-def]
+def test_transitions_and_black_are_found_with_their_kinds(joined: Joined) -> None:
     truth, records = joined
     found = [
         TransitionTruth(t["kind"], t["start_frame"], t["end_frame"])
@@ -84,7 +87,7 @@ def test_transitions_and_black_are_found_with_their_kinds(joined) -> None:  # ty
     assert all(any(c["start_frame"] == h for c in cuts) for h in hard)
 
 
-def test_shot_fields_follow_the_spec(joined) -> None:  # type: ignore[no-untyped-def]
+def test_shot_fields_follow_the_spec(joined: Joined) -> None:
     truth, records = joined
     assert records[0]["transition_in"] is None and records[-1]["transition_out"] is None
     for a, b in zip(records, records[1:], strict=False):
@@ -108,7 +111,7 @@ def test_shot_fields_follow_the_spec(joined) -> None:  # type: ignore[no-untyped
             assert rec["start_frame"] <= cue["start_frame"] <= cue["end_frame"] <= rec["end_frame"]
 
 
-def test_the_picture_frames_of_each_shot_are_its_usable_frames(joined) -> None:  # type: ignore[no-untyped-def]
+def test_the_picture_frames_of_each_shot_are_its_usable_frames(joined: Joined) -> None:
     truth, records = joined
     for (first, last), rec in zip(truth.shot_ranges, records, strict=True):
         # Within two frames: the darkest fade frames count as black, a dissolve's faintest
@@ -116,7 +119,7 @@ def test_the_picture_frames_of_each_shot_are_its_usable_frames(joined) -> None: 
         assert abs(rec["in_frame"] - first) <= 2 and abs(rec["out_frame"] - last) <= 2
 
 
-def test_the_same_film_gives_the_same_shots_every_run(joined) -> None:  # type: ignore[no-untyped-def]
+def test_the_same_film_gives_the_same_shots_every_run(joined: Joined) -> None:
     truth, records = joined
     assert scan(truth.path) == records
 
@@ -139,7 +142,7 @@ def test_a_hard_cut_film_gives_the_same_shots_with_and_without_transitions(
     assert with_t[0]["transition_in"] is None and with_t[-1]["transition_out"] is None
 
 
-def test_a_time_range_keeps_the_whole_film_shots_and_transitions(joined) -> None:  # type: ignore[no-untyped-def]
+def test_a_time_range_keeps_the_whole_film_shots_and_transitions(joined: Joined) -> None:
     truth, records = joined
     options = ExtractOptions(range=TimeRange(4.0, 12.0))
     clipped = [s.shot.as_record() for s in ShotScanner(probe(truth.path), options)]

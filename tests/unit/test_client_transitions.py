@@ -9,6 +9,7 @@ decoded film of that content would give (mean, standard deviation, 32x18 thumbna
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any
 
 import cv2
 import numpy as np
@@ -206,7 +207,7 @@ def _mark(kind: str, first: int, last: int) -> dict[str, object]:
 
 
 def test_summary_lists_each_transition_once_with_its_shots_and_joins_split_black() -> None:
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "shot_id": 1,
             "start_frame": 0,
