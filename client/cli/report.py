@@ -5,23 +5,35 @@ from __future__ import annotations
 
 from typing import Any
 
+# How the shot begins, in the table: a cut is the common case and left blank.
+_KIND_SHORT = {"dissolve": "diss", "fade_in": "fade", "fade_out": "fade", "cut": ""}
+
+
+def _kind(value: Any) -> str:
+    """Short name of a ``transition_in`` record ('' for a cut or none)."""
+    kind = value.get("kind") if isinstance(value, dict) else None
+    return _KIND_SHORT.get(kind, str(kind)) if kind else ""
+
 
 def shots_table(records: list[dict[str, Any]]) -> str:
-    """The per-shot table printed after a run (timing, sample frames, a few audio features)."""
+    """The per-shot table printed after a run: timing, how the shot begins (``diss``olve,
+    ``fade``; blank for a cut), sample frames, speech share, loudness (LUFS), tempo and the
+    number of beats ('-' where not measured)."""
     lines = [
-        f"{'shot':>5}  {'start':<12} {'end':<12} {'frames':>6} {'dur s':>7}  "
-        f"{'samples':<24} {'rms':>7} {'centroid':>8} {'tempo':>6}"
+        f"{'shot':>5}  {'start':<12} {'end':<12} {'frames':>6} {'dur s':>7} {'in':<4}  "
+        f"{'samples':<24} {'speech':>6} {'LUFS':>6} {'tempo':>5} {'beats':>5}"
     ]
     for r in records:
         f = r.get("audio_features") or {}
-        rms = f"{f['rms_energy_mean']:.4f}" if "rms_energy_mean" in f else "-"
-        cen = f"{f['spectral_centroid_mean']:.0f}" if "spectral_centroid_mean" in f else "-"
+        speech = f"{f['speech_ratio']:.0%}" if f.get("speech_ratio") is not None else "-"
+        lufs = f"{f['loudness_lufs']:.1f}" if f.get("loudness_lufs") is not None else "-"
         tempo = f"{f['tempo']:.0f}" if f.get("tempo") else "-"
+        beats = str(len(f["beat_times"])) if isinstance(f.get("beat_times"), list) else "-"
         samples = ",".join(str(s) for s in r["sample_frames"])
         lines.append(
             f"{r['shot_id']:>5}  {r['start_timecode']:<12} {r['end_timecode']:<12} "
-            f"{r['frame_count']:>6} {r['duration']:>7.2f}  {samples:<24} "
-            f"{rms:>7} {cen:>8} {tempo:>6}"
+            f"{r['frame_count']:>6} {r['duration']:>7.2f} {_kind(r.get('transition_in')):<4}  "
+            f"{samples:<24} {speech:>6} {lufs:>6} {tempo:>5} {beats:>5}"
         )
     return "\n".join(lines)
 
