@@ -67,6 +67,11 @@ def summarize(
         "mean_shot_duration": round(sum(durations) / len(durations), 6) if durations else 0.0,
         "shots_with_audio": sum(1 for r in records if r.get("audio_features")),
         "shots_with_audio_error": sum(1 for r in records if r.get("audio_error")),
+        # Speech measured by silero-vad (speech_ratio present) vs not measurable (speech_error).
+        "shots_with_speech_measured": sum(
+            1 for r in records if (r.get("audio_features") or {}).get("speech_ratio") is not None
+        ),
+        "shots_with_speech_error": sum(1 for r in records if r.get("speech_error")),
     }
     if analysed:
         per_attribute: dict[str, Any] = {}

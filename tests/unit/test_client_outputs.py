@@ -101,3 +101,11 @@ def test_summary_has_means_maxima_and_top_shots() -> None:
     assert [t["shot_id"] for t in suspense["top_shots"]] == [2, 3, 1]
     assert summary["model"] == "m" and summary["audio_classes"] == {"music": 3}
     assert summary["settings"] == {"x": 1}
+
+
+def test_summary_counts_speech_measured_and_speech_errors() -> None:
+    measured = _record(1) | {"audio_features": {"rms_energy_mean": 0.1, "speech_ratio": 0.0}}
+    failed = _record(2) | {"speech_error": "silero-vad is not installed"}
+    summary = summarize([measured, failed, _record(3)], {"name": "f"}, {}, analysed=False)
+    assert summary["shots_with_speech_measured"] == 1
+    assert summary["shots_with_speech_error"] == 1
