@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from client.chat import RESULTS_FILE, ask
 from client.cli.options import add_command, add_server_options, add_verbosity_options, server_url
 from client.credentials import TOKEN_ENV, read_token
+from client.outputs import SHOTS as RESULTS_FILE  # what client.chat sends inline
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``qwen-client chat``."""
+    # Imported here: client.chat loads httpx, which every other command's start would pay.
+    from client.chat import ask
+
     return ask(
         server_url(args.server or ""),
         args.question,

@@ -18,9 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from client.api import ServerPool
 from client.errors import ClientError
 from client.media.probe import VideoInfo
 from client.options import AttributeRequest, ExtractOptions
@@ -28,6 +27,9 @@ from client.outputs import OutputDir, film_fingerprint
 from client.pipeline.sinks import FramesWriter, Outputs, Poster, Sink
 from client.pipeline.source import ShotSource
 from client.progress import Progress
+
+if TYPE_CHECKING:  # httpx, which the shots command never needs, is imported with client.api
+    from client.api import ServerPool
 
 log = logging.getLogger("client.pipeline")
 

@@ -17,15 +17,17 @@ import time
 from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from client.api import ServerPool, shot_payload
 from client.errors import ClientError
 from client.media.probe import VideoInfo
 from client.options import AttributeRequest, PostingOptions
 from client.outputs import OutputDir, summarize
 from client.pipeline.source import PreparedShot, ShotSource
 from client.progress import Progress
+
+if TYPE_CHECKING:  # httpx, which the shots command never needs, is imported with client.api
+    from client.api import ServerPool
 
 log = logging.getLogger("client.pipeline")
 
@@ -210,6 +212,8 @@ class Poster:
                     self._error = exc
 
     def _post(self, batch: list[PreparedShot]) -> None:
+        from client.api import shot_payload  # loaded by the ServerPool already: no cost here
+
         payload = [
             shot_payload(
                 p.shot.shot_id,
