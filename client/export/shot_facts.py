@@ -89,7 +89,7 @@ def edit_summary(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     dialogue."""
     seen: set[tuple[Any, ...]] = set()
     kinds: Counter[str] = Counter()
-    black = 0
+    black: list[tuple[int, int]] = []
     dialogue = 0
     for raw in records:
         for key in ("transition_in", "transition_out"):
@@ -99,11 +99,33 @@ def edit_summary(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 if ident not in seen:
                     seen.add(ident)
                     kinds[t["kind"]] += 1
-        facts = edit_facts(raw)
-        black += (facts or {}).get("black") or 0
+        black += _black_pieces(raw)
         dialogue += has_dialogue(raw)
     return {
         "transitions": dict(sorted(kinds.items())),
-        "black_segments": black,
+        "black_segments": _count_joined(black),
         "dialogue_shots": dialogue,
     }
+
+
+def _black_pieces(raw: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """The (first, last) frames of a record's black cues (each clipped to its shot)."""
+    cues = raw.get("technical_cues")
+    pieces = []
+    for cue in cues if isinstance(cues, list) else []:
+        if isinstance(cue, Mapping) and cue.get("kind") == "black":
+            first, last = cue.get("start_frame"), cue.get("end_frame")
+            if isinstance(first, int) and isinstance(last, int):
+                pieces.append((first, last))
+    return pieces
+
+
+def _count_joined(pieces: list[tuple[int, int]]) -> int:
+    """How many segments the pieces make once pieces that touch (a black segment split at a
+    shot boundary) are joined again."""
+    count, end = 0, None
+    for first, last in sorted(pieces):
+        if end is None or first > end + 1:
+            count += 1
+        end = last if end is None else max(end, last)
+    return count

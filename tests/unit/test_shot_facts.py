@@ -47,11 +47,18 @@ def test_edit_summary_counts_a_shared_transition_once() -> None:
             "technical_cues": [{"kind": "black", "start_frame": 100, "end_frame": 110}],
             "audio_features": {"speech_ratio": 0.5},
         },
-        {"transition_in": {"kind": "fade_in", "start_frame": 111, "end_frame": 120}},
+        {
+            "transition_in": {"kind": "fade_in", "start_frame": 111, "end_frame": 120},
+            # The same black segment's second half (split at the shot boundary), and another.
+            "technical_cues": [
+                {"kind": "black", "start_frame": 111, "end_frame": 112},
+                {"kind": "black", "start_frame": 130, "end_frame": 140},
+            ],
+        },
     ]
     assert edit_summary(records) == {
         "transitions": {"dissolve": 1, "fade_in": 1, "fade_out": 1},
-        "black_segments": 1,
+        "black_segments": 2,
         "dialogue_shots": 1,
     }
     assert edit_facts(records[1])["black"] == 1
