@@ -90,9 +90,13 @@ def run(argv: Sequence[str] | None = None) -> int:
 def _join_background_threads() -> None:
     """Stop and join the client's own background threads before the process may exit.
 
-    A thread left running in native code (the librosa/numba warm-up inside LLVM) while the
-    interpreter shuts down aborts the process (exit 134) even though the results are complete.
+    A thread left running in native code (formerly the librosa/numba warm-up inside LLVM; now
+    the audio code's imports and warm-up: scipy, onnxruntime) while the interpreter shuts down
+    aborts the process (exit 134) even though the results are complete.
     """
+    loading = sys.modules.get("client.media.feature_loading")
+    if loading is not None:
+        loading.stop()  # joins the import thread, then stops the features' warm-up
     features = sys.modules.get("client.media.features")
     if features is not None:
         features.stop_warm_up()

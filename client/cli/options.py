@@ -377,9 +377,9 @@ def warm_up_audio(options: ExtractOptions) -> None:
     """Start loading the audio feature code (filter banks, VAD model) now, overlapping with
     opening the film."""
     if options.audio.enabled:
-        from client.media.features import warm_up_in_background
+        from client.media import feature_loading
 
-        warm_up_in_background()
+        feature_loading.start()  # in a thread: the film is probed meanwhile
 
 
 def progress_bar(args: argparse.Namespace, total: int | None, label: str) -> Any:

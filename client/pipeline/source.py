@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from client.media import feature_loading
 from client.media.assembly import ScannedShot
 from client.media.audio import AudioTrack
-from client.media.features import shot_audio_features, stop_warm_up, warm_up_in_background
 from client.media.frames import encode_jpeg
 from client.media.probe import VideoInfo
 from client.media.scan import ShotScanner
@@ -82,7 +82,8 @@ class ShotSource:
         self._pool = ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="prepare")
         self._audio: AudioTrack | None = None
         if options.audio.enabled and info.has_audio:
-            warm_up_in_background()
+            # Imported in the background: decoding starts without waiting for scipy.
+            feature_loading.start()
             self._audio = AudioTrack(info.path, options.audio)
         self.scanner = ShotScanner(info, options, on_frame=self._on_frame, stop=self.stop)
         self._pending_audio: dict[int, float] = {}  # shot id -> stream start, until sliced
@@ -192,7 +193,7 @@ class ShotSource:
                         f" ({reason})"
                     )
                 else:
-                    features, speech_error = shot_audio_features(
+                    features, speech_error = feature_loading.features().shot_audio_features(
                         samples, self._audio.sample_rate, a.tempo_min_seconds, a.speech
                     )
             finally:
@@ -239,4 +240,5 @@ class ShotSource:
         if self._audio is not None:
             self._audio.close()  # first: a worker may be waiting for audio that will not come
         self._pool.shutdown(wait=True, cancel_futures=True)
-        stop_warm_up()  # the run's shots are done: the warm-up has nothing left to speed up
+        # The run's shots are done: the warm-up has nothing left to speed up.
+        feature_loading.stop()

@@ -1,0 +1,76 @@
+"""The audio feature code, loaded in a background thread so that decoding does not wait for it.
+
+``client.media.features`` imports scipy.fft and the feature modules (about 0.15 s on a warm
+machine, over a second on a first run, when no bytecode is cached and scipy is compiled from
+source), and its warm-up then loads onnxruntime, silero-vad's session, scipy.signal and
+pyloudnorm. Imported at the top of the pipeline, all of the first part ran in the main thread
+before the first frame was decoded. ``start()`` imports the module in a thread and then starts
+its warm-up (``features.warm_up_in_background``), so both overlap with probing and decoding;
+``features()`` is the module for code that computes features (a caller that comes while the
+thread is still importing waits for that import, through Python's import lock, rather than
+importing twice); ``stop()`` joins the thread and stops the warm-up.
+
+The thread is not a daemon and ``stop()`` must run before the process exits (the CLI and
+``ShotSource.close`` call it on every path): a thread still importing native code (scipy, BLAS,
+onnxruntime) at interpreter exit can abort the process (see ``client.media.features``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import threading
+from types import ModuleType
+
+log = logging.getLogger("client.media.feature_loading")
+
+MODULE = "client.media.features"
+
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+_stop = threading.Event()
+
+
+def _load(stop: threading.Event) -> None:
+    try:
+        module = importlib.import_module(MODULE)
+    except Exception:  # the caller of features() meets the same error and reports it
+        log.debug("loading %s failed", MODULE, exc_info=True)
+        return
+    if not stop.is_set():
+        module.warm_up_in_background()
+
+
+def start() -> None:
+    """Import the feature code and start its warm-up in the background (once at a time;
+    cheap when the module is already imported and warmed)."""
+    global _thread
+    with _lock:
+        if _thread is not None and _thread.is_alive():
+            return
+        _stop.clear()
+        _thread = threading.Thread(target=_load, args=(_stop,), name="audio-import", daemon=False)
+        _thread.start()
+
+
+def features() -> ModuleType:
+    """``client.media.features`` (imported here when ``start`` was not called)."""
+    return importlib.import_module(MODULE)
+
+
+def stop() -> None:
+    """Join the import thread and stop the warm-up (idempotent): after it returns no thread
+    of this module or of the warm-up is running."""
+    global _thread
+    with _lock:
+        thread = _thread
+        _stop.set()
+    if thread is not None:
+        thread.join()
+    with _lock:
+        if _thread is thread:
+            _thread = None
+    module = sys.modules.get(MODULE)
+    if module is not None:
+        module.stop_warm_up()
