@@ -105,7 +105,12 @@ def load_tokenizer_and_image_processor(settings: Settings) -> tuple[Any, Any]:
     built from the image processor's output, see ``engine``). ``min_pixels``/``max_pixels``
     from the settings bound every frame's resolution.
     """
-    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    # From its module, not the package root: transformers 5.17's lazy root export of
+    # AutoImageProcessor demands torchvision (the module mentions its torchvision backend), while
+    # the class itself falls back to the PIL Qwen2-VL processor; later releases do the same.
+    from transformers.models.auto.image_processing_auto import AutoImageProcessor
 
     source = settings.model.source
     kwargs = _pretrained_kwargs(settings)
