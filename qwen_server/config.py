@@ -38,6 +38,10 @@ from .contract.vocabulary import (
 from .errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "config.yaml"
+# With batching.max_batch_size "auto", placement plans memory for this many shots; the start-up
+# probe then picks the real size from what is left.
+AUTO_PLANNED_BATCH = 8
+MAX_BATCH_LIMIT = 512
 
 
 class _Section(BaseModel):
@@ -112,8 +116,35 @@ class ModelSettings(_Section):
 class BatchingSettings(_Section):
     """How concurrent requests are merged into GPU batches."""
 
-    max_batch_size: int = Field(32, ge=1, le=512)
+    # Shots per generate call, or "auto": measured at start-up (engine/memory_probe.py) from
+    # one worst-case batch and the memory left free. The default stays a fixed 32, so existing
+    # configurations behave as before and CPU start-up runs no probe.
+    max_batch_size: int | Literal["auto"] = 32
     max_wait_ms: float = Field(15.0, ge=0, le=5000)
+    # After an out-of-memory batch the engine-wide batch cap drops (engine/batch_cap.py); this
+    # many batches in a row must then succeed at the cap before it is raised by a quarter.
+    cap_recovery_batches: int = Field(16, ge=1, le=100_000)
+
+    @field_validator("max_batch_size", mode="before")
+    @classmethod
+    def _int_or_auto(cls, value: Any) -> int | str:
+        # One clear message instead of one per member of the union.
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        number = 0  # anything but an int or a string of digits: refused below
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and value.strip().isdigit():
+            number = int(value)
+        if not 1 <= number <= MAX_BATCH_LIMIT:
+            raise ValueError(f"must be 'auto' or an integer from 1 to {MAX_BATCH_LIMIT}")
+        return number
+
+    @property
+    def planned_batch_size(self) -> int:
+        """The batch size memory is planned for before the model is loaded (placement's
+        activation reserve): the configured size, or ``AUTO_PLANNED_BATCH`` for "auto"."""
+        return AUTO_PLANNED_BATCH if self.max_batch_size == "auto" else self.max_batch_size
 
 
 class FusionSettings(_Section):
