@@ -8,6 +8,7 @@ environment or from a key file, and are held as ``SecretStr`` so they never prin
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +39,10 @@ from .contract.vocabulary import (
 from .errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "config.yaml"
+
+# The package each model.quantization mode loads through (transformers' BitsAndBytesConfig).
+QUANTIZATION_PACKAGES: dict[str, str] = {"int8": "bitsandbytes", "nf4": "bitsandbytes"}
+
 # With batching.max_batch_size "auto", placement plans memory for this many shots; the start-up
 # probe then picks the real size from what is left.
 AUTO_PLANNED_BATCH = 8
@@ -100,12 +105,31 @@ class ModelSettings(_Section):
     # temporal patches, ~40% fewer visual tokens for 5 frames: the fast default) or "images"
     # (one image per frame: every frame seen on its own, slower).
     frames_as: Literal["video", "images"] = "video"
+    # Decode with a static KV cache and a torch.compile'd forward (engine/compiled_decode.py):
+    # the first batches compile (minutes on a GPU), later ones decode faster. Off by default.
+    compile: bool = False
+    # Weight quantization at load time through transformers' bitsandbytes config: int8
+    # (LLM.int8, ~1 byte a weight) or nf4 (4-bit NormalFloat, ~0.56 byte), on CUDA or CPU.
+    quantization: Literal["none", "int8", "nf4"] = "none"
 
     @model_validator(mode="after")
     def _pixels_ordered(self) -> ModelSettings:
         if self.min_pixels > self.max_pixels:
             raise ValueError("min_pixels must not exceed max_pixels")
         return self
+
+    @field_validator("quantization")
+    @classmethod
+    def _quantization_installed(cls, value: str) -> str:
+        # Checked with the settings so a missing package stops start-up (exit 2) and
+        # --check-config, before minutes of loading; find_spec imports nothing.
+        package = QUANTIZATION_PACKAGES.get(value)
+        if package is not None and importlib.util.find_spec(package) is None:
+            raise ValueError(
+                f"'{value}' needs the {package} package, which is not installed "
+                f"(pip install {package}), or set model.quantization: none"
+            )
+        return value
 
     @property
     def source(self) -> str:
