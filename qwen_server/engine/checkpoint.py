@@ -18,6 +18,7 @@ import torch
 from ..config import Settings
 from ..errors import ConfigError
 from .placement import GiB, LoadPlan, free_gpu_bytes
+from .quantization import quantization_config
 
 logger = logging.getLogger("qwen_server.model_loading")
 
@@ -174,7 +175,8 @@ def _from_pretrained(model_class: type, settings: Settings, **kwargs: Any) -> An
             settings.model.source, **_pretrained_kwargs(settings), **kwargs
         )
     except ImportError as exc:  # e.g. flash_attention_2 without flash-attn installed
-        raise ConfigError(f"model.attn_implementation: {_short(exc)}") from None
+        key = "quantization" if "bitsandbytes" in str(exc) else "attn_implementation"
+        raise ConfigError(f"model.{key}: {_short(exc)}") from None
     except (OSError, ValueError) as exc:
         where = "model.path" if settings.model.path is not None else "model.name"
         raise ConfigError(
@@ -185,8 +187,17 @@ def _from_pretrained(model_class: type, settings: Settings, **kwargs: Any) -> An
 
 
 def load_models(settings: Settings, model_class: type, plan: LoadPlan) -> list[Any]:
-    """Load one model per replica according to ``plan`` (one entry for shard / cpu)."""
-    common = {"dtype": plan.dtype, "attn_implementation": plan.attn_implementation}
+    """Load one model per replica according to ``plan`` (one entry for shard / cpu).
+
+    With ``plan.quantization`` int8/nf4 the weights are quantized while loading (bitsandbytes,
+    see ``quantization``); ``plan.dtype`` stays the dtype of everything else and of nf4's
+    compute."""
+    common: dict[str, Any] = {"dtype": plan.dtype, "attn_implementation": plan.attn_implementation}
+    quant = quantization_config(plan.quantization, plan.dtype)
+    if quant is not None:
+        # A sharded model may put layers on the CPU: int8 then keeps those in fp32.
+        quant.llm_int8_enable_fp32_cpu_offload = plan.placement == "shard"
+        common["quantization_config"] = quant
     if plan.placement == "cpu":
         return [_from_pretrained(model_class, settings, **common)]
     if plan.placement == "shard":

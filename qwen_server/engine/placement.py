@@ -25,6 +25,7 @@ import torch
 from ..config import Settings
 from ..errors import ConfigError
 from .grammar import worst_case_new_tokens
+from .quantization import weight_bytes as quantization_weight_bytes
 
 logger = logging.getLogger("qwen_server.model_loading")
 
@@ -68,16 +69,18 @@ def resolve_attention(requested: str) -> str:
     return "sdpa" if requested == "auto" else requested
 
 
-def estimate_weight_bytes(model_class: type, config: Any, dtype: torch.dtype) -> int:
-    """Bytes of the weights in ``dtype``, counted on a meta-device model (no memory used)."""
+def estimate_weight_bytes(
+    model_class: type, config: Any, dtype: torch.dtype, quantization: str = "none"
+) -> int:
+    """Bytes of the weights in ``dtype``, counted on a meta-device model (no memory used);
+    with ``quantization`` int8/nf4 its linear layers count ~1 / ~0.56 byte a weight."""
     from accelerate import init_empty_weights
 
     with init_empty_weights():
         model = model_class._from_config(config) if hasattr(model_class, "_from_config") else None
         if model is None:  # Auto classes
             model = model_class.from_config(config)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return sum(p.numel() for p in model.parameters()) * itemsize
+    return quantization_weight_bytes(model, dtype, quantization)
 
 
 def activation_reserve_bytes(config: Any, settings: Settings, dtype: torch.dtype) -> int:
@@ -154,13 +157,15 @@ class LoadPlan:
     reserve_bytes: int
     gpus: list[int]
 
+    quantization: str = "none"  # model.quantization: none | int8 | nf4
 
 def plan_loading(settings: Settings, config: Any, model_class: type) -> LoadPlan:
     """Resolve device, dtype, attention and placement for this machine."""
     device = resolve_device(settings.model.device)
     dtype = resolve_dtype(settings.model.dtype, device)
     attn = resolve_attention(settings.model.attn_implementation)
-    weight_bytes = estimate_weight_bytes(model_class, config, dtype)
+    quantization = settings.model.quantization
+    weight_bytes = estimate_weight_bytes(model_class, config, dtype, quantization)
     reserve = activation_reserve_bytes(config, settings, dtype)
     free = free_gpu_bytes() if device == "cuda" else []
     placement = choose_placement(
@@ -179,7 +184,7 @@ def plan_loading(settings: Settings, config: Any, model_class: type) -> LoadPlan
             reserve / GiB,
             min(free) / GiB,
         )
-    return LoadPlan(device, placement, dtype, attn, weight_bytes, reserve, gpus)
+    return LoadPlan(device, placement, dtype, attn, weight_bytes, reserve, gpus, quantization)
 
 
 def gpu_info(device: str) -> list[dict[str, Any]]:
