@@ -44,7 +44,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--dtype", choices=["auto", "bfloat16", "float16", "float32"], help="model.dtype"
     )
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], help="model.device")
-    p.add_argument("--max-batch-size", type=int, help="batching.max_batch_size")
+    # No type=int: "auto" is a value too; the settings check the number and name the key.
+    p.add_argument(
+        "--max-batch-size", help="shots per generate, or 'auto' (batching.max_batch_size)"
+    )
     p.add_argument("--api-key-file", help="file with one API key per line (server.api_key_file)")
     p.add_argument("--store", help="SQLite file for film sessions (store.path)")
     p.add_argument(

@@ -1,20 +1,49 @@
 """Fault classification: out-of-memory, errors that leave a GPU unusable, path-free messages.
 
 ``is_oom`` batches are retried in halves (see ``generation``); ``is_fatal`` errors retire a
-replica; ``describe_error`` / ``scrub_paths`` are what callers and /health see of any error.
+replica; ``describe_error`` / ``scrub_paths`` are what callers and /health see of any error;
+``detached`` is the traceback-free copy of an error that may be kept after it was handled.
 """
 
 from __future__ import annotations
 
 import re
+import traceback
 
 import torch
 
+# What allocators say when they run out: CUDA/MPS ("out of memory") and the CPU allocator
+# ("DefaultCPUAllocator: can't allocate memory", a plain RuntimeError).
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "Cannot allocate memory")
+
 
 def is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc)
-    )
+    """Out of memory on any device: torch.OutOfMemoryError (= torch.cuda.OutOfMemoryError),
+    Python's MemoryError, or a RuntimeError carrying an allocator's out-of-memory message."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OOM_MARKERS)
+
+
+def detached(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` that holds no frames, for keeping after the ``except`` block ends.
+
+    A raised exception's traceback holds every frame it passed through, and with them their
+    locals: for a failed ``generate`` that is the batch's activations and inputs, which then
+    stay allocated for as long as the exception is kept. The original's frames are cleared
+    (their locals dropped) and a new exception of the same type and message, never raised and
+    so without traceback, cause or context, is returned (a RuntimeError naming the type when
+    the type cannot be built from a message).
+    """
+    if exc.__traceback__ is not None:
+        traceback.clear_frames(exc.__traceback__)
+        exc.__traceback__ = None
+    message = str(exc)
+    try:
+        copy = type(exc)(message)
+    except Exception:  # types whose constructor wants more than a message
+        copy = RuntimeError(f"{type(exc).__name__}: {message}")
+    return copy
 
 
 _FATAL_MARKERS = (

@@ -1,19 +1,23 @@
 """Batched generation on one model replica: collate, one constrained ``generate``, OOM split.
 
-A batch that runs out of memory is retried in halves; errors that leave the GPU unusable
+A batch that runs out of memory lowers the engine-wide ``BatchCap``, has its memory freed (its
+exception and frames dropped first) and is retried in halves; errors that leave the GPU unusable
 (``faults.is_fatal``) propagate so the engine retires the replica.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from .batch_cap import BatchCap
 from .checkpoint import input_device
-from .faults import is_fatal, is_oom
+from .faults import describe_error, detached, is_fatal, is_oom
 from .grammar_processor import GrammarLogitsProcessor
 from .types import PreparedShot, RawResult
 
@@ -37,10 +41,14 @@ class BatchGenerator:
         temperature: float,
         image_token_id: int,
         video_token_id: int,
+        batch_cap: BatchCap | None = None,
     ) -> None:
+        """``batch_cap`` is shared by every replica of the engine (a private one without a
+        limit to speak of when None)."""
         from transformers import GenerationConfig
 
         self.model = model
+        self.batch_cap = batch_cap if batch_cap is not None else BatchCap(1 << 20)
         self.device = input_device(model)
         self.tokenizer = tokenizer
         # Benchmarks: every answer exactly its token budget (min_new_tokens = max_new_tokens).
@@ -113,8 +121,13 @@ class BatchGenerator:
             return torch.cat([s.pixel_values for s in shots])
         return torch.cat([s.pixel_values.to(self.device, non_blocking=True) for s in shots])
 
-    def generate(self, shots: list[PreparedShot]) -> list[RawResult]:
-        """One ``generate`` call for the whole batch; results in input order."""
+    def generate(
+        self, shots: list[PreparedShot], *, exact_length: bool | None = None
+    ) -> list[RawResult]:
+        """One ``generate`` call for the whole batch; results in input order.
+
+        ``exact_length`` (default: the generator's setting) makes every answer take its whole
+        token budget: benchmarks and the start-up memory probe (unconstrained shots only)."""
         from transformers import LogitsProcessorList
 
         inputs = self.collate(shots)
@@ -128,7 +141,8 @@ class BatchGenerator:
             raise ValueError("a batch mixes constrained and unconstrained shots")
         config = copy.copy(self.generation_config)
         config.max_new_tokens = max(1, max(s.max_new_tokens for s in shots))
-        config.min_new_tokens = config.max_new_tokens if self.exact_length else None
+        exact = self.exact_length if exact_length is None else exact_length
+        config.min_new_tokens = config.max_new_tokens if exact else None
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs, generation_config=config, logits_processor=processors
@@ -149,26 +163,66 @@ class BatchGenerator:
         return results
 
     def run(self, shots: list[PreparedShot]) -> list[RawResult | BaseException]:
-        """``generate`` with failure isolation: an out-of-memory batch is retried in halves.
+        """``generate`` with failure isolation, at most ``batch_cap.value`` shots at a time.
 
-        Returns one entry per shot: its result, or the exception that failed it. Fatal errors
-        (see ``is_fatal``) propagate: the caller retires the replica.
+        Returns one entry per shot: its result, or a traceback-free copy of the exception that
+        failed it (``faults.detached``: it holds none of the batch's tensors). An out-of-memory
+        batch lowers the engine-wide cap, frees what the failed attempt allocated, and is then
+        retried in halves. Fatal errors (see ``is_fatal``) propagate: the caller retires the
+        replica.
         """
+        cap = self.batch_cap.value
+        if len(shots) > cap:  # taken before another replica lowered the cap
+            results: list[RawResult | BaseException] = []
+            for start in range(0, len(shots), cap):
+                results += self._run_isolated(shots[start : start + cap])
+            return results
+        return self._run_isolated(shots)
+
+    def _run_isolated(self, shots: list[PreparedShot]) -> list[RawResult | BaseException]:
+        outcome = self._attempt(shots)
+        if not isinstance(outcome, _Failure):
+            self.batch_cap.succeeded(len(shots))
+            return outcome
+        # Outside the ``except`` block: nothing refers to the failed attempt's frames any more.
+        if outcome.oom:
+            self._free_memory()
+            self.batch_cap.out_of_memory(len(shots))
+            if len(shots) > 1:
+                logger.warning(
+                    "out of memory on a batch of %d shots (%s); retrying in halves",
+                    len(shots),
+                    describe_error(outcome.error),
+                )
+                half = len(shots) // 2
+                return self._run_isolated(shots[:half]) + self._run_isolated(shots[half:])
+            logger.error("out of memory on a single shot: %s", describe_error(outcome.error))
+        return [outcome.error] * len(shots)
+
+    def _attempt(self, shots: list[PreparedShot]) -> list[RawResult] | _Failure:
+        """One ``generate``; a non-fatal error comes back as a ``_Failure`` without frames."""
         try:
             return list(self.generate(shots))
         except BaseException as exc:
             if is_fatal(exc) or not isinstance(exc, Exception):
                 raise
-            if is_oom(exc) and len(shots) > 1:
-                logger.warning("out of memory on a batch of %d; retrying in halves", len(shots))
-                self._free_memory()
-                half = len(shots) // 2
-                return self.run(shots[:half]) + self.run(shots[half:])
-            if is_oom(exc):
-                self._free_memory()
-            logger.exception("generation failed for a batch of %d shots", len(shots))
-            return [exc] * len(shots)
+            oom = is_oom(exc)
+            if not oom:  # OOMs are logged by the caller, once, without the big traceback
+                logger.exception("generation failed for a batch of %d shots", len(shots))
+            # ``detached`` clears the frames; leaving the block then deletes ``exc`` itself.
+            return _Failure(detached(exc), oom)
 
     def _free_memory(self) -> None:
+        """Return what a failed attempt allocated: collect reference cycles (frames, tensors)
+        first, then hand the CUDA caching allocator's free blocks back to the driver."""
+        gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+@dataclass
+class _Failure:
+    """A failed attempt: the traceback-free error to hand back and whether it was an OOM."""
+
+    error: BaseException
+    oom: bool

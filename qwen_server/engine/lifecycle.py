@@ -6,7 +6,8 @@ Flow of a request::
     server.admission_wait_s (else Overloaded + Retry-After) ─► the caller decodes frames ─►
     analyze(shots, admission) ─► prepare each shot on a CPU thread
     (image processor, prompt, token ids) ─► queue ─► one worker per model replica takes up to
-    batching.max_batch_size shots (waiting batching.max_wait_ms to fill) ─► one generate() call
+    the batch cap's shots (batching.max_batch_size, lowered after an out-of-memory batch; waiting
+    batching.max_wait_ms to fill) ─► one generate() call
     on that replica's own thread (left padding, all frames of the batch through the vision
     tower together, xgrammar-constrained) ─► parse ─► each caller gets its own results in order
 
@@ -36,6 +37,7 @@ import torch
 from ..config import Settings
 from ..errors import ConfigError, EngineFailure, NotReady
 from . import checkpoint, placement
+from .batch_cap import BatchCap
 from .batching import Admission, AdmissionLine, BatchQueue
 from .faults import describe_error, scrub_paths
 from .generation import BatchGenerator
@@ -91,6 +93,7 @@ class Engine:
         self._queue: BatchQueue[_Item] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._line: AdmissionLine | None = None  # admission to the queue, from ``start``
+        self._cap: BatchCap | None = None  # the engine-wide batch cap, from ``load``
 
     # -- read-only state --------------------------------------------------------------------
 
@@ -124,6 +127,7 @@ class Engine:
             "requests_refused": self._line.refused if self._line is not None else 0,
             "shots_per_s": round(self._line.rate, 3) if self._line is not None else 0.0,
             **(self._grammars.stats() if self._grammars is not None else {}),
+            **(self._cap.stats() if self._cap is not None else {}),
         }
 
     # -- direct access for tests and benchmarks (bypasses the queue) ------------------------
@@ -185,6 +189,7 @@ class Engine:
         self._preparer = loaded.preparer
         self._grammars = loaded.grammars
         self._replicas = loaded.replicas
+        self._cap = loaded.batch_cap
         self.placement = loaded.placement
         self.replicas = len(loaded.replicas)
         self._loaded = True
@@ -206,7 +211,7 @@ class Engine:
         batching = self.settings.batching
         self._queue = BatchQueue(
             max_items=self.settings.server.max_queued_shots,
-            max_batch=batching.max_batch_size,
+            max_batch=self._cap.maximum if self._cap is not None else batching.planned_batch_size,
             max_wait_s=batching.max_wait_ms / 1000.0,
             alive=lambda item: not item.future.done(),
             max_waiters=self.settings.server.max_waiting_requests,
@@ -326,6 +331,8 @@ class Engine:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
+            if self._cap is not None:  # lowered after an OOM, raised slowly (batch_cap.py)
+                self._queue.max_batch = self._cap.value
             batch = await self._queue.next_batch()
             if batch is None:
                 return

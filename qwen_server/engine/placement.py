@@ -89,7 +89,8 @@ def activation_reserve_bytes(config: Any, settings: Settings, dtype: torch.dtype
     Per shot: the KV cache of every prompt and generated token, the transient activations of one
     decoder layer over the prompt, and those of one vision block over all patches, for the
     largest allowed shot (``server.max_images_per_shot`` frames at ``model.max_pixels``); times
-    ``batching.max_batch_size``; plus a fixed reserve for the CUDA context and fragmentation.
+    ``batching.max_batch_size`` (``planned_batch_size`` for "auto"); plus a fixed reserve for
+    the CUDA context and fragmentation.
     """
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     vision = getattr(config, "vision_config", None)
@@ -121,7 +122,7 @@ def activation_reserve_bytes(config: Any, settings: Settings, dtype: torch.dtype
     embed = int(getattr(vision, "embed_dim", 1280)) if vision is not None else 1280
     vision_per_patch = embed * 14 * itemsize
     per_shot = tokens * (kv_per_token + prefill_per_token) + patches * vision_per_patch
-    return settings.batching.max_batch_size * per_shot + _FIXED_RESERVE_BYTES
+    return settings.batching.planned_batch_size * per_shot + _FIXED_RESERVE_BYTES
 
 
 def choose_placement(
@@ -156,8 +157,8 @@ class LoadPlan:
     weight_bytes: int
     reserve_bytes: int
     gpus: list[int]
-
     quantization: str = "none"  # model.quantization: none | int8 | nf4
+
 
 def plan_loading(settings: Settings, config: Any, model_class: type) -> LoadPlan:
     """Resolve device, dtype, attention and placement for this machine."""

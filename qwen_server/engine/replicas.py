@@ -3,7 +3,8 @@
 ``load_replicas`` loads config, tokenizer and image processor (``checkpoint``), decides where the
 weights go (``placement``), sets up the answer-grammar cache (the server vocabulary's grammar is
 compiled by the warm-up), loads one model per replica with its own ``BatchGenerator`` and single
-generate thread, and warms every replica up.
+generate thread, and warms every replica up; with ``batching.max_batch_size: auto`` it then
+probes the memory one worst-case batch needs and picks the batch size (``memory_probe``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from ..config import Settings
 from ..contract.vocabulary import Vocabulary
 from ..errors import ConfigError
 from . import checkpoint, placement
+from .batch_cap import BatchCap
 from .generation import BatchGenerator
 from .grammar import GrammarCache, tokenizer_info
 from .inputs import ShotPreparer
+from .memory_probe import resolve_batch_size
 from .types import ShotInput
 
 logger = logging.getLogger("qwen_server.engine")
@@ -49,6 +52,8 @@ class LoadedModel:
     replicas: list[Replica]
     max_new_tokens: int  # the token budget of an answer in the server's vocabulary
     grammars: GrammarCache | None
+    # Engine-wide: its maximum is batching.max_batch_size (the probe's choice for "auto").
+    batch_cap: BatchCap
 
 
 @dataclass
@@ -132,6 +137,11 @@ def load_replicas(
         pixel_dtype=plan.dtype,
         pin_memory=plan.device == "cuda",
     )
+    # The maximum is provisional until the probe has run (for "auto"): warm-up batches are 1.
+    batch_cap = BatchCap(
+        settings.batching.planned_batch_size,
+        recovery_batches=settings.batching.cap_recovery_batches,
+    )
     replicas = []
     for index, model in enumerate(models):
         generator = BatchGenerator(
@@ -143,12 +153,14 @@ def load_replicas(
             temperature=cfg.temperature,
             image_token_id=ids.image,
             video_token_id=ids.video,
+            batch_cap=batch_cap,
         )
         gpu = plan.gpus[index] if plan.placement == "replicate" else None
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"qwen-gen-{index}")
         replicas.append(Replica(index, generator, executor, gpu))
     vocabulary = settings.analysis.vocabulary
     warm_up(preparer, replicas, vocabulary)
+    batch_cap.set_maximum(resolve_batch_size(settings, plan.device, replicas, preparer))
     max_new = preparer.answer_tokens(vocabulary.names)
     if max_new > cfg.max_new_tokens:
         logger.info(
@@ -159,7 +171,9 @@ def load_replicas(
             cfg.caption_max_chars,
             len(vocabulary),
         )
-    return LoadedModel(plan.device, plan.placement, preparer, replicas, max_new, grammars)
+    return LoadedModel(
+        plan.device, plan.placement, preparer, replicas, max_new, grammars, batch_cap
+    )
 
 
 def warm_up(preparer: ShotPreparer, replicas: list[Replica], vocabulary: Vocabulary) -> None:

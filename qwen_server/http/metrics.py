@@ -35,7 +35,7 @@ _STANDARD_METHODS = frozenset(
 
 
 class _LiveState(Collector):
-    """Scrape-time gauges: queue depth, readiness, GPU memory."""
+    """Scrape-time gauges: queue depth, readiness, batch cap, GPU memory."""
 
     def __init__(self, engine: Callable[[], EngineClient | None]) -> None:
         self._engine = engine
@@ -49,6 +49,17 @@ class _LiveState(Collector):
             "qwen_queue_depth",
             "Shots waiting for the model",
             value=live.queue_depth if live is not None else 0,
+        )
+        stats = live.stats() if live is not None else {}
+        yield GaugeMetricFamily(
+            "qwen_batch_cap",
+            "Most shots one generate() may take now (lowered after out-of-memory batches)",
+            value=stats.get("batch_cap", 0),
+        )
+        yield GaugeMetricFamily(
+            "qwen_batch_cap_max",
+            "Ceiling of the batch cap: batching.max_batch_size, or what 'auto' measured",
+            value=stats.get("batch_cap_max", 0),
         )
         used = GaugeMetricFamily(
             "qwen_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu", "name"]
