@@ -17,6 +17,7 @@ import torch
 
 from .batch_cap import BatchCap
 from .checkpoint import input_device
+from .compiled_decode import cache_length_bucket, enable_static_decode
 from .faults import describe_error, detached, is_fatal, is_oom
 from .grammar_processor import GrammarLogitsProcessor
 from .types import PreparedShot, RawResult
@@ -42,6 +43,7 @@ class BatchGenerator:
         image_token_id: int,
         video_token_id: int,
         batch_cap: BatchCap | None = None,
+        compile_decode: bool = False,
     ) -> None:
         """``batch_cap`` is shared by every replica of the engine (a private one without a
         limit to speak of when None)."""
@@ -77,6 +79,10 @@ class BatchGenerator:
             use_cache=True,
             **sampling,
         )
+        # model.compile: static KV cache + compiled decode steps (compiled_decode.py).
+        self.compile_decode = compile_decode
+        if compile_decode:
+            enable_static_decode(self.generation_config, self.device)
 
     def collate(self, shots: list[PreparedShot]) -> dict[str, torch.Tensor]:
         """Left-padded token ids, masks and the concatenated pixels of the whole batch, on the
@@ -143,6 +149,8 @@ class BatchGenerator:
         config.max_new_tokens = max(1, max(s.max_new_tokens for s in shots))
         exact = self.exact_length if exact_length is None else exact_length
         config.min_new_tokens = config.max_new_tokens if exact else None
+        if self.compile_decode:  # a few cache sizes, not one per prompt length
+            config.max_cache_len = cache_length_bucket(prompt_length + config.max_new_tokens)
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs, generation_config=config, logits_processor=processors

@@ -154,6 +154,7 @@ def load_replicas(
             image_token_id=ids.image,
             video_token_id=ids.video,
             batch_cap=batch_cap,
+            compile_decode=cfg.compile,
         )
         gpu = plan.gpus[index] if plan.placement == "replicate" else None
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"qwen-gen-{index}")
