@@ -36,10 +36,7 @@ import hashlib
 import json
 import os
 import random
-import resource
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -48,6 +45,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from bench_processes import (  # noqa: E402  (scripts/ is on sys.path when run as a script)
+    WAIT_FOR_IDLE,
+    Timing,
+    Tree,
+    baseline_tree,
+    fastest,
+    fresh_env,
+    timed,
+)
 
 # The bare decode, as its own process: the pipeline's demux/decode loop and nothing else.
 BARE_DECODE = """
@@ -63,19 +70,6 @@ print(n)
 
 
 @dataclass
-class Timing:
-    """One measured process (the fastest of the repeats)."""
-
-    wall: float
-    cpu: float  # user + system seconds of the process and its children
-
-    @property
-    def cpu_share(self) -> float:
-        """CPU seconds per wall second (1.0 = one core busy the whole time)."""
-        return self.cpu / self.wall if self.wall else 0.0
-
-
-@dataclass
 class FilmResult:
     """Everything measured on one film, by row label."""
 
@@ -85,31 +79,6 @@ class FilmResult:
     seconds: float = 0.0
     rows: dict[str, Timing] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Tree:
-    """A client source tree to run: the working tree or an older revision."""
-
-    name: str
-    root: Path
-
-
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[Timing, str]:
-    """Run ``cmd`` to the end; its wall and CPU time and its stdout (exits on failure)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Timing(wall, cpu), proc.stdout
-
-
-def fastest(runs: list[Timing]) -> Timing:
-    return min(runs, key=lambda t: t.wall)
 
 
 def make_test_film(seconds: float, path: Path, grain: int, seed: int = 1) -> Path:
@@ -161,33 +130,6 @@ def test_films(seconds: float, out: Path | None, grains: list[int]) -> list[tupl
     return films
 
 
-def baseline_tree(rev: str, into: Path) -> Tree:
-    """``client`` and ``qwen_server`` of revision ``rev``, extracted under ``into``."""
-    root = into / f"rev-{rev}"
-    root.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", rev, "client", "qwen_server"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    tar_path = into / f"{rev}.tar"
-    tar_path.write_bytes(archive)
-    with tarfile.open(tar_path) as tar:
-        tar.extractall(root, filter="data")
-    return Tree(rev, root)
-
-
-def fresh_env(cache: Path) -> dict[str, str]:
-    """The environment of a first run (empty bytecode and numba caches under ``cache``),
-    also used by the warm runs after it."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    (cache / "pycache").mkdir(parents=True)
-    (cache / "numba").mkdir()
-    env["PYTHONPYCACHEPREFIX"] = str(cache / "pycache")
-    env["NUMBA_CACHE_DIR"] = str(cache / "numba")
-    return env
-
-
 def bench_tree(tree: Tree, result: FilmResult, work: Path, args: argparse.Namespace) -> Path | None:
     """Time ``shots`` of one tree on one film (first run, warm, no audio); returns the warm
     run's results folder."""
@@ -195,7 +137,7 @@ def bench_tree(tree: Tree, result: FilmResult, work: Path, args: argparse.Namesp
     slug = f"{tree.name}-{result.film.stem}"
     out = work / f"out-{slug}"
     cmd = [sys.executable, "-m", "client.cli", "shots", str(result.film), "-o", str(out)]
-    cmd += ["--force", "--quiet"]
+    cmd += ["--force"]  # with its progress bar (on a pipe) and table, as a user runs it
     firsts, warms = [], []
     env: dict[str, str] = {}
     for i in range(args.repeat if not args.skip_first_run else 1):
@@ -296,7 +238,7 @@ def print_report(results: list[FilmResult], trees: list[Tree], load: str) -> Non
     for r in results:
         names += [n for n in r.rows if n not in names]
     head = "".join(f" | {r.label[:27]:<27}" for r in results)
-    sub = "".join(f" | {'s':>7} {'cpu %':>6} {'x rt':>6}     " for _ in results)
+    sub = "".join(f" | {'s':>7} {'cpu %':>6} {'others':>6} {'x rt':>5}" for _ in results)
     print(f"\n{'':<48}{head}\n{'approach':<48}{sub}")
     for name in names:
         cells = ""
@@ -306,8 +248,9 @@ def print_report(results: list[FilmResult], trees: list[Tree], load: str) -> Non
                 cells += f" | {'-':>27}"
                 continue
             share = f"{100 * t.cpu_share:5.0f}%" if t.cpu else f"{'':>6}"
+            others = f"{t.others:6.2f}" if t.others is not None else f"{'':>6}"
             rt = r.seconds / t.wall if t.wall else 0.0
-            cells += f" | {t.wall:7.2f} {share} {rt:5.1f}x     "
+            cells += f" | {t.wall:7.2f} {share} {others} {rt:4.1f}x"
         print(f"{name:<48}{cells}")
 
     def ratio(r: FilmResult, top: str, bottom: str) -> str:
@@ -343,8 +286,16 @@ def print_report(results: list[FilmResult], trees: list[Tree], load: str) -> Non
     print(
         "\nfirst run: empty NUMBA_CACHE_DIR and PYTHONPYCACHEPREFIX (no bytecode, no numba cache;"
         " the OS file cache is not dropped); warm: the same command again with those caches kept."
-        f"\nbare decode and shots are separate processes timed from outside; {load}"
+        f"\nbare decode and shots are separate processes timed from outside (python -m client.cli"
+        " shots FILM -o DIR --force); cpu %: their CPU seconds per wall second (200 % = both"
+        " cores of a 2-core machine); others: cores other processes kept busy meanwhile (shared"
+        f" machines); {load}"
     )
+    if WAIT_FOR_IDLE.runs:
+        print(
+            f"each run waited up to {WAIT_FOR_IDLE.limit:g} s for 2 s of >= 90 % idle CPUs; "
+            f"{WAIT_FOR_IDLE.gave_up} of {WAIT_FOR_IDLE.runs} started without that"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-first-run", action="store_true", help="skip the first-run timing")
     parser.add_argument("--skip-no-audio", action="store_true", help="skip shots --no-audio")
     parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each run wait up to SECONDS for an idle machine (shared machines)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -382,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.repeat = max(1, args.repeat)
+    WAIT_FOR_IDLE.limit = args.wait_idle
     films = [(f, f.name) for f in args.films]
     if args.make_test_film:
         films += test_films(args.make_test_film, args.film_out, args.grains)
