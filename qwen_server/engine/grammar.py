@@ -27,7 +27,8 @@ garbage (unconstrained generation, truncated text, JSON) and falls back to neutr
 
 The grammar depends on the attribute names (and their order) only, so it is compiled once per
 distinct name list and kept in a bounded LRU (``GrammarCache``); descriptions only change the
-prompt.
+prompt. What is compiled for serving has an unbounded caption; the bound is enforced on the
+bitmask by ``caption_limit`` (same language, ~500x cheaper mask fills: see that module).
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import xgrammar as xgr
 
+from .caption_limit import CaptionLimit
 from .output_parsing import SCORE_MAX
 
 logger = logging.getLogger("qwen_server.structured")
@@ -77,9 +80,14 @@ def _literal(text: str) -> str:
     return json.dumps(text)
 
 
-def output_ebnf(caption_max_chars: int, names: Sequence[str]) -> str:
-    """The answer grammar for ``names`` in xgrammar's EBNF, in the exact layout generated."""
-    if caption_max_chars < 1:
+def output_ebnf(caption_max_chars: int | None, names: Sequence[str]) -> str:
+    """The answer grammar for ``names`` in xgrammar's EBNF, in the exact layout generated.
+
+    ``caption_max_chars=None`` leaves the caption unbounded: what serving compiles, with the
+    bound enforced by ``CaptionLimit`` (a bounded repetition makes every caption step check the
+    whole vocabulary).
+    """
+    if caption_max_chars is not None and caption_max_chars < 1:
         raise ValueError("caption_max_chars must be at least 1")
     if not names:
         raise ValueError("an answer needs at least one attribute")
@@ -87,11 +95,24 @@ def output_ebnf(caption_max_chars: int, names: Sequence[str]) -> str:
     for i, name in enumerate(names):
         lead = LINE_BREAK if i == 0 else PAIR_SEPARATOR
         parts += [_literal(f"{lead}{name}{KEY_VALUE}"), "score"]
+    rest = "*" if caption_max_chars is None else f"{{0,{caption_max_chars - 1}}}"
     return (
         f"root ::= {' '.join(parts)}\n"
-        f"caption ::= {_CAPTION_FIRST} {_CAPTION_CHAR}{{0,{caption_max_chars - 1}}}\n"
+        f"caption ::= {_CAPTION_FIRST} {_CAPTION_CHAR}{rest}\n"
         f'score ::= "0" | [1-9] [0-9]? | "{SCORE_MAX}"\n'
     )
+
+
+@dataclass(frozen=True, eq=False)
+class AnswerGrammar:
+    """What a constrained row needs: the compiled grammar (unbounded caption) and the bound.
+
+    ``caption`` is None for a grammar that bounds the caption itself (``output_ebnf`` with a
+    number: tests and benchmarks compare the two).
+    """
+
+    compiled: Any  # xgr.CompiledGrammar
+    caption: CaptionLimit | None
 
 
 def tokenizer_info(tokenizer: Any, *, vocab_size: int, stop_token_ids: list[int]) -> Any:
@@ -117,16 +138,19 @@ class GrammarCache:
     def __init__(self, info: Any, *, caption_max_chars: int, max_entries: int = 64) -> None:
         self._compiler = xgr.GrammarCompiler(info, cache_enabled=False)
         self._caption_max_chars = caption_max_chars
+        self.caption_limit = CaptionLimit(
+            info, prefix=CAPTION_PREFIX, caption_max_chars=caption_max_chars
+        )
         self._max_entries = max(1, max_entries)
-        self._entries: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, ...], AnswerGrammar] = OrderedDict()
         self._lock = threading.Lock()
         self._compiling: dict[tuple[str, ...], threading.Event] = {}
         self.compiles = 0
         self.hits = 0
         self.compile_ms: list[float] = []
 
-    def get(self, names: Sequence[str]) -> Any:
-        """The compiled grammar for ``names`` (compiled now if new)."""
+    def get(self, names: Sequence[str]) -> AnswerGrammar:
+        """The answer grammar for ``names`` (compiled now if new)."""
         key = tuple(names)
         while True:
             with self._lock:
@@ -141,7 +165,9 @@ class GrammarCache:
             pending.wait()  # another thread compiles this list; then read the cache again
         try:
             t0 = time.perf_counter()
-            compiled = self._compiler.compile_grammar(output_ebnf(self._caption_max_chars, key))
+            compiled = AnswerGrammar(
+                self._compiler.compile_grammar(output_ebnf(None, key)), self.caption_limit
+            )
             elapsed = (time.perf_counter() - t0) * 1000.0
             with self._lock:
                 self._entries[key] = compiled

@@ -1,132 +1,214 @@
-"""The xgrammar logits processor: per-row grammar masks applied inside ``generate``.
+"""The grammar logits processor: per-row xgrammar masks applied inside ``generate``.
 
-Each row of a batch has its own compiled grammar (a batch may mix attribute vocabularies, see
-``grammar``); xgrammar's processors are single-use, so every ``generate`` call gets a new one.
+Each row of a batch has its own grammar (a batch may mix attribute vocabularies, see
+``grammar``). One processor serves one ``generate`` call; what outlives the call (matchers,
+bitmask, threads) lives in the replica's ``GrammarWorkspace``.
+
+A decode step's grammar work is: accept the token chosen at the previous step, fill the next
+bitmask, apply it to the logits. Accept + fill need only the previous token, not the logits, so
+with ``overlap`` they run on the workspace's worker thread while the model computes the forward
+pass: ``step_hook()`` is a ``StoppingCriteria`` (transformers calls those right after appending
+the new tokens, before the next forward) that starts them, and ``__call__`` waits for them and
+applies the mask. The first step (after prefill) and any step the hook did not see are done
+synchronously in ``__call__``; either way the matchers see the same tokens in the same order,
+so the answers are the same with overlap on or off.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
+from typing import Any
 
 import torch
 import xgrammar as xgr
-from xgrammar.contrib.hf import LogitsProcessor as XgrLogitsProcessor
+from transformers import LogitsProcessor, StoppingCriteria
+
+from .caption_limit import CaptionState
+from .grammar import AnswerGrammar
+from .grammar_masking import apply_bitmask
+from .grammar_workspace import GrammarWorkspace
 
 logger = logging.getLogger("qwen_server.structured")
 
 
-class GrammarLogitsProcessor(XgrLogitsProcessor):
-    """xgrammar's transformers processor with fewer host-device round trips; single use.
+class GrammarLogitsProcessor(LogitsProcessor):
+    """Constrains every row to its grammar; one ``generate`` call; ``close()`` when done.
 
-    Differences from the parent, all about speed or robustness, not semantics:
-
-    * the last sampled token of every row is read with ONE ``tolist()`` per step (the parent
-      calls ``.item()`` per row, a device sync each);
-    * masks of large batches are filled by xgrammar's multi-threaded ``BatchGrammarMatcher``;
-    * the bitmask is copied to the logits' device without blocking the host;
-    * a row whose token the grammar rejects (only possible with NaN logits or a foreign logits
-      processor) is not an assertion error that kills the whole batch: it is forced to stop and
-      its text goes to the defensive parser.
+    Robustness beyond xgrammar's own HF processor: a row whose token the grammar rejects (only
+    possible with NaN logits or a foreign logits processor) is forced to stop instead of failing
+    the whole batch; its text goes to the defensive parser.
     """
 
-    _BATCH_FILL_MIN = 8  # below this the thread hand-off costs more than it saves
+    def __init__(
+        self,
+        grammars: AnswerGrammar | Any | list[Any],
+        *,
+        workspace: GrammarWorkspace | None = None,
+        overlap: bool = False,
+    ) -> None:
+        """One grammar for every row, or one per row (in batch order): ``AnswerGrammar``s
+        (caption bound enforced here) or bare compiled grammars (bounded themselves)."""
+        rows = grammars if isinstance(grammars, list) else [grammars]
+        self._given = [g if isinstance(g, AnswerGrammar) else AnswerGrammar(g, None) for g in rows]
+        limits = {id(g.caption) for g in self._given}
+        if len(limits) != 1:
+            raise ValueError("all rows of a batch must share one caption bound (or none)")
+        self._limit = self._given[0].caption
+        self._own_workspace = workspace is None
+        self.workspace = workspace or GrammarWorkspace()
+        self.overlap = overlap
+        info = self._given[0].compiled.tokenizer_info
+        self.vocab_size = int(info.vocab_size)
+        self._stop_ids = list(info.stop_token_ids)
+        self._compiled: list[Any] = []
+        self.matchers: list[xgr.GrammarMatcher] = []
+        self._live: list[int] = []  # rows still generating under their grammar
+        self._forced_stop: list[int] = []  # rows whose grammar rejected a token
+        self._caption: CaptionState | None = None
+        self._bitmask: torch.Tensor | None = None
+        self._ready_length: int | None = None  # sequence length the bitmask is filled for
+        self._pending: Future[None] | None = None
+        self._closed = False
+        self.overlapped_steps = 0  # steps whose accept + fill ran beside the forward pass
+        self.steps = 0
 
-    def __init__(self, compiled_grammars: xgr.CompiledGrammar | list[xgr.CompiledGrammar]) -> None:
-        """One grammar for every row, or one per row (in batch order)."""
-        super().__init__(compiled_grammars)
-        self._batch_matcher: xgr.BatchGrammarMatcher | None = None
-        self._forced_stop: set[int] = set()
-        first = self.compiled_grammars[0]
-        self._stop_ids = list(first.tokenizer_info.stop_token_ids)
+    # --- the generate loop's two entry points --------------------------------------------
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if not self.matchers:
-            self.batch_size = input_ids.shape[0]
-            grammars = self.compiled_grammars
-            if len(grammars) == 1:
-                grammars = grammars * self.batch_size
-            self.compiled_grammars = grammars
-            self.matchers = [xgr.GrammarMatcher(g) for g in grammars]
-            self.token_bitmask = xgr.allocate_token_bitmask(self.batch_size, self.full_vocab_size)
-            if self.batch_size >= self._BATCH_FILL_MIN:
-                self._batch_matcher = xgr.BatchGrammarMatcher()
-        if input_ids.shape[0] != self.batch_size:
+        length = input_ids.shape[1]
+        self._wait_pending()
+        if self._ready_length is None:
+            self._start(input_ids.shape[0])
+            self._fill()
+        elif self._ready_length == length - 1:
+            self._advance(input_ids[:, -1].tolist(), length)  # the one device->host sync
+        elif self._ready_length != length:
             raise RuntimeError(
-                f"grammar processor built for batch {self.batch_size}, got {input_ids.shape[0]}"
-            )
-
-        if self.prefilled:
-            last = input_ids[:, -1].tolist()  # the one device->host sync of this step
-            for i, matcher in enumerate(self.matchers):
-                if i in self._forced_stop or matcher.is_terminated():
-                    continue
-                if not matcher.accept_token(last[i]):
-                    logger.warning(
-                        "grammar rejected token %d in row %d; stopping that row", last[i], i
-                    )
-                    self._forced_stop.add(i)
-        else:
-            self.prefilled = True
-
-        active = [
-            i
-            for i, m in enumerate(self.matchers)
-            if i not in self._forced_stop and not m.is_terminated()
-        ]
-        if self._batch_matcher is not None and len(active) >= self._BATCH_FILL_MIN:
-            self._batch_matcher.batch_fill_next_token_bitmask(
-                [self.matchers[i] for i in active], self.token_bitmask, active
+                f"grammar state is at length {self._ready_length}, generate at {length}"
             )
         else:
-            for i in active:
-                self.matchers[i].fill_next_token_bitmask(self.token_bitmask, i)
-        for i in self._forced_stop:
-            self._fill_stop_only(i)
-
-        if scores.device.type == "cuda":
-            mask = self.token_bitmask.to(scores.device, non_blocking=True)
-            _apply_mask_cuda(scores, mask, self.full_vocab_size)
+            self.overlapped_steps += 1
+        self._ready_length = length
+        self.steps += 1
+        assert self._bitmask is not None
+        rows = self._live + self._forced_stop
+        if not rows:
             return scores
-        # xgrammar masks float32 logits on CPU or CUDA only; anything else round-trips.
-        work = scores
-        if scores.device.type != "cpu" or scores.dtype != torch.float32:
-            work = scores.to("cpu", torch.float32)
-        xgr.apply_token_bitmask_inplace(work, self.token_bitmask, vocab_size=self.full_vocab_size)
-        return work if work is scores else work.to(scores.device, scores.dtype)
+        mask = self._bitmask
+        if scores.device.type == "cuda":
+            mask = self.workspace.to_device(mask, scores.device)
+        return apply_bitmask(scores, mask, rows, self.vocab_size)
+
+    def step_hook(self) -> StoppingCriteria | None:
+        """The criterion that starts the next step's accept + fill early (None: no overlap)."""
+        return _StepHook(self) if self.overlap else None
+
+    def close(self) -> None:
+        """Wait for a step still running and give the matchers back to the workspace."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._wait_pending()
+        except Exception:  # a step nobody will use failed; the answers are already decided
+            logger.warning("the last overlapped grammar step failed", exc_info=True)
+        self.workspace.steps += self.steps
+        self.workspace.overlapped_steps += self.overlapped_steps
+        if self.matchers:
+            self.workspace.release(self._compiled, self.matchers)
+            self.matchers = []
+        if self._own_workspace:
+            self.workspace.close()
+
+    # --- grammar work (generate thread, or the worker thread when overlapped) -----------
+
+    def _start(self, batch: int) -> None:
+        given = self._given
+        if len(given) == 1:
+            given = given * batch
+        if len(given) != batch:
+            raise RuntimeError(f"grammar processor built for {len(given)} rows, got {batch}")
+        self._compiled = [g.compiled for g in given]
+        self.matchers = self.workspace.acquire(self._compiled)
+        self._live = list(range(batch))
+        self._bitmask = self.workspace.bitmask(batch, self.vocab_size)
+        if self._limit is not None:
+            self._caption = self._limit.new_state(batch)
+
+    def _advance(self, last: list[int], length: int) -> None:
+        """Accept each live row's last token, then fill the bitmask for ``length``."""
+        live = self._live
+        tokens = [last[i] for i in live]
+        accepted = xgr.BatchGrammarMatcher.batch_accept_token(
+            [self.matchers[i] for i in live], tokens
+        )
+        stops = set(self._stop_ids)
+        still: list[int] = []
+        for row, token, ok in zip(live, tokens, accepted, strict=True):
+            if not ok:
+                logger.warning("grammar rejected token %d in row %d; stopping that row", token, row)
+                self._forced_stop.append(row)
+            elif token in stops and self.matchers[row].is_terminated():
+                continue
+            else:
+                still.append(row)
+        if self._caption is not None:
+            self._caption.advance(still, [last[i] for i in still])
+        self._live = still
+        self._fill()
+        self._ready_length = length
+
+    def _fill(self) -> None:
+        """The next bitmask of every live row (and stop-only rows for forced stops)."""
+        assert self._bitmask is not None
+        self.workspace.wait_for_copy()  # the last copy to the GPU has read the host buffer
+        live = self._live
+        if live:
+            self.workspace.batch_matcher.batch_fill_next_token_bitmask(
+                [self.matchers[i] for i in live], self._bitmask, live
+            )
+            if self._caption is not None:
+                self._caption.restrict(self._bitmask, live)
+        for row in self._forced_stop:
+            self._fill_stop_only(row)
 
     def _fill_stop_only(self, row: int) -> None:
         """Allow only the stop tokens in ``row`` of the bitmask."""
-        assert self.token_bitmask is not None
-        self.token_bitmask[row].zero_()
+        assert self._bitmask is not None
+        self._bitmask[row].zero_()
         for tok in self._stop_ids:
             word, bit = divmod(tok, 32)
             # int32 bitmask: set bit ``bit`` of word ``word`` (bit 31 is the sign bit).
-            value = int(self.token_bitmask[row, word]) | (1 << bit)
+            value = int(self._bitmask[row, word]) | (1 << bit)
             if value >= 2**31:
                 value -= 2**32
-            self.token_bitmask[row, word] = value
+            self._bitmask[row, word] = value
+
+    def _submit(self, last: list[int], length: int) -> None:
+        """Start the step for ``length`` on the worker thread (from the step hook)."""
+        if self._closed or self._pending is not None or self._ready_length != length - 1:
+            return  # not exactly one token behind: __call__ will do it synchronously
+        self._pending = self.workspace.executor.submit(self._advance, last, length)
+
+    def _wait_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
 
-# xgrammar's CUDA masking backends, fastest first. Triton ships with CUDA builds of torch but is
-# not guaranteed; "torch_native" is plain torch and always works. The first that works is kept.
-_CUDA_BACKENDS = ["triton", "cuda", "torch_native"]
-_cuda_backend: str | None = None
+class _StepHook(StoppingCriteria):
+    """Called by ``generate`` after each new token is appended: starts the next grammar step.
 
+    Never stops anything (the EOS criterion does); it only reads the new tokens, which is the
+    sync transformers does at this point anyway (its own stop check reads the device).
+    """
 
-def _apply_mask_cuda(scores: torch.Tensor, mask: torch.Tensor, vocab_size: int) -> None:
-    global _cuda_backend
-    if _cuda_backend is not None:
-        xgr.apply_token_bitmask_inplace(scores, mask, vocab_size=vocab_size, backend=_cuda_backend)
-        return
-    last_error: Exception | None = None
-    for backend in _CUDA_BACKENDS:
-        try:
-            xgr.apply_token_bitmask_inplace(scores, mask, vocab_size=vocab_size, backend=backend)
-        except Exception as exc:  # missing triton, kernel build failure, ...
-            logger.warning("xgrammar %s masking unavailable (%s); trying the next", backend, exc)
-            last_error = exc
-            continue
-        _cuda_backend = backend
-        logger.info("grammar masking on CUDA uses xgrammar's %s backend", backend)
-        return
-    raise RuntimeError(f"no xgrammar CUDA masking backend works: {last_error}")
+    def __init__(self, processor: GrammarLogitsProcessor) -> None:
+        self.processor = processor
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any):
+        processor = self.processor
+        if processor._ready_length is not None and not processor._closed:
+            processor._submit(input_ids[:, -1].tolist(), input_ids.shape[1])
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)

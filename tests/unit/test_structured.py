@@ -155,9 +155,15 @@ def _accepts(grammar: object, text: str) -> bool:
     return matcher.accept_string(text) and matcher.is_completed()
 
 
+def _exact(info, names) -> object:
+    """The grammar that bounds the caption itself (the language; serving enforces the bound
+    beside an unbounded caption, see test_grammar_processor)."""
+    return xgr.GrammarCompiler(info).compile_grammar(output_ebnf(CAPTION_MAX, names))
+
+
 def test_grammar_accepts_answers_and_rejects_violations(tiny_grammars) -> None:
-    _, cache, _, _, _ = tiny_grammars
-    grammar = cache.get(ATTRIBUTES)
+    _, _, _, _, info = tiny_grammars
+    grammar = _exact(info, ATTRIBUTES)
     assert _accepts(grammar, _answer("A quiet street.", suspense=0, darkness=100))
     assert _accepts(grammar, _answer('say "hi" \\ back'))  # quotes need no escapes now
     longest = _answer("x" * CAPTION_MAX, **dict.fromkeys(ATTRIBUTES, 100))
@@ -173,8 +179,8 @@ def test_grammar_accepts_answers_and_rejects_violations(tiny_grammars) -> None:
 
 
 def test_grammar_for_38_attributes_accepts_exactly_that_answer(tiny_grammars) -> None:
-    _, cache, _, _, _ = tiny_grammars
-    grammar = cache.get(TRAILER_NAMES)
+    _, _, _, _, info = tiny_grammars
+    grammar = _exact(info, TRAILER_NAMES)
     scores = dict.fromkeys(TRAILER_NAMES, 100)
     assert _accepts(grammar, render_answer("x" * CAPTION_MAX, scores))
     assert not _accepts(grammar, _answer())  # the six are not this vocabulary's answer
