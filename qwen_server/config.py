@@ -111,6 +111,10 @@ class ModelSettings(_Section):
     # Weight quantization at load time through transformers' bitsandbytes config: int8
     # (LLM.int8, ~1 byte a weight) or nf4 (4-bit NormalFloat, ~0.56 byte), on CUDA or CPU.
     quantization: Literal["none", "int8", "nf4"] = "none"
+    # Answer-grammar masks: threads that fill one replica's bitmask (0: half the cores, at most
+    # 8) and whether the next step's accept + fill runs beside the forward pass (same answers).
+    grammar_threads: int = Field(0, ge=0, le=64)
+    grammar_overlap: bool = True
 
     @model_validator(mode="after")
     def _pixels_ordered(self) -> ModelSettings:

@@ -20,6 +20,7 @@ from .checkpoint import input_device
 from .compiled_decode import cache_length_bucket, enable_static_decode
 from .faults import describe_error, detached, is_fatal, is_oom
 from .grammar_processor import GrammarLogitsProcessor
+from .grammar_workspace import GrammarWorkspace
 from .types import PreparedShot, RawResult
 
 logger = logging.getLogger("qwen_server.engine")
@@ -44,6 +45,8 @@ class BatchGenerator:
         video_token_id: int,
         batch_cap: BatchCap | None = None,
         compile_decode: bool = False,
+        grammar_threads: int = 0,
+        grammar_overlap: bool = True,
     ) -> None:
         """``batch_cap`` is shared by every replica of the engine (a private one without a
         limit to speak of when None)."""
@@ -52,6 +55,12 @@ class BatchGenerator:
         self.model = model
         self.batch_cap = batch_cap if batch_cap is not None else BatchCap(1 << 20)
         self.device = input_device(model)
+        # Matchers, bitmask and mask-filling threads kept across calls (grammar_workspace);
+        # overlap: the next step's grammar work runs beside the forward pass.
+        self.grammar_workspace = GrammarWorkspace(
+            threads=grammar_threads, pin_memory=self.device.type == "cuda"
+        )
+        self.grammar_overlap = grammar_overlap
         self.tokenizer = tokenizer
         # Benchmarks: every answer exactly its token budget (min_new_tokens = max_new_tokens).
         self.exact_length = exact_length
@@ -134,15 +143,23 @@ class BatchGenerator:
 
         ``exact_length`` (default: the generator's setting) makes every answer take its whole
         token budget: benchmarks and the start-up memory probe (unconstrained shots only)."""
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         inputs = self.collate(shots)
         prompt_length = inputs["input_ids"].shape[1]
         processors = LogitsProcessorList()
+        criteria = StoppingCriteriaList()
+        grammar: GrammarLogitsProcessor | None = None
         grammars = [s.grammar for s in shots if s.grammar is not None]
         if len(grammars) == len(shots):
             # One grammar per row: a batch may mix vocabularies (each shot its own answer).
-            processors.append(GrammarLogitsProcessor(grammars))
+            grammar = GrammarLogitsProcessor(
+                grammars, workspace=self.grammar_workspace, overlap=self.grammar_overlap
+            )
+            processors.append(grammar)
+            hook = grammar.step_hook()
+            if hook is not None:
+                criteria.append(hook)
         elif grammars:
             raise ValueError("a batch mixes constrained and unconstrained shots")
         config = copy.copy(self.generation_config)
@@ -151,10 +168,17 @@ class BatchGenerator:
         config.min_new_tokens = config.max_new_tokens if exact else None
         if self.compile_decode:  # a few cache sizes, not one per prompt length
             config.max_cache_len = cache_length_bucket(prompt_length + config.max_new_tokens)
-        with torch.inference_mode():
-            out = self.model.generate(
-                **inputs, generation_config=config, logits_processor=processors
-            )
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **inputs,
+                    generation_config=config,
+                    logits_processor=processors,
+                    stopping_criteria=criteria,
+                )
+        finally:
+            if grammar is not None:
+                grammar.close()  # waits for a step still running; matchers back to the pool
         new = out[:, prompt_length:].tolist()
         results = []
         stops = set(self.stop_token_ids)

@@ -154,6 +154,8 @@ def load_replicas(
             image_token_id=ids.image,
             video_token_id=ids.video,
             batch_cap=batch_cap,
+            grammar_threads=cfg.grammar_threads,
+            grammar_overlap=cfg.grammar_overlap,
             compile_decode=cfg.compile,
         )
         gpu = plan.gpus[index] if plan.placement == "replicate" else None
