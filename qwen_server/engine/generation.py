@@ -21,6 +21,8 @@ from .compiled_decode import cache_length_bucket, enable_static_decode
 from .faults import describe_error, detached, is_fatal, is_oom
 from .grammar_processor import GrammarLogitsProcessor
 from .grammar_workspace import GrammarWorkspace
+from .staging import PixelStaging
+from .tokenizer_lock import SerialTokenizer
 from .types import PreparedShot, RawResult
 
 logger = logging.getLogger("qwen_server.engine")
@@ -61,7 +63,9 @@ class BatchGenerator:
             threads=grammar_threads, pin_memory=self.device.type == "cuda"
         )
         self.grammar_overlap = grammar_overlap
-        self.tokenizer = tokenizer
+        # Decoding shares the tokenizer's lock with the preparation threads (tokenizer_lock.py).
+        self.tokenizer = SerialTokenizer(tokenizer)
+        self.staging = PixelStaging(self.device)  # pinned for CUDA, reused by every batch
         # Benchmarks: every answer exactly its token budget (min_new_tokens = max_new_tokens).
         self.exact_length = exact_length
         self.pad_token_id = pad_token_id
@@ -95,7 +99,7 @@ class BatchGenerator:
 
     def collate(self, shots: list[PreparedShot]) -> dict[str, torch.Tensor]:
         """Left-padded token ids, masks and the concatenated pixels of the whole batch, on the
-        model's input device (pixels are copied shot by shot and concatenated there)."""
+        model's input device (the pixels through the replica's staging buffer, one copy)."""
         longest = max(len(s.input_ids) for s in shots)
         input_ids = torch.full((len(shots), longest), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(shots), longest), dtype=torch.long)
@@ -125,16 +129,18 @@ class BatchGenerator:
                 )
         non_blocking = self.device.type == "cuda"
         on_device = {k: v.to(self.device, non_blocking=non_blocking) for k, v in batch.items()}
-        if images:
-            on_device["pixel_values"] = self._pixels_on_device(images)
-        if videos:
-            on_device["pixel_values_videos"] = self._pixels_on_device(videos)
+        on_device.update(self._pixels_on_device(images, videos))
         return on_device
 
-    def _pixels_on_device(self, shots: list[PreparedShot]) -> torch.Tensor:
-        if self.device.type == "cpu":
-            return torch.cat([s.pixel_values for s in shots])
-        return torch.cat([s.pixel_values.to(self.device, non_blocking=True) for s in shots])
+    def _pixels_on_device(
+        self, images: list[PreparedShot], videos: list[PreparedShot]
+    ) -> dict[str, torch.Tensor]:
+        """Both kinds' pixels in one staging fill and one host-to-device copy."""
+        keys = [
+            k for k, group in (("pixel_values", images), ("pixel_values_videos", videos)) if group
+        ]
+        groups = [[s.pixel_values for s in group] for group in (images, videos) if group]
+        return dict(zip(keys, self.staging.to_device(groups), strict=True)) if groups else {}
 
     def generate(
         self, shots: list[PreparedShot], *, exact_length: bool | None = None

@@ -16,6 +16,7 @@ import torch
 from ..errors import EngineFailure, InvalidInput
 from .grammar import GrammarCache, worst_case_new_tokens
 from .prompts import build_messages, render_prompt
+from .tokenizer_lock import SerialTokenizer
 from .types import PreparedShot, ShotInput
 
 
@@ -41,18 +42,20 @@ class ShotPreparer:
         grammars: GrammarCache | None = None,
         force_new_tokens: int | None = None,
         pixel_dtype: torch.dtype = torch.float32,
-        pin_memory: bool = False,
     ) -> None:
         """``grammars`` compiles the answer grammar of each vocabulary (None: unconstrained);
         ``max_new_tokens`` is the configured floor of every answer's token budget, raised per
         vocabulary so that a whole answer always fits; ``force_new_tokens`` (benchmarks) fixes
         it instead."""
+        # The checkpoint's tokenizer, for single-threaded load-time use (xgrammar's tokenizer
+        # info, benchmarks); preparation threads call it only through ``_serial``, under the
+        # lock the generators' decoding shares (tokenizer_lock.py).
         self.tokenizer = tokenizer
-        # Pixels leave preparation in the model's dtype (the vision tower casts to it anyway)
-        # and, for a GPU, in pinned memory: half the bytes of float32, copied to the device
-        # asynchronously shot by shot, with no big concatenation on the CPU in the GPU's path.
+        self._serial = SerialTokenizer(tokenizer)
+        # Pixels leave preparation in the model's dtype (the vision tower casts to it anyway):
+        # half the bytes of float32. They stay in ordinary (pageable) memory while queued; each
+        # replica copies a batch's pixels through its one pinned staging buffer (staging.py).
         self.pixel_dtype = pixel_dtype
-        self.pin_memory = pin_memory
         self.image_processor = image_processor
         self.image_token_id = image_token_id
         self.video_token_id = video_token_id
@@ -91,8 +94,8 @@ class ShotPreparer:
         )
         names = shot.vocabulary.names
         grammar = self.grammars.get(names) if self.grammars is not None else None
-        text = render_prompt(self.tokenizer, messages)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        text = render_prompt(self._serial, messages)
+        ids = self._serial(text, add_special_tokens=False)["input_ids"]
         input_ids = self._expand_placeholders(ids, grid, kind)
         seconds = 1.0  # qwen-vl-utils' default sampling, 2 fps x temporal patch 2
         if kind == "video" and shot.duration and shot.duration > 0:
@@ -100,7 +103,7 @@ class ShotPreparer:
         return PreparedShot(
             shot_id=shot.shot_id,
             input_ids=input_ids,
-            pixel_values=self._transferable(pixels),
+            pixel_values=pixels.to(self.pixel_dtype).contiguous(),
             grid_thw=grid.to(torch.long),
             kind=kind,
             seconds_per_grid=float(seconds),
@@ -118,10 +121,6 @@ class ShotPreparer:
         if self.grammars is None:
             return self.max_new_tokens
         return max(self.max_new_tokens, worst_case_new_tokens(self.caption_max_chars, names))
-
-    def _transferable(self, pixels: torch.Tensor) -> torch.Tensor:
-        pixels = pixels.to(self.pixel_dtype).contiguous()
-        return pixels.pin_memory() if self.pin_memory else pixels
 
     def _video_patches(self, frames: list[PIL.Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
         size = frames[0].size

@@ -135,7 +135,6 @@ def load_replicas(
         grammars=grammars,
         force_new_tokens=force_new_tokens,
         pixel_dtype=plan.dtype,
-        pin_memory=plan.device == "cuda",
     )
     # The maximum is provisional until the probe has run (for "auto"): warm-up batches are 1.
     batch_cap = BatchCap(

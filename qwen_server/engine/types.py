@@ -43,7 +43,8 @@ class PreparedShot:
 
     shot_id: int
     input_ids: list[int]
-    # (patches, C * temporal_patch * patch * patch) in the model's dtype; pinned for CUDA
+    # (patches, C * temporal_patch * patch * patch) in the model's dtype, pageable memory (a
+    # replica copies a batch through its pinned staging buffer: staging.py)
     pixel_values: torch.Tensor
     grid_thw: torch.Tensor  # (n_visuals, 3): one row per image, or one for the clip
     kind: str  # "image" | "video"
