@@ -67,7 +67,7 @@ def test_compiled_decode_gives_the_default_answers_and_stops_recompiling(
     first = generator.generate(prepared[:3])
     assert hasattr(generator.model, "_compiled_call")  # decode really went through torch.compile
     graphs = counters["stats"]["unique_graphs"]
-    assert graphs >= graphs_at_start
+    assert graphs > graphs_at_start  # batch 1 (warm-up) -> 3: recompiled, now dynamic
     # Other batch sizes and prompt lengths: no new graph.
     second = generator.generate(prepared[3:4])
     third = generator.generate([prepared[4], prepared[0], prepared[3], prepared[1]])

@@ -1,9 +1,10 @@
 """``model.quantization``: bitsandbytes int8/nf4 through the real loading path, placement's
 estimate, and the start-up error when the package is missing.
 
-The loading test needs bitsandbytes (>= 0.46 has CPU kernels) and is skipped without it.
-nf4 is not loaded here: bitsandbytes' CPU 4-bit kernel needs every linear layer at least 64
-inputs wide (its quantization block), and the tiny model's vision layers are 32 wide.
+The loading tests need bitsandbytes (>= 0.46 has CPU kernels) and are skipped without it.
+bitsandbytes' CPU 4-bit kernel needs every quantized linear layer at least 64 inputs wide (its
+quantization block) and the tiny model's vision layers are 32 wide, so nf4 loads a variant of
+the tiny model with a 64-wide vision tower.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from qwen_server.engine.lifecycle import Engine
 from qwen_server.engine.quantization import BYTES_PER_WEIGHT, require_package
 from qwen_server.errors import ConfigError
 
-from .engine_fixtures import CAPTION_MAX, make_shot, tiny_settings
+from .engine_fixtures import CAPTION_MAX, load_script, make_shot, tiny_settings
 
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
 
@@ -90,6 +91,34 @@ def test_int8_loads_through_the_real_path_and_answers(tiny_model_dir: Path) -> N
         assert isinstance(out.caption, str) and 0 < len(out.caption) <= CAPTION_MAX
         assert list(out.scores) == list(ATTRIBUTES)
         assert all(0.0 <= v <= 1.0 for v in out.scores.values())
+
+
+@pytest.mark.skipif(not HAS_BNB, reason="bitsandbytes is not installed")
+def test_nf4_loads_a_checkpoint_64_wide_and_answers(tmp_path: Path) -> None:
+    """nf4 on the CPU: the tiny model with a 64-wide vision tower (bitsandbytes' CPU 4-bit kernel
+    quantizes in blocks of 64 inputs), through the real loading path."""
+    import bitsandbytes as bnb
+
+    tiny = load_script("make_tiny_model")
+    built = load_script("bench_server").build_random_model(
+        tmp_path / "tiny-64",
+        text={**tiny._TEXT, "vocab_size": 960},
+        vision={**tiny._VISION, "embed_dim": 64},
+        device="cpu",
+        dtype=torch.float32,
+        tie_word_embeddings=False,
+    )
+    engine = Engine(tiny_settings(built, model={"quantization": "nf4"}))
+    engine.load()
+    model = engine.generator(0).model
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    config = checkpoint.load_config(engine.settings)
+    estimate = placement.estimate_weight_bytes(
+        checkpoint.model_class_for(config), config, torch.float32, "nf4"
+    )
+    assert estimate == pytest.approx(model.get_memory_footprint(), rel=0.02)
+    results = engine.generator(0).generate([engine.prepare(make_shot(41, 2))])
+    assert results[0].new_tokens > 0 and results[0].text
 
 
 def _hide_bitsandbytes(monkeypatch: pytest.MonkeyPatch) -> None:
