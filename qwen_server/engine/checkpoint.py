@@ -198,6 +198,13 @@ def load_models(settings: Settings, model_class: type, plan: LoadPlan) -> list[A
         # A sharded model may put layers on the CPU: int8 then keeps those in fp32.
         quant.llm_int8_enable_fp32_cpu_offload = plan.placement == "shard"
         common["quantization_config"] = quant
+        if settings.model.compile:
+            # transformers compiles no bitsandbytes model (HfQuantizer.is_compileable).
+            logger.warning(
+                "model.compile with model.quantization=%s: the static KV cache is used but "
+                "decode steps run uncompiled (transformers does not compile bitsandbytes models)",
+                plan.quantization,
+            )
     if plan.placement == "cpu":
         return [_from_pretrained(model_class, settings, **common)]
     if plan.placement == "shard":
