@@ -64,9 +64,65 @@ def resolve_dtype(requested: str, device: str) -> torch.dtype:
     return torch.bfloat16 if bf16 else torch.float16
 
 
-def resolve_attention(requested: str) -> str:
-    """``auto`` -> ``sdpa`` (PyTorch's fused attention: no extra dependency, fast on GPU)."""
-    return "sdpa" if requested == "auto" else requested
+_HALF_DTYPES = (torch.float16, torch.bfloat16)  # all flash-attention 2 computes in
+
+
+def flash_attn_import_error() -> str | None:
+    """None when the ``flash_attn`` package imports here, else why it does not.
+
+    A real import rather than a look for the package's files: a wheel built for another torch
+    or CUDA is installed but fails to import (undefined symbols), and must count as absent.
+    """
+    try:
+        import flash_attn  # noqa: F401
+    except Exception as exc:  # ImportError, or OSError / RuntimeError from a mismatched build
+        lines = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    return None
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """Compute capability of every visible GPU."""
+    return [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+
+
+def _flash_attention_obstacle(device: str, dtype: torch.dtype) -> str | None:
+    """Why flash-attention 2 cannot run here, or None when it can."""
+    if device != "cuda":
+        return f"it runs on CUDA GPUs only (model.device resolved to {device})"
+    if dtype not in _HALF_DTYPES:
+        return f"it computes in float16/bfloat16 only (model.dtype resolved to {dtype})"
+    capabilities = gpu_capabilities()
+    if not capabilities or min(capabilities) < (8, 0):
+        return f"it needs Ampere or newer GPUs (compute capability 8.0+), found {capabilities}"
+    error = flash_attn_import_error()
+    if error is not None:
+        return (
+            "the flash-attn package is not installed or does not import "
+            f"({error}); install it (pip install flash-attn --no-build-isolation)"
+        )
+    return None
+
+
+def resolve_attention(requested: str, *, device: str, dtype: torch.dtype) -> str:
+    """The attention kernel: ``auto`` picks flash-attention 2 where it can run, else ``sdpa``.
+
+    flash-attention 2 can run on CUDA with fp16/bf16 weights on Ampere or newer GPUs when the
+    ``flash_attn`` package imports; there it is preferred (varlen kernels skip the padding
+    that left-padded batches carry). Elsewhere ``sdpa``: PyTorch's fused attention, no extra
+    dependency. An explicit choice is honoured; ``flash_attention_2`` where it cannot run is a
+    ConfigError at start-up saying why, not a failure at the first request.
+    """
+    if requested == "auto":
+        return "flash_attention_2" if _flash_attention_obstacle(device, dtype) is None else "sdpa"
+    if requested == "flash_attention_2":
+        obstacle = _flash_attention_obstacle(device, dtype)
+        if obstacle is not None:
+            raise ConfigError(
+                f"model.attn_implementation (env QWEN_MODEL__ATTN_IMPLEMENTATION): "
+                f"flash_attention_2 cannot be used: {obstacle}; or set it to auto or sdpa"
+            )
+    return requested
 
 
 def estimate_weight_bytes(
@@ -164,7 +220,7 @@ def plan_loading(settings: Settings, config: Any, model_class: type) -> LoadPlan
     """Resolve device, dtype, attention and placement for this machine."""
     device = resolve_device(settings.model.device)
     dtype = resolve_dtype(settings.model.dtype, device)
-    attn = resolve_attention(settings.model.attn_implementation)
+    attn = resolve_attention(settings.model.attn_implementation, device=device, dtype=dtype)
     quantization = settings.model.quantization
     weight_bytes = estimate_weight_bytes(model_class, config, dtype, quantization)
     reserve = activation_reserve_bytes(config, settings, dtype)

@@ -232,7 +232,7 @@ def test_placement_rule() -> None:
     assert choose("shard", device="cuda", free_bytes=[80 * gib], **fits) == "shard"
     assert choose("replicate", device="cuda", free_bytes=[8 * gib], **fits) == "replicate"
     assert placement.resolve_dtype("auto", "cpu") == torch.float32
-    assert placement.resolve_attention("auto") == "sdpa"
+    assert placement.resolve_attention("auto", device="cpu", dtype=torch.float32) == "sdpa"
     settings = Settings(model={"path": "/some/where/deep/my-model"})
     assert checkpoint.model_display_id(settings) == "my-model"
 
