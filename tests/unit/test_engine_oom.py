@@ -154,6 +154,24 @@ def test_returned_errors_hold_no_frames(tiny_model_dir: Path) -> None:
     assert all(e.__traceback__ is None for e in errors)  # type: ignore[union-attr]
 
 
+def test_a_batch_above_the_cap_runs_in_chunks(tiny_model_dir: Path) -> None:
+    """A batch taken before another replica lowered the cap runs at most the cap at a time."""
+    engine = Engine(tiny_settings(tiny_model_dir))
+    engine.load()
+    generator = engine.generator(0)
+    generator.batch_cap = BatchCap(8)
+    generator.batch_cap.out_of_memory(6)  # another replica's OOM: the cap is 3
+    shots = [engine.prepare(make_shot(80 + i, 1)) for i in range(8)]
+    expected = [generator.generate([s])[0].text for s in shots]
+    hook, handle = _hooked(generator, limit=8)
+    try:
+        results = generator.run(shots)
+    finally:
+        handle.remove()
+    assert hook.sizes == [3, 3, 2]
+    assert [r.text for r in results] == expected  # type: ignore[union-attr]
+
+
 def test_engine_batch_cap_drops_after_oom_and_rises_again(tiny_model_dir: Path) -> None:
     """Through the queue: an OOM lowers the cap, the queue then hands out at most the cap, and
     batches that succeed at the cap raise it back to batching.max_batch_size."""
