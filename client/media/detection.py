@@ -100,6 +100,10 @@ class CutFinder:
     def __init__(self, detector: SceneDetector, fps: Fraction) -> None:
         self.detector = detector
         self.fps = fps
+        # Every frame's timecode takes its rate from this one: PySceneDetect copies the rate of
+        # a FrameTimecode as is, where a Fraction is validated again for every frame (abstract
+        # type checks and a comparison: a sixth of the detector's cost per frame).
+        self._rate = FrameTimecode(0, fps)
         self.delay = max(0, int(detector.event_buffer_length))
         self._first: int | None = None
         self._last: int | None = None
@@ -121,10 +125,10 @@ class CutFinder:
         if self._first is None:
             self._first = frame_no
         self._last = frame_no
-        return self._accept(self.detector.process_frame(FrameTimecode(frame_no, self.fps), bgr))
+        return self._accept(self.detector.process_frame(FrameTimecode(frame_no, self._rate), bgr))
 
     def finish(self) -> list[int]:
         """Flush the detector after the last frame; returns any last cuts."""
         if self._last is None:
             return []
-        return self._accept(self.detector.post_process(FrameTimecode(self._last, self.fps)))
+        return self._accept(self.detector.post_process(FrameTimecode(self._last, self._rate)))
