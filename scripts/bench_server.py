@@ -25,13 +25,19 @@ Example (GPU)::
 
     python scripts/bench_server.py --arch qwen2-vl-2b --random-weights \\
         --frames 5 --size 448 --batch-size 128 --new-tokens 60   # 512 shots by default
+
+For sweeps (``scripts/gpu_check.sh``): ``--batch-sizes 32,64,128`` measures each size in one
+process (a fresh engine per size, the one-at-a-time baseline once, after the largest);
+``--model-cache DIR`` keeps the generated checkpoint in DIR and reuses it on the next run;
+``--attn-implementation`` picks sdpa / eager / flash_attention_2 instead of the engine's choice.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
+import copy
+import gc
 import json
 import logging
 import statistics
@@ -44,103 +50,27 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(REPO_ROOT))
+if str(REPO_ROOT / "scripts") not in sys.path:  # bench_models beside this file
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
-# Qwen2-VL-2B-Instruct's architecture (config.json on the hub), hard-coded: no download.
-QWEN2_VL_2B_TEXT = {
-    "hidden_size": 1536,
-    "intermediate_size": 8960,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 12,
-    "num_key_value_heads": 2,
-    "vocab_size": 151936,
-    "max_position_embeddings": 32768,
-    "rms_norm_eps": 1e-6,
-    "rope_parameters": {
-        "rope_type": "default",
-        "rope_theta": 1_000_000.0,
-        "mrope_section": [16, 24, 24],
-    },
-}
-QWEN2_VL_2B_VISION = {
-    "depth": 32,
-    "embed_dim": 1280,
-    "num_heads": 16,
-    "mlp_ratio": 4,
-    "hidden_size": 1536,
-    "patch_size": 14,
-    "spatial_merge_size": 2,
-    "temporal_patch_size": 2,
-    "in_channels": 3,
-    "hidden_act": "quick_gelu",
-}
+# The checkpoints benchmarked (re-exported: tests and other scripts use them from here).
+from bench_models import (  # noqa: E402
+    QWEN2_VL_2B_TEXT,
+    QWEN2_VL_2B_VISION,
+    build_random_2b,
+    build_random_model,
+    model_dir_for,
+)
 
-
-def _load_tiny_builder() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "make_tiny_model", REPO_ROOT / "scripts" / "make_tiny_model.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def build_random_model(
-    out_dir: Path,
-    *,
-    text: dict[str, Any],
-    vision: dict[str, Any],
-    device: str,
-    dtype: Any,
-    tie_word_embeddings: bool,
-) -> Path:
-    """A Qwen2-VL of the given dimensions with random weights and the tiny tokenizer, saved
-    like a hub checkpoint (so it loads through the normal ``from_pretrained`` path)."""
-    import torch
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-
-    tiny = _load_tiny_builder().build_tiny_model(out_dir)
-    with open(tiny / "config.json") as fh:
-        tiny_cfg = json.load(fh)
-    ids = {k: tiny_cfg[k] for k in tiny_cfg if k.endswith("_token_id")}
-    tiny_text = tiny_cfg["text_config"]
-    config = Qwen2VLConfig(
-        text_config={
-            **text,
-            "bos_token_id": tiny_text["bos_token_id"],
-            "eos_token_id": tiny_text["eos_token_id"],
-            "pad_token_id": tiny_text["pad_token_id"],
-        },
-        vision_config=dict(vision),
-        tie_word_embeddings=tie_word_embeddings,
-        **ids,
-    )
-    torch.manual_seed(0)
-    with torch.device(device):  # initialise where it will run: seconds on a GPU
-        model = Qwen2VLForConditionalGeneration._from_config(config, dtype=dtype)
-    for old in tiny.glob("model*.safetensors"):
-        old.unlink()
-    model.save_pretrained(tiny)
-    del model
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-    return tiny
-
-
-def build_random_2b(out_dir: Path) -> Path:
-    """Qwen2-VL-2B architecture, random bf16 weights built on the GPU, tiny tokenizer."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise SystemExit("--arch qwen2-vl-2b --random-weights needs a CUDA GPU")
-    return build_random_model(
-        out_dir,
-        text=QWEN2_VL_2B_TEXT,
-        vision=QWEN2_VL_2B_VISION,
-        device="cuda",
-        dtype=torch.bfloat16,
-        tie_word_embeddings=True,  # as in the 2B checkpoint
-    )
+__all__ = [
+    "QWEN2_VL_2B_TEXT",
+    "QWEN2_VL_2B_VISION",
+    "build_random_2b",
+    "build_random_model",
+    "main",
+    "make_shots",
+    "model_dir_for",
+]
 
 
 def make_shots(n: int, frames: int, size: int, seed: int = 0) -> list[Any]:
@@ -211,6 +141,7 @@ def _settings(args: argparse.Namespace, model_dir: Path, batch_size: int, queue_
             "max_pixels": max(args.size * args.size, 56 * 56),
             "min_pixels": 56 * 56,
             "max_new_tokens": max(16, args.new_tokens),
+            "attn_implementation": args.attn_implementation,
         },
         batching={"max_batch_size": batch_size, "max_wait_ms": args.max_wait_ms},
         # The queue must hold a whole request (refused at start-up otherwise).
@@ -248,6 +179,7 @@ async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
     from qwen_server.engine.lifecycle import Engine
 
     on_gpu = torch.cuda.is_available() and args.device != "cpu"
+    at_start = torch.cuda.memory_allocated() / 2**30 if on_gpu else None  # leaks between runs
     batch_size = args.batch_size or (128 if on_gpu else 8)
     n_shots = args.shots or (4 * batch_size if on_gpu else 16)
     baseline_shots = min(args.baseline_shots, n_shots)
@@ -283,6 +215,7 @@ async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
         "placement": engine.placement,
         "replicas": engine.replicas,
         "frames_as": args.frames_as,
+        "attn_implementation": engine.generator(0).model.config._attn_implementation,
         "grammar": args.grammar,
         "frames": args.frames,
         "size": args.size,
@@ -290,6 +223,7 @@ async def bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
         "new_tokens": args.new_tokens,
         "load_s": load_s,
         "peak_gpu_gib": peak,
+        "gpu_gib_at_start": at_start,
         "batched": batched,
         "one_at_a_time": baseline,
     }
@@ -306,6 +240,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--size", type=int, default=448, help="frame width and height (px)")
     parser.add_argument("--batch-size", type=int, default=0, help="default: 128 GPU, 8 CPU")
+    parser.add_argument(
+        "--batch-sizes",
+        type=lambda text: [int(x) for x in text.split(",") if x.strip()],
+        default=None,
+        help="comma-separated sweep, e.g. 32,64,128 (one engine per size, baseline once)",
+    )
+    parser.add_argument(
+        "--model-cache",
+        type=Path,
+        help="write the generated checkpoint here and reuse it when it is already there",
+    )
+    parser.add_argument(
+        "--attn-implementation",
+        choices=["auto", "sdpa", "eager", "flash_attention_2"],
+        default="auto",
+        help="model.attn_implementation (auto: flash-attention 2 when installed, else sdpa)",
+    )
     parser.add_argument("--new-tokens", type=int, default=60)
     parser.add_argument("--grammar", action="store_true", help="constrained JSON (see above)")
     parser.add_argument("--frames-as", choices=["video", "images"], default="video")
@@ -330,6 +281,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--arch qwen2-vl-2b needs --random-weights (or give --model DIR)")
     if args.shots < 0 or args.frames < 1 or args.new_tokens < 1 or args.batch_size < 0:
         parser.error("--shots, --frames, --new-tokens and --batch-size must be positive")
+    if args.batch_sizes is not None and (not args.batch_sizes or min(args.batch_sizes) < 1):
+        parser.error("--batch-sizes needs positive sizes, e.g. 32,64,128")
+    if args.batch_sizes is not None and args.vocabulary is not None:
+        parser.error("--batch-sizes does not combine with --vocabulary")
     return args
 
 
@@ -344,26 +299,23 @@ def _print_vocabulary(args: argparse.Namespace, result: dict[str, Any]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with tempfile.TemporaryDirectory(prefix="qwen-bench-") as tmp:
-        if args.model is not None:
-            model_dir = args.model
-        elif args.arch == "qwen2-vl-2b":
-            print("building random-weight Qwen2-VL-2B on the GPU ...", flush=True)
-            model_dir = build_random_2b(Path(tmp) / "qwen2-vl-2b-random")
-        else:
-            model_dir = _load_tiny_builder().build_tiny_model(Path(tmp) / "tiny-qwen2-vl")
-        if args.vocabulary is not None:
-            return _print_vocabulary(args, bench_vocabulary(args, model_dir))
-        result = asyncio.run(bench(args, model_dir))
+def _release_memory() -> None:
+    """Between the sizes of a sweep: drop the finished engine's tensors before the next load."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _print_result(args: argparse.Namespace, result: dict[str, Any]) -> None:
     b, s = result["batched"], result["one_at_a_time"]
     mode = "grammar" if args.grammar else f"forced {args.new_tokens} tokens, grammar off"
     print(
         f"model={result['model']} device={result['device']} placement={result['placement']} "
         f"replicas={result['replicas']} frames={args.frames}x{args.size}px "
-        f"as={args.frames_as} batch={result['batch_size']} ({mode}) load={result['load_s']:.1f}s"
+        f"as={args.frames_as} batch={result['batch_size']} ({mode}) "
+        f"attention={result['attn_implementation']} load={result['load_s']:.1f}s"
     )
     print(
         f"batched: {b['shots']} shots in {b['seconds']:.2f}s, {b['batches']} batches "
@@ -381,9 +333,30 @@ def main(argv: list[str] | None = None) -> int:
             f"shots/s | ratio: {ratio:.1f}x"
         )
     else:
-        print(f"batched: {b['shots_per_s']:.2f} shots/s | one-at-a-time: skipped")
+        print(f"batched: {b['shots_per_s']:.2f} shots/s | one-at-a-time: skipped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with tempfile.TemporaryDirectory(prefix="qwen-bench-") as tmp:
+        model_dir = model_dir_for(args, Path(tmp))
+        if args.vocabulary is not None:
+            return _print_vocabulary(args, bench_vocabulary(args, model_dir))
+        sizes = args.batch_sizes or [args.batch_size]
+        results = []
+        for i, size in enumerate(sizes):
+            run_args = copy.copy(args)
+            run_args.batch_size = size
+            if i < len(sizes) - 1:
+                run_args.baseline_shots = 0  # the baseline does not depend on the batch size
+            result = asyncio.run(bench(run_args, model_dir))
+            _print_result(run_args, result)
+            results.append(result)
+            _release_memory()
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        payload: Any = results[0] if args.batch_sizes is None else {"runs": results}
+        args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return 0
 
 
