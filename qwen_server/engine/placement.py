@@ -24,6 +24,7 @@ import torch
 
 from ..config import Settings
 from ..errors import ConfigError
+from .compiled_decode import cache_length_bucket
 from .grammar import worst_case_new_tokens
 from .quantization import weight_bytes as quantization_weight_bytes
 
@@ -177,7 +178,9 @@ def activation_reserve_bytes(config: Any, settings: Settings, dtype: torch.dtype
     prefill_per_token = (4 * hidden + 3 * intermediate) * itemsize
     embed = int(getattr(vision, "embed_dim", 1280)) if vision is not None else 1280
     vision_per_patch = embed * 14 * itemsize
-    per_shot = tokens * (kv_per_token + prefill_per_token) + patches * vision_per_patch
+    # model.compile: the static KV cache is allocated for the next length on its ladder.
+    cached = cache_length_bucket(tokens) if settings.model.compile else tokens
+    per_shot = cached * kv_per_token + tokens * prefill_per_token + patches * vision_per_patch
     return settings.batching.planned_batch_size * per_shot + _FIXED_RESERVE_BYTES
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from qwen_server.contract.vocabulary import DEFAULT_VOCABULARY, AttributeSpec, Vocabulary
 from qwen_server.engine.compiled_decode import cache_length_bucket
 from qwen_server.engine.lifecycle import Engine
@@ -74,3 +76,15 @@ def test_compiled_decode_gives_the_default_answers_and_stops_recompiling(
     assert counters["stats"]["unique_graphs"] == graphs
     assert [r.text for r in first + second] == expected[:4]
     assert [r.text for r in third] == [expected[4], expected[0], expected[3], expected[1]]
+
+
+def test_activation_reserve_counts_the_static_cache_length(tiny_model_dir: Path) -> None:
+    from qwen_server.config import Settings
+    from qwen_server.engine import checkpoint, placement
+
+    config = checkpoint.load_config(tiny_settings(tiny_model_dir))
+    plain = placement.activation_reserve_bytes(config, Settings(), torch.bfloat16)
+    static = placement.activation_reserve_bytes(
+        config, Settings(model={"compile": True}), torch.bfloat16
+    )
+    assert plain < static < 1.5 * plain
