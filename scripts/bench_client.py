@@ -237,35 +237,42 @@ def print_report(results: list[FilmResult], trees: list[Tree], load: str) -> Non
     names: list[str] = []
     for r in results:
         names += [n for n in r.rows if n not in names]
-    head = "".join(f" | {r.label[:27]:<27}" for r in results)
-    sub = "".join(f" | {'s':>7} {'cpu %':>6} {'others':>6} {'x rt':>5}" for _ in results)
+    head = "".join(f" | {r.label[:34]:<34}" for r in results)
+    sub = "".join(
+        f" | {'s':>7} {'cpu s':>6} {'cpu %':>6} {'others':>6} {'x rt':>5}" for _ in results
+    )
     print(f"\n{'':<48}{head}\n{'approach':<48}{sub}")
     for name in names:
         cells = ""
         for r in results:
             t = r.rows.get(name)
             if t is None:
-                cells += f" | {'-':>27}"
+                cells += f" | {'-':>34}"
                 continue
             share = f"{100 * t.cpu_share:5.0f}%" if t.cpu else f"{'':>6}"
+            cpu = f"{t.cpu:6.2f}" if t.cpu else f"{'':>6}"
             others = f"{t.others:6.2f}" if t.others is not None else f"{'':>6}"
             rt = r.seconds / t.wall if t.wall else 0.0
-            cells += f" | {t.wall:7.2f} {share} {others} {rt:4.1f}x"
+            cells += f" | {t.wall:7.2f} {cpu} {share} {others} {rt:4.1f}x"
         print(f"{name:<48}{cells}")
 
     def ratio(r: FilmResult, top: str, bottom: str) -> str:
         a, b = r.rows.get(top), r.rows.get(bottom)
-        return f"{a.wall / b.wall:27.2f}" if a and b else f"{'-':>27}"
+        if top == "bare cpu":
+            return f"{a.cpu / b.cpu:34.2f}" if a and b and b.cpu else f"{'-':>34}"
+        return f"{a.wall / b.wall:34.2f}" if a and b else f"{'-':>34}"
 
-    print(f"\n{'ratio (wall time)':<40}{'target':>8}" + "".join(f" | {'':27}" for _ in results))
+    print(f"\n{'ratio (wall time)':<40}{'target':>8}" + "".join(f" | {'':34}" for _ in results))
     for r in results:  # the faster bare decode is the limit
         bare = [t for n, t in r.rows.items() if n.startswith("bare")]
         r.rows["bare"] = fastest(bare)
+        r.rows["bare cpu"] = min(bare, key=lambda t: t.cpu)
     for tree in trees:
         tag = "" if tree.root == REPO else f"  [{tree.name}]"
         warm, first = "qwen-client shots (warm)" + tag, "qwen-client shots, first run" + tag
         rows = [
             ("bare decode / shots", ">= 0.80", "bare", warm),
+            ("  the same in CPU seconds", "", "bare cpu", warm),
             (
                 "bare decode / shots --no-audio",
                 "",
@@ -287,7 +294,8 @@ def print_report(results: list[FilmResult], trees: list[Tree], load: str) -> Non
         "\nfirst run: empty NUMBA_CACHE_DIR and PYTHONPYCACHEPREFIX (no bytecode, no numba cache;"
         " the OS file cache is not dropped); warm: the same command again with those caches kept."
         f"\nbare decode and shots are separate processes timed from outside (python -m client.cli"
-        " shots FILM -o DIR --force); cpu %: their CPU seconds per wall second (200 % = both"
+        " shots FILM -o DIR --force); cpu s: their user + system CPU seconds; cpu %: per wall"
+        " second (200 % = both"
         " cores of a 2-core machine); others: cores other processes kept busy meanwhile (shared"
         f" machines); {load}"
     )
