@@ -74,6 +74,10 @@ class ServerSettings(_Section):
     admission_wait_s: float = Field(10.0, ge=0, le=600)
     max_waiting_requests: int = Field(64, ge=0, le=100_000)
     decode_workers: int = Field(4, ge=1, le=64)
+    # Shot preparation (image processor, prompt, token ids) for the model: its threads (0: auto,
+    # half the cores, 2 to 8) and each one's PyTorch intra-op threads (engine/thread_budget.py).
+    prepare_workers: int = Field(0, ge=0, le=256)
+    prepare_torch_threads: int = Field(1, ge=1, le=256)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout_s: float = Field(60.0, ge=0)
     # Connections cannot be held open for free (see qwen_server/serving.py): request headers
@@ -115,6 +119,9 @@ class ModelSettings(_Section):
     # 8) and whether the next step's accept + fill runs beside the forward pass (same answers).
     grammar_threads: int = Field(0, ge=0, le=64)
     grammar_overlap: bool = True
+    # PyTorch intra-op threads of each replica's generate thread (0: auto; a CPU replica gets
+    # its share of the cores, a GPU replica a few: engine/thread_budget.py).
+    generate_threads: int = Field(0, ge=0, le=1024)
 
     @model_validator(mode="after")
     def _pixels_ordered(self) -> ModelSettings:
@@ -152,6 +159,9 @@ class BatchingSettings(_Section):
     # After an out-of-memory batch the engine-wide batch cap drops (engine/batch_cap.py); this
     # many batches in a row must then succeed at the cap before it is raised by a quarter.
     cap_recovery_batches: int = Field(16, ge=1, le=100_000)
+    # When more shots wait than fit a batch, take shots of similar prompt length together (less
+    # left padding), never starving one (engine/length_buckets.py); false: oldest first.
+    bucket_by_length: bool = True
 
     @field_validator("max_batch_size", mode="before")
     @classmethod

@@ -15,7 +15,9 @@ to retry at the instant room frees up (which starved most clients of a retrying 
 Consumers - one per model replica - call ``next_batch``, which waits for a first item and then
 up to ``max_wait_s`` for more, returning at most ``max_batch`` items: several callers' items end
 up in one batch, and one caller's items may span several batches. Items whose caller has gone
-away (``alive`` returns False) are dropped, not run.
+away (``alive`` returns False) are dropped, not run. With a ``length`` (the engine: prompt
+tokens), a consumer that finds more items than fit a batch takes a batch of similar lengths
+rather than the oldest ones, without starving anyone (``length_buckets``).
 
 Everything here runs on the event loop thread; nothing blocks.
 """
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ..errors import NotReady, Overloaded
+from . import length_buckets
 
 T = TypeVar("T")
 
@@ -62,6 +65,7 @@ class BatchQueue(Generic[T]):
         max_wait_s: float,
         alive: Callable[[T], bool] = lambda item: True,
         max_waiters: int = 0,
+        length: Callable[[T], int] | None = None,
     ) -> None:
         if max_items < 1 or max_batch < 1 or max_waiters < 0:
             raise ValueError("max_items and max_batch must be positive, max_waiters >= 0")
@@ -70,6 +74,8 @@ class BatchQueue(Generic[T]):
         self.max_batch = max_batch
         self.max_wait_s = max(0.0, max_wait_s)
         self._alive = alive
+        self._length = length  # None: batches are taken oldest first (FIFO)
+        self._skips: dict[int, int] = {}  # id(item) -> batches that passed it over
         self._items: deque[T] = deque()
         self._reserved = 0
         self._closed = False
@@ -201,6 +207,7 @@ class BatchQueue(Generic[T]):
         """Remove and return every queued item (at shutdown, to fail them)."""
         items = list(self._items)
         self._items.clear()
+        self._skips.clear()
         self._grant()
         return items
 
@@ -209,6 +216,7 @@ class BatchQueue(Generic[T]):
         while self._items and len(batch) < self.max_batch:
             item = self._items.popleft()
             popped = True
+            self._skips.pop(id(item), None)
             if self._alive(item):
                 batch.append(item)
         if popped:
@@ -226,26 +234,64 @@ class BatchQueue(Generic[T]):
             return False
         return True
 
-    async def next_batch(self) -> list[T] | None:
-        """The next batch (1..max_batch items), or None once closed and empty."""
-        loop = asyncio.get_running_loop()
+    def _take(self) -> list[T]:
+        """Remove the next batch from the queue: FIFO, or by length when more wait than fit."""
         batch: list[T] = []
-        while not batch:
+        if self._length is None or len(self._items) <= self.max_batch:
             self._pop_alive(batch)
-            if batch:
-                break
-            if self._closed:
-                return None
-            await self._wait(None)
-        # Got a first item: wait briefly for the batch to fill, unless closing (drain fast).
-        deadline = loop.time() + self.max_wait_s
-        while len(batch) < self.max_batch and not self._closed:
-            remaining = deadline - loop.time()
-            if remaining <= 0 or not await self._wait(remaining):
-                break
-            self._pop_alive(batch)
-        self._pop_alive(batch)
+            return batch
+        alive = [item for item in self._items if self._alive(item)]
+        candidates = alive[: self.max_batch * length_buckets.LOOKAHEAD_BATCHES]
+        picked = length_buckets.choose(
+            [self._length(item) for item in candidates],
+            [self._skips.get(id(item), 0) for item in candidates],
+            self.max_batch,
+        )
+        batch = [candidates[i] for i in picked]
+        taken = {id(item) for item in batch}
+        for item in candidates[: picked[-1]]:  # passed over: a younger one goes first
+            if id(item) not in taken:
+                self._skips[id(item)] = self._skips.get(id(item), 0) + 1
+        kept: deque[T] = deque()
+        for item in self._items:
+            if id(item) in taken or not self._alive(item):
+                self._skips.pop(id(item), None)
+            else:
+                kept.append(item)
+        self._items = kept
+        self._grant()
         return batch
+
+    async def next_batch(self) -> list[T] | None:
+        """The next batch (1..max_batch items), or None once closed and empty.
+
+        Waits for a first item, then up to ``max_wait_s`` for a full batch (not when closing:
+        drain fast), then takes one (``_take``).
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._first_alive():
+                if self._closed:
+                    return None
+                await self._wait(None)
+            deadline = loop.time() + self.max_wait_s
+            while len(self._items) < self.max_batch and not self._closed:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or not await self._wait(remaining):
+                    break
+            batch = self._take()
+            if batch:  # empty when another consumer took everything meanwhile
+                return batch
+
+    def _first_alive(self) -> bool:
+        """Drop items nobody waits for from the head; whether an item is left."""
+        popped = False
+        while self._items and not self._alive(self._items[0]):
+            self._skips.pop(id(self._items.popleft()), None)
+            popped = True
+        if popped:
+            self._grant()
+        return bool(self._items)
 
 
 class Admission:

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import copy
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,7 @@ from .grammar import GrammarCache
 from .inputs import ShotPreparer
 from .output_parsing import read_answer
 from .replicas import Replica, load_replicas
+from .thread_budget import ThreadBudget
 from .types import ModelOutput, PreparedShot, RawResult, ShotInput
 
 logger = logging.getLogger("qwen_server.engine")
@@ -215,10 +215,12 @@ class Engine:
             max_wait_s=batching.max_wait_ms / 1000.0,
             alive=lambda item: not item.future.done(),
             max_waiters=self.settings.server.max_waiting_requests,
+            length=(lambda item: len(item.shot.input_ids)) if batching.bucket_by_length else None,
         )
         self._line = AdmissionLine(self._queue, self.settings.server.admission_wait_s)
-        workers = min(8, max(2, (os.cpu_count() or 2) // 2))
-        self._prep_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qwen-prep")
+        budget = ThreadBudget.resolve(self.settings, device=self.device, replicas=self.replicas)
+        logger.info("threads: %s", budget.describe())
+        self._prep_pool = budget.preparation_pool()
         loop = asyncio.get_running_loop()
         for replica in self._replicas:
             if replica.gpu is not None:  # the replica thread's current CUDA device, once

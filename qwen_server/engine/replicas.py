@@ -26,6 +26,7 @@ from .generation import BatchGenerator
 from .grammar import GrammarCache, tokenizer_info
 from .inputs import ShotPreparer
 from .memory_probe import resolve_batch_size
+from .thread_budget import ThreadBudget
 from .types import ShotInput
 
 logger = logging.getLogger("qwen_server.engine")
@@ -141,6 +142,7 @@ def load_replicas(
         settings.batching.planned_batch_size,
         recovery_batches=settings.batching.cap_recovery_batches,
     )
+    budget = ThreadBudget.resolve(settings, device=plan.device, replicas=len(models))
     replicas = []
     for index, model in enumerate(models):
         generator = BatchGenerator(
@@ -158,7 +160,7 @@ def load_replicas(
             compile_decode=cfg.compile,
         )
         gpu = plan.gpus[index] if plan.placement == "replicate" else None
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"qwen-gen-{index}")
+        executor = budget.generate_executor(index)  # its own intra-op thread budget
         replicas.append(Replica(index, generator, executor, gpu))
     vocabulary = settings.analysis.vocabulary
     warm_up(preparer, replicas, vocabulary)
