@@ -1,5 +1,6 @@
 """``batching.max_batch_size: auto``: the probe's arithmetic, its retry on an OOM, the setting
-through settings, environment and CLI, and the whole probe on the CPU with the tiny model."""
+through settings, environment and CLI, and the whole probe with the tiny model (CPU; CUDA
+where there is one, marked gpu)."""
 
 from __future__ import annotations
 
@@ -137,12 +138,17 @@ def test_batch_cap_drops_and_rises_slowly() -> None:
     assert cap.value == 64 and cap.stats()["batch_cap_max"] == 64
 
 
-def test_auto_probes_on_the_cpu_and_serves(
-    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_auto_probes_and_serves(
+    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture, device: str
 ) -> None:
-    """The whole probe on the real model: resident memory measured, a size chosen and used."""
+    """The whole probe on the real model: memory measured (resident memory on the CPU, the
+    allocator's peaks on CUDA), a size chosen and used."""
     caplog.set_level(logging.INFO, logger="qwen_server.engine")
-    engine = Engine(tiny_settings(tiny_model_dir, batching={"max_batch_size": "auto"}))
+    settings = tiny_settings(
+        tiny_model_dir, model={"device": device}, batching={"max_batch_size": "auto"}
+    )
+    engine = Engine(settings)
     engine.load()
     chosen = engine.stats()["batch_cap_max"]
     assert 1 <= chosen <= memory_probe.AUTO_CEILING
