@@ -18,11 +18,13 @@ The engine's own calls all use the same settings, so today neither can happen; t
 that true by construction rather than by convention, whatever tokenizers version is installed
 and whatever a later call site passes.
 
-Why a lock rather than one tokenizer copy per thread (measured with a Qwen2-sized tokenizer,
-151,657 ids, 8 threads, on 2 shared cores): encoding a ~320-token prompt took 0.73 ms with the
-lock, 0.75 ms unprotected and 0.93 ms with per-thread copies; each copy costs ~1.9 s of
-``copy.deepcopy`` and ~27 MB. An encode holds the lock for well under a millisecond, so even
-the target of 30 shots/s keeps it busy ~3 % of the time: contention is no cost worth a copy.
+Why a lock rather than one tokenizer copy per thread (``scripts/bench_prepare_threads.py
+--tokenizer`` with a Qwen2-sized tokenizer, 151,657 ids, a ~310-token prompt, 8 threads, on 2
+cores shared with other work, so only the comparison counts): an encode took about the same
+behind the lock as unprotected (2.0 vs 2.3 ms) and no less with per-thread copies (2.6-10.7
+ms), while each copy costs 1.9-3.7 s of ``copy.deepcopy`` and 12-27 MB, paid by every
+preparation and generate thread. The lock is held for one encode or decode (well under a
+millisecond on an idle core): even 30 shots/s keep it busy a few per cent of the time.
 """
 
 from __future__ import annotations
