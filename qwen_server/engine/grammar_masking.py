@@ -3,8 +3,8 @@
 Only the rows still generating are masked (a finished row's next token is the pad token
 whatever its logits say). On CUDA xgrammar's fused kernel does the work. On CPU xgrammar's
 kernel walks every bit (33-54 ms at batch 64 x 151,936 measured before); here a row that allows
-few tokens (a score, a name: most steps) keeps just those and fills the rest with -inf, and a row
-that allows many (the caption) is masked with one vectorized bit expansion.
+few tokens (a score, a name: most steps) keeps just those and fills the rest with -inf (a
+memset), and only a row that allows many (the caption) goes through xgrammar's kernel.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _SPARSE_SHARE = 16
 def apply_bitmask_cpu(scores: torch.Tensor, bitmask: torch.Tensor, rows: list[int]) -> None:
     """Set to -inf, in place, every logit of ``rows`` whose bit in ``bitmask`` is clear.
 
-    ``scores`` is ``(batch, vocab)`` on the CPU (any float dtype); ``bitmask`` is xgrammar's
+    ``scores`` is ``(batch, vocab)`` float32 on the CPU; ``bitmask`` is xgrammar's
     ``(batch, ceil(vocab/32))`` int32 layout. Same result as ``xgr.apply_token_bitmask_inplace``.
     """
     if not rows:
@@ -34,22 +34,20 @@ def apply_bitmask_cpu(scores: torch.Tensor, bitmask: torch.Tensor, rows: list[in
     index = torch.tensor(rows, dtype=torch.int64)
     words = bitmask[index]
     nonzero = words != 0
-    sparse = nonzero.sum(dim=1) * _SPARSE_SHARE <= words.shape[1]
-    if bool(sparse.any()):
-        _apply_sparse(scores, index[sparse], words[sparse], nonzero[sparse], vocab)
-    dense = ~sparse
-    if bool(dense.any()):
-        blocked = ((words[dense][:, :, None] & _BITS) == 0).view(int(dense.sum()), -1)[:, :vocab]
-        dense_rows = index[dense]
-        if len(dense_rows) == scores.shape[0]:  # every row, in order: mask in place
-            scores.masked_fill_(blocked, float("-inf"))
-        else:
-            scores[dense_rows] = scores[dense_rows].masked_fill(blocked, float("-inf"))
+    sparse = (nonzero.sum(dim=1) * _SPARSE_SHARE <= words.shape[1]).tolist()
+    sparse_rows = [r for r, s in zip(rows, sparse, strict=True) if s]
+    dense_rows = [r for r, s in zip(rows, sparse, strict=True) if not s]
+    if sparse_rows:
+        pick = torch.tensor([i for i, s in enumerate(sparse) if s], dtype=torch.int64)
+        _apply_sparse(scores, sparse_rows, index[pick], words[pick], nonzero[pick], vocab)
+    if dense_rows:
+        xgr.apply_token_bitmask_inplace(scores, bitmask, vocab_size=vocab, indices=dense_rows)
 
 
 def _apply_sparse(
     scores: torch.Tensor,
-    rows: torch.Tensor,
+    rows: list[int],
+    row_index: torch.Tensor,
     words: torch.Tensor,
     nonzero: torch.Tensor,
     vocab: int,
@@ -58,11 +56,15 @@ def _apply_sparse(
     row_of, word_of = nonzero.nonzero(as_tuple=True)
     hit, bit = ((words[row_of, word_of][:, None] & _BITS) != 0).nonzero(as_tuple=True)
     token = word_of[hit] * 32 + bit
-    row = rows[row_of[hit]]
+    row = row_index[row_of[hit]]
     keep = token < vocab
     row, token = row[keep], token[keep]
     kept = scores[row, token]
-    scores[rows] = float("-inf")
+    if len(rows) == scores.shape[0]:
+        scores.fill_(float("-inf"))
+    else:
+        for r in rows:  # a memset per row: cheaper than an indexed fill
+            scores[r].fill_(float("-inf"))
     scores[row, token] = kept
 
 
@@ -71,7 +73,10 @@ def apply_bitmask(
 ) -> torch.Tensor:
     """Mask ``scores`` with ``mask`` (already on ``scores``' device when CUDA) in ``rows``."""
     if scores.device.type == "cuda":
-        _apply_mask_cuda(scores, mask, vocab_size, rows)
+        # Every row, as before: one fused launch, and no reliance on each backend's ``indices``
+        # support. A finished row keeps the last mask it had, which allowed its stop token, so
+        # sampling never sees a row of -inf.
+        _apply_mask_cuda(scores, mask, vocab_size)
         return scores
     work = scores if scores.device.type == "cpu" else scores.to("cpu")
     apply_bitmask_cpu(work, mask, rows)

@@ -76,6 +76,12 @@ class GrammarLogitsProcessor(LogitsProcessor):
     # --- the generate loop's two entry points --------------------------------------------
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.prepare(input_ids)
+        return self.mask(scores)
+
+    def prepare(self, input_ids: torch.LongTensor) -> None:
+        """Bring the bitmask to ``input_ids``' length: the accept + fill half of a step (done
+        already when the step hook ran it beside the forward pass)."""
         length = input_ids.shape[1]
         self._wait_pending()
         if self._ready_length is None:
@@ -91,14 +97,27 @@ class GrammarLogitsProcessor(LogitsProcessor):
             self.overlapped_steps += 1
         self._ready_length = length
         self.steps += 1
-        assert self._bitmask is not None
-        rows = self._live + self._forced_stop
+
+    def mask(self, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Apply the current bitmask to ``scores``: the other half of a step."""
+        assert self._bitmask is not None, "prepare() first"
+        rows = self.masked_rows
         if not rows:
             return scores
         mask = self._bitmask
         if scores.device.type == "cuda":
             mask = self.workspace.to_device(mask, scores.device)
         return apply_bitmask(scores, mask, rows, self.vocab_size)
+
+    @property
+    def bitmask(self) -> torch.Tensor | None:
+        """The host bitmask of the current step (benchmarks, tests)."""
+        return self._bitmask
+
+    @property
+    def masked_rows(self) -> list[int]:
+        """Rows the current step masks: live rows and forced stops (finished rows are not)."""
+        return self._live + self._forced_stop
 
     def step_hook(self) -> StoppingCriteria | None:
         """The criterion that starts the next step's accept + fill early (None: no overlap)."""
