@@ -1,10 +1,9 @@
-"""Applying a packed grammar bitmask to a batch of logits: fused on CUDA, vectorized on CPU.
+"""Applying a packed grammar bitmask to a batch of logits, on CUDA or the CPU.
 
-Only the rows still generating are masked (a finished row's next token is the pad token
-whatever its logits say). On CUDA xgrammar's fused kernel does the work. On CPU xgrammar's
-kernel walks every bit (33-54 ms at batch 64 x 151,936 measured before); here a row that allows
-few tokens (a score, a name: most steps) keeps just those and fills the rest with -inf (a
-memset), and only a row that allows many (the caption) goes through xgrammar's kernel.
+A finished row's next token is the pad token whatever its logits say. On CUDA xgrammar's fused
+kernel masks every row in one launch; on CPU xgrammar's kernel masks the live rows only (a pass
+over (batch, vocab) float32 logits is memory-bound: 33-54 ms at batch 64 x 151,936 measured
+before, on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -16,56 +15,21 @@ import xgrammar as xgr
 
 logger = logging.getLogger("qwen_server.structured")
 
-# Bit i of a word, as int32 (bit 31 is the sign bit).
-_BITS = (1 << torch.arange(32, dtype=torch.int64)).to(torch.int32)
-# A row is "sparse" when at most this share of its words has an allowed token.
-_SPARSE_SHARE = 16
-
 
 def apply_bitmask_cpu(scores: torch.Tensor, bitmask: torch.Tensor, rows: list[int]) -> None:
     """Set to -inf, in place, every logit of ``rows`` whose bit in ``bitmask`` is clear.
 
-    ``scores`` is ``(batch, vocab)`` float32 on the CPU; ``bitmask`` is xgrammar's
-    ``(batch, ceil(vocab/32))`` int32 layout. Same result as ``xgr.apply_token_bitmask_inplace``.
+    xgrammar's CPU kernel, on the live rows only. Measured on this 2-core CPU at batch 64 x
+    151,936 (scripts/bench_grammar.py), a LUT unpack + ``masked_fill``, a vectorized bit
+    expansion and a per-row memset + scatter of the few allowed logits were all slower than the
+    kernel: the pass over the whole float32 tensor is memory-bound whatever does it.
     """
     if not rows:
         return
-    vocab = scores.shape[1]
-    index = torch.tensor(rows, dtype=torch.int64)
-    words = bitmask[index]
-    nonzero = words != 0
-    sparse = (nonzero.sum(dim=1) * _SPARSE_SHARE <= words.shape[1]).tolist()
-    sparse_rows = [r for r, s in zip(rows, sparse, strict=True) if s]
-    dense_rows = [r for r, s in zip(rows, sparse, strict=True) if not s]
-    if sparse_rows:
-        pick = torch.tensor([i for i, s in enumerate(sparse) if s], dtype=torch.int64)
-        _apply_sparse(scores, sparse_rows, index[pick], words[pick], nonzero[pick], vocab)
-    if dense_rows:
-        xgr.apply_token_bitmask_inplace(scores, bitmask, vocab_size=vocab, indices=dense_rows)
-
-
-def _apply_sparse(
-    scores: torch.Tensor,
-    rows: list[int],
-    row_index: torch.Tensor,
-    words: torch.Tensor,
-    nonzero: torch.Tensor,
-    vocab: int,
-) -> None:
-    """Rows allowing few tokens: save those logits, fill the rows with -inf, put them back."""
-    row_of, word_of = nonzero.nonzero(as_tuple=True)
-    hit, bit = ((words[row_of, word_of][:, None] & _BITS) != 0).nonzero(as_tuple=True)
-    token = word_of[hit] * 32 + bit
-    row = row_index[row_of[hit]]
-    keep = token < vocab
-    row, token = row[keep], token[keep]
-    kept = scores[row, token]
-    if len(rows) == scores.shape[0]:
-        scores.fill_(float("-inf"))
-    else:
-        for r in rows:  # a memset per row: cheaper than an indexed fill
-            scores[r].fill_(float("-inf"))
-    scores[row, token] = kept
+    work = scores if scores.dtype == torch.float32 else scores.float()  # the kernel's dtype
+    xgr.apply_token_bitmask_inplace(work, bitmask, vocab_size=scores.shape[1], indices=rows)
+    if work is not scores:
+        scores.copy_(work)
 
 
 def apply_bitmask(

@@ -2,7 +2,7 @@
 
 * the caption bound enforced beside an unbounded grammar (``caption_limit``) admits exactly what
   the bounded grammar admits, step by step, against xgrammar's own HF processor;
-* the vectorized CPU masking equals xgrammar's kernel;
+* CPU masking of the live rows only equals xgrammar's kernel on those rows;
 * matchers and the bitmask are reused across calls;
 * overlapping accept + fill with the forward pass gives byte-identical answers on the tiny model.
 """
