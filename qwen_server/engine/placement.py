@@ -16,6 +16,7 @@ Everything here runs once at start-up, except ``gpu_info`` (read by /health and 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +76,7 @@ def flash_attn_import_error() -> str | None:
     or CUDA is installed but fails to import (undefined symbols), and must count as absent.
     """
     try:
-        import flash_attn  # noqa: F401
+        importlib.import_module("flash_attn")
     except Exception as exc:  # ImportError, or OSError / RuntimeError from a mismatched build
         lines = str(exc).strip().splitlines()
         return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__

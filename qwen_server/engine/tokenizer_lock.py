@@ -55,7 +55,7 @@ class SerialTokenizer:
     """
 
     def __init__(self, tokenizer: Any) -> None:
-        self.raw = tokenizer.raw if isinstance(tokenizer, SerialTokenizer) else tokenizer
+        self.raw: Any = tokenizer.raw if isinstance(tokenizer, SerialTokenizer) else tokenizer
         self._lock = lock_for(self.raw)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
