@@ -3,7 +3,8 @@
 ``ShotScanner`` decodes the video stream once, front to back (no seeking), with FFmpeg's slice
 threading (deterministic even on damaged files, see ``ShotScanner.__iter__``); corrupt packets and
 frames that could not be decoded are counted in ``ScanStats``. Each frame is shrunk once for the
-detector; frames are held back ``CutFinder.delay`` frames (2 for the adaptive detector), so when a
+detector; frames are held back ``ScanStats.hold_frames`` frames (the detector's delay, 2 for the
+adaptive detector, or the transition finder's lookahead, ~22 at 25 fps, when longer), so when a
 frame is committed to the open shot its cut, if any, is already known. The open shot keeps a
 bounded set of sample candidates (``client.media.frames.ShotReservoir``); shots are closed with
 their picked frames and yielded while decoding goes on, so they stream out and memory does not
@@ -87,6 +88,9 @@ class ScanStats:
     stopped_early: bool = False
     read_stopped: bool = False  # a read error ended the pass before the end of the file
     range_stopped: bool = False  # the pass ended after the --end of the run's time range
+    # Frames held back before being committed to a shot: the detector's delay, or the
+    # transition finder's lookahead when longer (a pass with a range decodes this far past it).
+    hold_frames: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -299,7 +303,7 @@ class ShotScanner:
             # (40 at 1080p, 10 at 4K); a shorter hold only places long dissolves' boundaries
             # later inside them.
             lookahead = min(transitions.lookahead, self.capacity) if transitions else 0
-            hold = max(finder.delay, lookahead)
+            hold = self.stats.hold_frames = max(finder.delay, lookahead)
             sampling = self.options.sampling
             shots = ShotAssembler(
                 fps,
