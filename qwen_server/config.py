@@ -75,9 +75,10 @@ class ServerSettings(_Section):
     max_waiting_requests: int = Field(64, ge=0, le=100_000)
     decode_workers: int = Field(4, ge=1, le=64)
     # Shot preparation (image processor, prompt, token ids) for the model: its threads (0: auto,
-    # half the cores, 2 to 8) and each one's PyTorch intra-op threads (engine/thread_budget.py).
+    # half the cores, 2 to 8) and each one's PyTorch intra-op threads (0: auto, the cores
+    # divided among them, at least 1; engine/thread_budget.py).
     prepare_workers: int = Field(0, ge=0, le=256)
-    prepare_torch_threads: int = Field(1, ge=1, le=256)
+    prepare_torch_threads: int = Field(0, ge=0, le=256)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout_s: float = Field(60.0, ge=0)
     # Connections cannot be held open for free (see qwen_server/serving.py): request headers

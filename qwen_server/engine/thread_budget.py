@@ -6,10 +6,10 @@ casts that PyTorch spreads over its intra-op (OpenMP) pool: with the default poo
 thread per core, 8 preparation threads on 16 cores would ask for 128 busy threads and slow
 each other and the generate thread down. So every engine thread gets an explicit budget:
 
-* a preparation thread: ``server.prepare_torch_threads`` (default 1: the parallelism is the
-  number of preparation threads, as with PyTorch's DataLoader, whose workers run on one
-  intra-op thread each; profiled here, a 5-frame 448x252 shot spends ~17 % of its ~40 ms of
-  CPU in torch copies and casts, the rest in the image processor's single-threaded numpy);
+* a preparation thread: ``server.prepare_torch_threads`` (0: auto, the cores divided among
+  the preparation threads, at least 1, so preparation alone never asks for more threads than
+  cores; profiled here, a 5-frame 448x252 shot spends ~17 % of its ~40 ms of CPU in torch
+  copies and casts, the rest in the image processor's single-threaded numpy);
 * a replica's generate thread: ``model.generate_threads`` (0: auto, see ``generate_threads``).
 
 How a per-thread budget is applied. ``torch.set_num_threads`` looks process-wide, but with
@@ -65,10 +65,11 @@ class ThreadBudget:
         """Fill in the ``0`` (auto) settings for ``cores`` cores (default: this process's)."""
         cores = cores or cpu_cores()
         workers = settings.server.prepare_workers or min(8, max(2, cores // 2))
+        prepare = settings.server.prepare_torch_threads or max(1, cores // workers)
         generate = settings.model.generate_threads or auto_generate_threads(
             device=device, replicas=replicas, cores=cores
         )
-        return cls(workers, settings.server.prepare_torch_threads, generate)
+        return cls(workers, prepare, generate)
 
     def describe(self) -> str:
         """One line for the start-up log."""

@@ -20,13 +20,16 @@ from .engine_fixtures import tiny_settings
 def test_auto_budget_follows_cores_device_and_replicas() -> None:
     auto = Settings()
     cpu = ThreadBudget.resolve(auto, device="cpu", replicas=1, cores=16)
-    assert (cpu.prepare_workers, cpu.prepare_torch_threads, cpu.generate_threads) == (8, 1, 16)
+    assert (cpu.prepare_workers, cpu.prepare_torch_threads, cpu.generate_threads) == (8, 2, 16)
     gpu = ThreadBudget.resolve(auto, device="cuda", replicas=1, cores=16)  # the H200 box
-    assert (gpu.prepare_workers, gpu.prepare_torch_threads, gpu.generate_threads) == (8, 1, 4)
+    assert (gpu.prepare_workers, gpu.prepare_torch_threads, gpu.generate_threads) == (8, 2, 4)
+    assert (
+        ThreadBudget.resolve(auto, device="cuda", replicas=1, cores=64).prepare_torch_threads == 8
+    )
     assert ThreadBudget.resolve(auto, device="cuda", replicas=8, cores=64).generate_threads == 4
     assert ThreadBudget.resolve(auto, device="cuda", replicas=2, cores=4).generate_threads == 1
     small = ThreadBudget.resolve(auto, device="cpu", replicas=1, cores=2)
-    assert (small.prepare_workers, small.generate_threads) == (2, 2)
+    assert (small.prepare_workers, small.prepare_torch_threads, small.generate_threads) == (2, 1, 2)
 
 
 def test_explicit_settings_are_honoured() -> None:
