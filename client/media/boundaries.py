@@ -12,6 +12,11 @@
 * a detector cut inside a group (from its first frame to the frame after its last) is the
   group's own and is dropped; any other detector cut is a hard cut, exactly as without
   transitions;
+* except a hard cut to or from black: a detector cut on a dark run's first frame with no
+  fade-out before it, or on the frame after its last with no fade-in after it, is kept, so a
+  black (or very dark) stretch between two hard cuts is a shot of its own when it is as long as
+  the minimum shot (a 2 s black card, a night shot at 5 % brightness), as without transitions;
+  its frames are still a black cue, excluded from the usable frames;
 * a group found only after a detector cut inside it was committed keeps that cut as its one
   boundary (a committed frame cannot move to another shot).
 
@@ -111,6 +116,8 @@ class BoundaryPlanner:
         for group, running in self._candidates():
             if not group.covers(frame_no):
                 continue
+            if cut and _hard_cut_at_dark_edge(group, frame_no):
+                return True
             cut = False  # a detector cut inside a transition is the transition's own
             if self._has_boundary(group):
                 continue
@@ -271,3 +278,14 @@ class BoundaryPlanner:
             return round(self._times[-1] + (i - len(self._times) + 1) * step, 6)
         log.warning("frame %d: its time is no longer known; frame / fps is used", frame_no)
         return round(float(frame_no / self.fps), 6)
+
+
+def _hard_cut_at_dark_edge(group: TransitionGroup, frame_no: int) -> bool:
+    """Whether a detector cut at ``frame_no`` is a hard cut into or out of the group's dark
+    run (no fade on that side, no dissolve): such a cut is kept (see the module doc)."""
+    kinds = {seg.kind for seg in group.segments}
+    if "dissolve" in kinds:
+        return False
+    if frame_no == group.start and "fade_out" not in kinds:
+        return True
+    return frame_no == group.end + 1 and "fade_in" not in kinds
