@@ -3,8 +3,9 @@
 #
 # Set up from nothing and run the whole test suite. Creates .venv (if missing), installs
 # PyTorch first (TORCH_SPEC, default torch==2.13.0; set TORCH_INDEX_URL to take it from another
-# index), then the project with its server and test extras, Debian's chromium when missing (for
-# the report's browser tests; needs apt-get), then runs pytest with the arguments given.
+# index), then the project with its server and test extras, Debian's chromium (for
+# the report's browser tests) and PostgreSQL (for the store tests) when missing (needs apt-get),
+# then runs pytest with the arguments given.
 # Fails when any test fails or when no test was collected (pytest exit 5).
 # -h or --help as the first argument prints this text and does nothing else; pytest's own help:
 # .venv/bin/python -m pytest --help.
@@ -44,16 +45,21 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-# The HTML report's tests drive Debian's Chromium (tests/e2e/test_report*.py); a fresh machine
-# gets it here. Tolerant: without apt-get or root, or when the install fails, those tests skip.
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  echo "==> installing Debian's chromium for the report tests"
+# System packages some tests drive: Debian's Chromium for the HTML report's browser tests
+# (tests/e2e/test_report*.py) and a PostgreSQL server for the PostgreSQL store's tests (the tests
+# start their own server on loopback from these binaries). A fresh machine gets them here.
+# Tolerant: without apt-get or root, or when the install fails, those tests skip with a reason.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "==> installing Debian's ${missing[*]} for the report and PostgreSQL tests"
   sudo_cmd=()
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd=(sudo -n); fi
   if ! { "${sudo_cmd[@]}" apt-get update -qq \
-      && "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+      && "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } \
       >/dev/null 2>&1; then
-    echo "==> could not install chromium; the report's browser tests will be skipped"
+    echo "==> could not install ${missing[*]}; the tests that need them will be skipped"
   fi
 fi
 
