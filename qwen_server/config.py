@@ -67,6 +67,10 @@ class ServerSettings(_Section):
     max_shots_per_request: int = Field(64, ge=1, le=10_000)
     max_images_per_shot: int = Field(8, ge=1, le=64)
     max_image_pixels: int = Field(4_000_000, ge=1024)
+    # Per-shot video clips (``video`` instead of ``images``): the decoded clip's size and its
+    # length are bounded so one shot cannot make the server decode a film.
+    max_clip_mb: float = Field(16.0, gt=0, le=1024)
+    max_clip_seconds: float = Field(30.0, gt=0, le=3600)
     max_queued_shots: int = Field(1024, ge=1)
     # Admission under overload: a request that finds the queue full waits in a first-come-
     # first-served line (frames not yet decoded) for up to admission_wait_s, then gets 503 +
