@@ -97,6 +97,13 @@ class BatchGenerator:
         if compile_decode:
             enable_static_decode(self.generation_config, self.device)
 
+    def close(self) -> None:
+        """Stop the grammar workspace's worker thread (engine stopped or replica retired).
+
+        Called on the replica's own executor thread after its last batch (``Engine.stop``), so
+        no ``generate`` can be using the workspace then."""
+        self.grammar_workspace.close()
+
     def collate(self, shots: list[PreparedShot]) -> dict[str, torch.Tensor]:
         """Left-padded token ids, masks and the concatenated pixels of the whole batch, on the
         model's input device (the pixels through the replica's staging buffer, one copy)."""

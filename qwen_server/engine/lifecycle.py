@@ -43,9 +43,13 @@ from .generation import BatchGenerator
 from .grammar import GrammarCache
 from .inputs import ShotPreparer
 from .output_parsing import read_answer
-from .replicas import Replica, load_replicas
+from .replicas import Replica, close_replica, load_replicas
 from .thread_budget import ThreadBudget
 from .types import ModelOutput, PreparedShot, RawResult, ShotInput
+
+# How long stop waits for each replica to finish its running batch before leaving its grammar
+# thread behind (only a hung generate takes that long).
+REPLICA_CLOSE_WAIT_S = 5.0
 
 logger = logging.getLogger("qwen_server.engine")
 
@@ -248,6 +252,13 @@ class Engine:
             self._fail_items(self._queue.drain(), NotReady("the server is shutting down"))
         for replica in self._replicas:
             replica.executor.shutdown(wait=False, cancel_futures=True)
+        # Then each replica's grammar thread, after the batch still running there (a hung
+        # generate leaves its closer waiting, never stop itself).
+        closing = [
+            asyncio.ensure_future(asyncio.to_thread(close_replica, r)) for r in self._replicas
+        ]
+        if closing and (await asyncio.wait(closing, timeout=REPLICA_CLOSE_WAIT_S))[1]:
+            logger.warning("stop: a replica is still generating; its grammar thread stays")
         if self._prep_pool is not None:
             # Let running preparations finish: their callers then get NotReady, not a
             # cancellation they did not ask for.

@@ -43,6 +43,13 @@ class Replica:
     dead: str | None = None
 
 
+def close_replica(replica: Replica) -> None:
+    """Retire a replica whose executor is already shut down: wait for the batch still running
+    on its thread, then stop its grammar workspace's worker thread (``Engine.stop``)."""
+    replica.executor.shutdown(wait=True)
+    replica.generator.close()
+
+
 @dataclass
 class LoadedModel:
     """What ``load_replicas`` hands the engine."""

@@ -92,3 +92,23 @@ def test_engine_threads_run_with_their_budgets(tiny_model_dir: Path) -> None:
 
     prep, gen = asyncio.run(run())
     assert prep == [1, 1] and gen == 2
+
+
+def test_stop_closes_every_replica_grammar_thread(tiny_model_dir: Path) -> None:
+    """The overlapped grammar step runs on a worker thread per replica; stop retires it (a
+    server that restarts its engine, or a test session, must not collect idle threads)."""
+    from .engine_fixtures import make_shot
+
+    engine = Engine(tiny_settings(tiny_model_dir))
+    engine.load()
+
+    async def run() -> int:
+        await engine.start()
+        await engine.analyze([make_shot(1, 2), make_shot(2, 1)])
+        workers = sum(r.generator.grammar_workspace._executor is not None for r in engine._replicas)
+        await engine.stop(10)
+        return workers
+
+    assert asyncio.run(run()) == len(engine._replicas)  # the overlap path made its threads
+    assert all(r.generator.grammar_workspace._executor is None for r in engine._replicas)
+    assert not [t for t in threading.enumerate() if t.name.startswith("qwen-grammar")]
