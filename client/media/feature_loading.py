@@ -23,13 +23,13 @@ import sys
 import threading
 from types import ModuleType
 
+from client.media.background_job import BackgroundJob
+
 log = logging.getLogger("client.media.feature_loading")
 
 MODULE = "client.media.features"
 
-_lock = threading.Lock()
-_thread: threading.Thread | None = None
-_stop = threading.Event()
+_loader = BackgroundJob("audio-import")
 
 
 def _load(stop: threading.Event) -> None:
@@ -45,13 +45,7 @@ def _load(stop: threading.Event) -> None:
 def start() -> None:
     """Import the feature code and start its warm-up in the background (once at a time;
     cheap when the module is already imported and warmed)."""
-    global _thread
-    with _lock:
-        if _thread is not None and _thread.is_alive():
-            return
-        _stop.clear()
-        _thread = threading.Thread(target=_load, args=(_stop,), name="audio-import", daemon=False)
-        _thread.start()
+    _loader.start(_load)
 
 
 def features() -> ModuleType:
@@ -62,15 +56,7 @@ def features() -> ModuleType:
 def stop() -> None:
     """Join the import thread and stop the warm-up (idempotent): after it returns no thread
     of this module or of the warm-up is running."""
-    global _thread
-    with _lock:
-        thread = _thread
-        _stop.set()
-    if thread is not None:
-        thread.join()
-    with _lock:
-        if _thread is thread:
-            _thread = None
+    _loader.stop()
     module = sys.modules.get(MODULE)
     if module is not None:
         module.stop_warm_up()

@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from client.media import spectral
+from client.media.background_job import BackgroundJob
 from client.media.beats import onset_strength, track_beats
 from client.media.loudness import measure_loudness
 from client.media.speech import Speech, SpeechUnavailable, detect_speech
@@ -106,9 +107,7 @@ def limit_blas_threads() -> None:
         threadpool_limits(limits=1, user_api="blas")
 
 
-_warm_lock = threading.Lock()
-_warm_thread: threading.Thread | None = None
-_warm_stop = threading.Event()
+_warm_job = BackgroundJob("audio-warm-up")
 _warm_done = threading.Event()  # the whole warm-up ran once: no need to run it again
 
 
@@ -315,26 +314,12 @@ def warm_up_in_background() -> threading.Thread | None:
     process exits (see the module doc for why). Returns the running thread, or None when the
     warm-up already ran to the end in this process.
     """
-    global _warm_thread
-    with _warm_lock:
-        if _warm_thread is None and not _warm_done.is_set():
-            _warm_stop.clear()
-            _warm_thread = threading.Thread(
-                target=_warm_up, args=(_warm_stop,), name="audio-warm-up", daemon=False
-            )
-            _warm_thread.start()
-        return _warm_thread
+    if _warm_done.is_set():
+        return None
+    return _warm_job.start(_warm_up)
 
 
 def stop_warm_up() -> None:
     """Ask the warm-up to stop after its current step and wait for it (idempotent, cheap
     when no warm-up was started). After it returns no warm-up thread is running."""
-    global _warm_thread
-    with _warm_lock:
-        thread = _warm_thread
-        _warm_stop.set()
-    if thread is not None:
-        thread.join()
-    with _warm_lock:
-        if _warm_thread is thread:
-            _warm_thread = None
+    _warm_job.stop()
