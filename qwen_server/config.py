@@ -71,6 +71,9 @@ class ServerSettings(_Section):
     # length are bounded so one shot cannot make the server decode a film.
     max_clip_mb: float = Field(16.0, gt=0, le=1024)
     max_clip_seconds: float = Field(30.0, gt=0, le=3600)
+    # A film uploaded to POST /jobs (server.max_body_mb does not apply there): counted while
+    # streaming to disk, 413 and the partial file removed past it.
+    max_upload_mb: float = Field(16384.0, gt=0, le=16_777_216)
     max_queued_shots: int = Field(1024, ge=1)
     # Admission under overload: a request that finds the queue full waits in a first-come-
     # first-served line (frames not yet decoded) for up to admission_wait_s, then gets 503 +
@@ -252,6 +255,44 @@ class StoreSettings(_Section):
     reserve_mb: float = Field(8.0, ge=0, le=4096)
 
 
+class JobsSettings(_Section):
+    """Server-side film jobs (``POST /jobs``): where their files live, which server paths a
+    job may name, how much disk they may take and how many decode at once."""
+
+    # Uploads and results folders, one folder per job (None: ``jobs`` beside store.path).
+    dir: Path | None = None
+    # Folders a path job may name (realpath inside one of them); empty: path jobs are 403.
+    media_roots: list[Path] = Field(default_factory=list)
+    # Uploads plus results on disk under ``dir``; a job that would pass it is 507.
+    max_disk_gb: float = Field(100.0, gt=0, le=1_048_576)
+    # Decode worker processes per job ("auto": the cores minus what generation needs, >= 1).
+    decode_workers: int | Literal["auto"] = "auto"
+    keep_uploads: bool = False  # keep an uploaded film once its job ends (done/failed/cancelled)
+    max_running: int = Field(1, ge=1, le=64)  # jobs decoding at once; the others wait queued
+    # Shots per in-process batch and batches in flight (the analyze CLI's --batch-size and
+    # --in-flight): a batch is the unit stored in the session and in shots.jsonl.
+    batch_size: int = Field(8, ge=1, le=512)
+    in_flight: int = Field(2, ge=1, le=64)
+
+    @field_validator("decode_workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("decode_workers must be >= 1 or 'auto'")
+        return value
+
+    def folder(self, store_path: Path) -> Path:
+        """The jobs folder: ``dir``, or ``jobs`` beside the session database."""
+        return self.dir if self.dir is not None else Path(store_path).parent / "jobs"
+
+    def workers(self, generation_threads: int = 2) -> int:
+        """Decode workers: the setting, or with "auto" the cores minus ``generation_threads``
+        (what feeding the model needs), at least 1."""
+        if isinstance(self.decode_workers, int):
+            return self.decode_workers
+        return max(1, (os.cpu_count() or 1) - generation_threads)
+
+
 class ChatSettings(_Section):
     """The OpenAI-compatible chat provider (Nebius AI Studio by default)."""
 
@@ -281,6 +322,7 @@ class Settings(BaseSettings):
     fusion: FusionSettings = FusionSettings()
     analysis: AnalysisSettings = AnalysisSettings()
     store: StoreSettings = StoreSettings()
+    jobs: JobsSettings = JobsSettings()
     chat: ChatSettings = ChatSettings()
 
     # Secrets: environment only (QWEN_SERVER_API_KEYS, NEBIUS_API_KEY), never config.yaml.

@@ -53,6 +53,20 @@ class NotFound(QwenServerError):
     status_code = 404
 
 
+class Forbidden(QwenServerError):
+    """The caller is authenticated but may not reach this resource (a job path outside
+    ``jobs.media_roots``)."""
+
+    status_code = 403
+
+
+class Conflict(QwenServerError):
+    """The resource is not in a state that allows the request (a finished job cancelled,
+    results of a job still running)."""
+
+    status_code = 409
+
+
 # --- server state (5xx) ----------------------------------------------------------------------
 
 
@@ -72,6 +86,12 @@ class NotReady(QwenServerError):
 
     def __init__(self, message: str, retry_after_s: int = 5) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class InsufficientStorage(QwenServerError):
+    """Accepting the request would pass a disk quota (``jobs.max_disk_gb``)."""
+
+    status_code = 507
 
 
 class EngineFailure(QwenServerError):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from ..errors import ConfigError
+from .jobs_table import create_jobs_table  # version 2: film jobs (qwen_server.jobs)
 
 log = logging.getLogger("qwen_server.store")
 
@@ -52,7 +53,7 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
 
 
 # Ordered: MIGRATIONS[i] upgrades version i to i + 1. Append only; never edit a released step.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, create_jobs_table]
 
 
 def schema_version() -> int:

@@ -67,10 +67,10 @@ def test_open_creates_file_and_migrates_empty_db_to_current_version(db_path: Pat
     try:
         assert db_path.is_file()
         conn = sqlite3.connect(db_path)
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations.schema_version() == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations.schema_version() == 2
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"sessions", "shots"} <= tables
+        assert {"sessions", "shots", "jobs"} <= tables
         conn.close()
         assert s.ping()
     finally:
@@ -90,12 +90,12 @@ def test_reopen_is_idempotent_and_open_twice_is_harmless(db_path: Path):
         assert s.get_session("film-1").shot_count == 1
         s.close()
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
 
 
 def test_migrations_run_in_order_from_an_older_version(db_path: Path, monkeypatch):
-    # A database at version 1 with data, then the code gains a version-2 migration.
+    # A database at the current version with data, then the code gains one more migration.
     s = SessionStore(db_path)
     s.open()
     s.save_results("film-1", [result(1)], title=None, model="m")
@@ -111,12 +111,12 @@ def test_migrations_run_in_order_from_an_older_version(db_path: Path, monkeypatc
     s = SessionStore(db_path)
     s.open()
     s.close()
-    s.open()  # already at version 2: nothing runs again
+    s.open()  # already at the new version: nothing runs again
     assert s.get_session("film-1").shot_count == 1
     s.close()
     assert applied == [2]
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert "notes" in {r[1] for r in conn.execute("PRAGMA table_info(sessions)")}
     conn.close()
 
@@ -130,7 +130,7 @@ def test_failed_migration_leaves_the_previous_version_intact(db_path: Path, monk
     with pytest.raises(ConfigError, match="store.path"):
         SessionStore(db_path).open()
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "half_done" not in tables
     conn.close()
