@@ -32,37 +32,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.film_factory import Join, ShotSpec, TransitionTruth, make_film  # noqa: E402
+from tests.film_factory import TransitionTruth  # noqa: E402
 from tests.film_joins import score_transitions  # noqa: E402
-
-PATTERNS = ("bars", "checker", "circles", "noise", "gradient")
-
-
-def accuracy_film(path: Path, shots: int = 36, seed: int = 3) -> Any:
-    """A film whose joins cycle through every kind, lengths varying (25 fps, 320x240)."""
-    specs = [
-        ShotSpec(
-            frames=40 + 7 * (i % 5),
-            brightness=0.3 + 0.5 * ((i * 0.37) % 1.0),
-            pattern=PATTERNS[i % len(PATTERNS)],
-            audio=None,
-        )
-        for i in range(shots)
-    ]
-    kinds = [
-        Join("dissolve", 12),
-        Join("fade", 12, 8),
-        None,
-        Join("dissolve", 20),
-        Join("fade", 0, 10, 0),
-        Join("dissolve", 8),
-        Join("fade", 15, 0, 10),
-        Join("fade", 10, 6, 0),
-        Join("dissolve", 24),
-        Join("fade", 0, 8, 12),
-    ]
-    joins = [kinds[i % len(kinds)] for i in range(shots - 1)]
-    return make_film(path, specs, joins=joins, seed=seed)
+from tests.transition_films import joined_film  # noqa: E402
 
 
 def detected(summary: dict[str, Any]) -> list[TransitionTruth]:
@@ -114,7 +86,7 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        truth = accuracy_film(work / "joins.mp4")
+        truth = joined_film(work / "joins.mp4", 36)
         shots_run(truth.path, work / "acc")
         summary = json.loads((work / "acc" / "summary.json").read_text())
         gradual = [t for t in truth.transitions if t.kind != "cut"]

@@ -14,35 +14,14 @@ from client.media.probe import probe
 from client.media.scan import ShotScanner
 from client.options import DetectionOptions, ExtractOptions, TimeRange
 from client.run_summary import film_cues, film_transitions
-from tests.film_factory import FilmTruth, Join, ShotSpec, TransitionTruth, make_film, standard_shots
+from tests.film_factory import FilmTruth, TransitionTruth, make_film, standard_shots
 from tests.film_joins import score_transitions
+from tests.transition_films import joined_film
 
-PATTERNS = ("bars", "checker", "circles", "noise", "gradient")
-JOINS = [
-    Join("dissolve", 12),
-    Join("fade", 12, 8),
-    None,
-    Join("dissolve", 20),
-    Join("fade", 0, 10, 0),
-    Join("dissolve", 8),
-    Join("fade", 15, 0, 10),
-    Join("fade", 10, 6, 0),
-]
+# Every kind of join but the cycle's last two (the benchmark's 36-shot film has them all).
+JOIN_COUNT = 8
 
 Joined = tuple[FilmTruth, list[dict[str, Any]]]
-
-
-def joined_film(path: Path) -> FilmTruth:
-    specs = [
-        ShotSpec(
-            frames=40 + 7 * (i % 5),
-            brightness=0.3 + 0.5 * ((i * 0.37) % 1.0),
-            pattern=PATTERNS[i % len(PATTERNS)],
-            audio=None,
-        )
-        for i in range(len(JOINS) + 1)
-    ]
-    return make_film(path, specs, joins=JOINS, seed=3)
 
 
 def scan(path: Path, **detection: Any) -> list[dict[str, Any]]:
@@ -55,7 +34,7 @@ def scan(path: Path, **detection: Any) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def joined(tmp_path_factory: pytest.TempPathFactory) -> Joined:
-    truth = joined_film(tmp_path_factory.mktemp("joins") / "joins.mp4")
+    truth = joined_film(tmp_path_factory.mktemp("joins") / "joins.mp4", JOIN_COUNT + 1)
     return truth, scan(truth.path)
 
 
