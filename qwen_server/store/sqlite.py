@@ -25,71 +25,25 @@ Decisions:
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..contract.constants import SESSION_ID_RE, SESSION_ID_RULE
 from ..contract.sessions import SessionDetail, SessionSummary
 from ..errors import ConfigError, InvalidInput, NotFound
 from .faults import SpareFile, StoreError, WriteFailures, is_disk_full
 from .migrations import migrate, schema_version
+from .records import SUMMARY_COLUMNS, check_session_id, detail, now_iso, shot_rows, summary
 
 log = logging.getLogger("qwen_server.store")
 
 BUSY_TIMEOUT_MS = 30_000
 
 __all__ = ["SessionStore", "StoreError", "check_session_id"]
-
-
-def check_session_id(session_id: str) -> None:
-    """Raise InvalidInput (422) unless ``session_id`` is a safe, bounded id."""
-    if not isinstance(session_id, str) or not SESSION_ID_RE.fullmatch(session_id):
-        raise InvalidInput(f"invalid session_id: must be {SESSION_ID_RULE}")
-
-
-def attribute_union(shots: list[dict[str, Any]]) -> list[str]:
-    """Attribute names of ``shots`` in order of first appearance (sessions may mix sets)."""
-    names: dict[str, None] = {}
-    for shot in shots:
-        attrs = shot.get("attributes")
-        if isinstance(attrs, dict):
-            names.update(dict.fromkeys(str(k) for k in attrs))
-    return list(names)
-
-
-def _now() -> str:
-    # Millisecond ISO 8601 in UTC sorts lexicographically in time order.
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _optional_float(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-_SUMMARY_COLUMNS = "id, title, model, shot_count, created_at, updated_at"
-
-
-def _summary(row: sqlite3.Row | tuple[Any, ...]) -> SessionSummary:
-    return SessionSummary(
-        session_id=row[0],
-        title=row[1],
-        model=row[2],
-        shot_count=row[3],
-        created_at=row[4],
-        updated_at=row[5],
-    )
 
 
 class SessionStore:
@@ -156,6 +110,10 @@ class SessionStore:
     def ping(self) -> bool:
         """True when the database answers a trivial query."""
         return self._read_problem() is None
+
+    def describe(self) -> str:
+        """``SQLite <path>``: for the start-up log (``/health`` never shows it)."""
+        return f"SQLite {self.path}"
 
     def _read_problem(self) -> str | None:
         if not self._open:
@@ -243,25 +201,10 @@ class SessionStore:
         at all. A shot already stored (same ``shot_id``) is replaced by the new result. ``title``
         None keeps the stored title; ``model`` becomes the session's model.
         """
-        check_session_id(session_id)
-        rows: list[tuple[Any, ...]] = []
-        for result in results:
-            shot_id = result.get("shot_id") if isinstance(result, dict) else None
-            if not isinstance(shot_id, int) or isinstance(shot_id, bool):
-                raise InvalidInput("each stored result needs an integer shot_id")
-            try:
-                blob = json.dumps(result, allow_nan=False, separators=(",", ":"))
-            except (TypeError, ValueError) as exc:
-                raise InvalidInput(f"shot {shot_id}: result is not storable JSON ({exc})") from None
-            rows.append(
-                (
-                    session_id,
-                    shot_id,
-                    _optional_float(result.get("start_time")),
-                    _optional_float(result.get("end_time")),
-                    blob,
-                )
-            )
+        rows = [
+            (session_id, r.shot_id, r.start_time, r.end_time, r.result_json)
+            for r in shot_rows(session_id, results)
+        ]
         try:
             self._save_rows(session_id, rows, title=title, model=model)
         except sqlite3.Error as exc:
@@ -273,7 +216,7 @@ class SessionStore:
     def _save_rows(
         self, session_id: str, rows: list[tuple[Any, ...]], *, title: str | None, model: str
     ) -> None:
-        now = _now()
+        now = now_iso()
         with self._write() as conn:
             conn.execute(
                 """
@@ -315,13 +258,13 @@ class SessionStore:
             with self._read() as conn:
                 total = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
                 rows = conn.execute(
-                    f"SELECT {_SUMMARY_COLUMNS} FROM sessions ORDER BY write_seq DESC"
+                    f"SELECT {SUMMARY_COLUMNS} FROM sessions ORDER BY write_seq DESC"
                     " LIMIT ? OFFSET ?",
                     (limit, offset),
                 ).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"session store: listing sessions failed ({exc})") from None
-        return [_summary(r) for r in rows], total
+        return [summary(r) for r in rows], total
 
     def get_session(self, session_id: str) -> SessionDetail:
         """A session with its shots in time order; shots without a start time come last."""
@@ -329,7 +272,7 @@ class SessionStore:
         try:
             with self._read() as conn:
                 row = conn.execute(
-                    f"SELECT {_SUMMARY_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+                    f"SELECT {SUMMARY_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
                 ).fetchone()
                 blobs = conn.execute(
                     "SELECT result_json FROM shots WHERE session_id = ?"
@@ -340,9 +283,7 @@ class SessionStore:
             raise StoreError(f"session store: reading session failed ({exc})") from None
         if row is None:
             raise NotFound(f"session not found: {session_id}")
-        summary = _summary(row)
-        shots = [json.loads(b[0]) for b in blobs]
-        return SessionDetail(**summary.model_dump(), shots=shots, attributes=attribute_union(shots))
+        return detail(row, [b[0] for b in blobs])
 
     def delete_session(self, session_id: str) -> None:
         """Delete a session and all its shots; NotFound when there is no such session."""
