@@ -246,6 +246,17 @@ class AnalysisSettings(_Section):
 class StoreSettings(_Section):
     """Where film sessions are kept, and how much disk they may take."""
 
+    # PostgreSQL instead of the SQLite file when set: postgresql://USER@HOST:PORT/DBNAME (env
+    # QWEN_STORE__URL), shared by every server that names it. Its password comes from the
+    # environment: in the URL only when the URL itself is QWEN_STORE__URL, else
+    # QWEN_STORE_PASSWORD, PGPASSWORD or ~/.pgpass; config.yaml refuses a URL with a password.
+    # A SecretStr because an environment URL can carry the password: it never prints whole.
+    url: SecretStr | None = None
+    # PostgreSQL only: connections this server keeps open at most (the routes' thread pool and
+    # the jobs share them), and how long a store call waits for a connection or a row lock.
+    pool_max_size: int = Field(8, ge=1, le=1000)
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    # SQLite only (below): the file and its disk limits. With url set they are not used.
     path: Path = Path("var/qwen_server.sqlite3")
     # Cap on the database size (None: the disk is the limit). Past it, results are still
     # returned but not stored (stored: false), exactly as on a full disk.
@@ -253,6 +264,22 @@ class StoreSettings(_Section):
     # Spare file kept beside the database and given up when the disk is full, so that
     # DELETE /sessions/{id} can still free space (0: no spare).
     reserve_mb: float = Field(8.0, ge=0, le=4096)
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _postgres_only(cls, value: Any) -> Any:
+        from .store.urls import is_postgres_url
+
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # QWEN_STORE__URL= (empty) means the SQLite file
+        if not isinstance(value, str) or not is_postgres_url(value.strip()):
+            raise ValueError(
+                "must be a PostgreSQL URL (postgresql://user@host:port/dbname); leave it unset "
+                "for the SQLite file at store.path"
+            )
+        return value.strip()
 
 
 class JobsSettings(_Section):
@@ -306,6 +333,63 @@ class ChatSettings(_Section):
     temperature: float = Field(0.2, ge=0.0, le=2.0)
 
 
+class RaySettings(_Section):
+    """``qwen-server --ray``: the same app on a Ray Serve cluster (qwen_server/ray_serve/).
+
+    The FastAPI app is the Serve ingress; the engine is a deployment of its own, one replica
+    per GPU, autoscaled on the requests queued or running per replica. Ignored without --ray.
+    """
+
+    # The cluster: None starts a local one in this process (a single box, tests); "auto" joins
+    # the cluster that `ray start` started on this node; "ray://head:10001" goes through Ray
+    # Client. The Serve HTTP proxy binds server.host:server.port on every node.
+    address: str | None = None
+    namespace: str = "qwen-server"
+    app_name: str = "qwen"
+    # Engine replicas: GPUs each ("auto": 1 when the cluster has GPUs, else 0, a CPU replica)
+    # and CPUs each (Ray's scheduling unit, not a thread count).
+    gpus_per_replica: float | Literal["auto"] = "auto"
+    cpus_per_replica: float = Field(1.0, ge=0, le=1024)
+    # Autoscaling bounds ("auto" max: the cluster's GPUs / gpus_per_replica when the app starts,
+    # min_replicas on a CPU-only cluster) and the replicas started with (None: min_replicas).
+    min_replicas: int = Field(1, ge=1, le=100_000)
+    max_replicas: int | Literal["auto"] = "auto"
+    initial_replicas: int | None = Field(None, ge=1, le=100_000)
+    # Autoscaling on queue depth: the requests (queued at the ingress or running) per replica
+    # Serve aims at, and how long a need must last before it adds or removes a replica.
+    target_ongoing_requests: float = Field(4.0, gt=0, le=100_000)
+    upscale_delay_s: float = Field(30.0, ge=0, le=86_400)
+    downscale_delay_s: float = Field(600.0, ge=0, le=86_400)
+    # Requests one engine replica takes at once ("auto": batching's planned batch size, at least
+    # twice target_ongoing_requests); never below the batch size, or batches could not fill.
+    max_ongoing_requests: int | Literal["auto"] = "auto"
+    # A replica removed (scale-down, redeploy) stops getting requests, finishes those it has
+    # and its engine's queue within this, then exits; also the engine's stop(timeout).
+    graceful_shutdown_timeout_s: float = Field(60.0, ge=0, le=86_400)
+    # Serve calls each engine replica's check_health (raises when the engine failed) this
+    # often; a replica failing it, or silent past the timeout, is replaced.
+    health_check_period_s: float = Field(10.0, gt=0, le=3600)
+    health_check_timeout_s: float = Field(30.0, gt=0, le=3600)
+    # The FastAPI front: copies (one per node keeps frames on the node: Serve routes to local
+    # replicas first) and requests each takes at once.
+    ingress_replicas: int = Field(1, ge=1, le=10_000)
+    ingress_max_ongoing_requests: int = Field(256, ge=1, le=100_000)
+    # Replicas one analysis is tried on when the replica running it dies (analysis is
+    # idempotent); past them the request is 503 + Retry-After, which the client retries.
+    retry_attempts: int = Field(3, ge=1, le=100)
+    # A local cluster (address None) only: CPUs it may use (None: all) and its object store.
+    num_cpus: int | None = Field(None, ge=1, le=100_000)
+    object_store_mb: int = Field(512, ge=80, le=1_048_576)
+    include_dashboard: bool = False
+
+    def replica_max_ongoing(self, batch_size: int) -> int:
+        """Requests one engine replica takes at once: the setting, or with "auto" the batch
+        size, at least twice ``target_ongoing_requests`` (so autoscaling has room to see)."""
+        if isinstance(self.max_ongoing_requests, int):
+            return self.max_ongoing_requests
+        return max(batch_size, int(2 * self.target_ongoing_requests + 0.999))
+
+
 class Settings(BaseSettings):
     """All server settings; see ``config.yaml`` for what each key means."""
 
@@ -324,12 +408,15 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     jobs: JobsSettings = JobsSettings()
     chat: ChatSettings = ChatSettings()
+    ray: RaySettings = RaySettings()
 
     # Secrets: environment only (QWEN_SERVER_API_KEYS, NEBIUS_API_KEY), never config.yaml.
     server_api_keys: SecretStr | None = Field(default=None, exclude=True)
     nebius_api_key: SecretStr | None = Field(
         default=None, validation_alias="NEBIUS_API_KEY", exclude=True
     )
+    # The PostgreSQL password (QWEN_STORE_PASSWORD), when it is not in an environment store.url.
+    store_password: SecretStr | None = Field(default=None, exclude=True)
 
     # Set by load_settings before construction; not a setting itself.
     _yaml_file: Path | None = None
@@ -346,6 +433,24 @@ class Settings(BaseSettings):
                 f"QWEN_SERVER__MAX_SHOTS_PER_REQUEST) = {server.max_shots_per_request}: a request "
                 "of that many shots could never be queued and would get 503 forever; raise "
                 "max_queued_shots or lower max_shots_per_request"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ray_batches_can_fill(self) -> Settings:
+        """An engine replica taking fewer requests than a batch holds would never fill one."""
+        ray, batch = self.ray, self.batching.planned_batch_size
+        if isinstance(ray.max_ongoing_requests, int) and ray.max_ongoing_requests < batch:
+            raise ValueError(
+                f"ray.max_ongoing_requests (env QWEN_RAY__MAX_ONGOING_REQUESTS) = "
+                f"{ray.max_ongoing_requests} is below batching.max_batch_size (env "
+                f"QWEN_BATCHING__MAX_BATCH_SIZE) = {batch}: an engine replica could never fill "
+                "a batch; raise it or set it to auto"
+            )
+        if isinstance(ray.max_replicas, int) and ray.max_replicas < ray.min_replicas:
+            raise ValueError(
+                f"ray.max_replicas (env QWEN_RAY__MAX_REPLICAS) = {ray.max_replicas} is below "
+                f"ray.min_replicas (env QWEN_RAY__MIN_REPLICAS) = {ray.min_replicas}"
             )
         return self
 
@@ -384,7 +489,7 @@ class Settings(BaseSettings):
 # settings sources are chosen per class, not per instance.
 _CURRENT_YAML: dict[str, Path | None] = {"path": None}
 
-_SECRET_KEYS = {"server_api_keys", "nebius_api_key", "NEBIUS_API_KEY"}
+_SECRET_KEYS = {"server_api_keys", "nebius_api_key", "NEBIUS_API_KEY", "store_password"}
 
 
 class _SecretFreeYaml(YamlConfigSettingsSource):
@@ -395,9 +500,24 @@ class _SecretFreeYaml(YamlConfigSettingsSource):
         for key in _SECRET_KEYS & set(data):
             raise ConfigError(
                 f"{key}: secrets must not be put in the config file; "
-                "use the environment (QWEN_SERVER_API_KEYS, NEBIUS_API_KEY) or server.api_key_file"
+                "use the environment (QWEN_SERVER_API_KEYS, NEBIUS_API_KEY, QWEN_STORE_PASSWORD) "
+                "or server.api_key_file"
             )
+        _refuse_store_password(data.get("store"))
         return data
+
+
+def _refuse_store_password(store: Any) -> None:
+    """A store.url in config.yaml must not carry a password (the file is shared and committed);
+    the message never repeats the URL, which holds it."""
+    from .store.urls import has_password
+
+    url = store.get("url") if isinstance(store, dict) else None
+    if isinstance(url, str) and has_password(url):
+        raise ConfigError(
+            "store.url: the database password must not be put in the config file; use "
+            "QWEN_STORE_PASSWORD, PGPASSWORD or ~/.pgpass, or give the whole URL in QWEN_STORE__URL"
+        )
 
 
 def _format_validation_error(exc: ValidationError) -> str:
