@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   QWEN_SERVER_API_KEYS=$(cat ~/.config/qwen-server/api_key) qwen-server
   qwen-server --model Qwen/Qwen2-VL-7B-Instruct --placement replicate --port 8080
   qwen-server --model ./models/tiny-qwen2-vl --insecure-no-auth     # local development only
+  qwen-server --ray        # the same app on a Ray Serve cluster (config.yaml's ray: section)
 """
 
 
@@ -61,6 +62,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="serve without API keys (development only; logs a loud warning)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help="serve on a Ray Serve cluster: engine replicas per GPU, autoscaled (ray.* settings; "
+        "needs the ray extra)",
+    )
     p.add_argument(
         "--check-config",
         action="store_true",
@@ -201,7 +208,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         return _check_config(settings)
     configure_logging(settings.server.log_level)
+    if args.ray:
+        return _serve_on_ray(settings)
     return _serve(settings)
+
+
+def _serve_on_ray(settings: Any) -> int:
+    """``--ray``: the app as a Ray Serve application (qwen_server/ray_serve/cluster.py)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.serve") is None:
+        return _error('--ray needs Ray Serve: pip install ".[ray]"')
+    if not settings.api_keys() and not settings.server.insecure_no_auth:
+        return _error(
+            "no API key configured: set QWEN_SERVER_API_KEYS or "
+            "server.api_key_file (or --insecure-no-auth for local development only)"
+        )
+    from .ray_serve.cluster import run_cluster
+
+    return run_cluster(settings)
 
 
 if __name__ == "__main__":

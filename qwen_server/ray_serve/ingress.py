@@ -1,0 +1,83 @@
+"""The Serve ingress: the FastAPI app ``create_app`` builds, over a ``RemoteEngine``.
+
+Auth, limits, validation, routes, sessions and chat are the single-box server's code unchanged;
+only the engine is remote. The app is built on the replica (Serve's late-bound
+``__serve_build_asgi_app__``), so nothing of it is pickled, and Serve runs its lifespan (store
+opened, decode pool, engine poll started; drain and close on shutdown).
+
+Each response names the engine replicas that analysed it in ``X-Qwen-Engine-Replica``
+(comma-separated Serve replica ids; absent when no engine was involved), for operators tracing a
+result to a box and for the tests that check work was spread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..config import Settings
+from .remote_engine import RemoteEngine, served_by
+
+REPLICA_HEADER = "x-qwen-engine-replica"
+
+
+class EngineReplicaHeader:
+    """Pure ASGI middleware: add ``X-Qwen-Engine-Replica`` from what ``RemoteEngine`` recorded.
+
+    Pure ASGI (not ``BaseHTTPMiddleware``) so the route runs in this coroutine's context and the
+    list the adapter appends to is the one set here."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replicas: list[str] = []
+        token = served_by.set(replicas)
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start" and replicas:
+                headers = list(message.get("headers", []))
+                headers.append((REPLICA_HEADER.encode(), ",".join(replicas).encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_header)
+        finally:
+            served_by.reset(token)
+
+
+def build_ingress_app(settings: Settings, engine_handle: Any) -> FastAPI:
+    """``create_app`` with a ``RemoteEngine`` over ``engine_handle`` and the replica header."""
+    from ..engine.checkpoint import model_display_id
+    from ..http.app import create_app
+
+    engine = RemoteEngine(
+        engine_handle,
+        model_id=model_display_id(settings),
+        retry_attempts=settings.ray.retry_attempts,
+    )
+    app = create_app(settings, engine=engine)
+    app.add_middleware(EngineReplicaHeader)  # outermost: sees every response
+    return app
+
+
+@serve.ingress()
+class Ingress:
+    """The HTTP front of the Serve application (one per node in a cluster, see the README)."""
+
+    def __init__(self, settings: Settings, engine_handle: Any) -> None:
+        from ..__main__ import configure_logging
+
+        configure_logging(settings.server.log_level)
+        self._settings = settings
+        self._engine_handle = engine_handle
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_ingress_app(self._settings, self._engine_handle)
