@@ -184,11 +184,15 @@ def _lifespan(
             settings.server.decode_workers, thread_name_prefix="decode"
         )
         load_task = asyncio.create_task(_load_engine(app, on_fatal))
+        # Film jobs left queued or running by a previous run resume now (they wait for the
+        # model to finish loading before their first batch).
+        await app.state.jobs.start()
         try:
             yield
         finally:
             app.state.run.draining = True
             load_task.cancel()
+            await app.state.jobs.stop()  # running jobs stop, keeping their state to resume
             try:
                 await app.state.engine.stop(timeout=settings.server.shutdown_timeout_s)
             except Exception:
@@ -214,6 +218,9 @@ def _install_state(app: FastAPI, settings: Settings, engine: EngineClient | None
         reserve_mb=settings.store.reserve_mb,
     )
     app.state.chat = ChatService(settings)
+    from ..jobs.runner import JobManager
+
+    app.state.jobs = JobManager(app.state, settings)
     _log_vocabulary(settings)
     app.state.metrics = Metrics(
         lambda: app.state.engine, vocabulary=settings.analysis.vocabulary.names
@@ -243,7 +250,7 @@ def _log_vocabulary(settings: Settings) -> None:
 
 
 def _install_routes(app: FastAPI) -> None:
-    from .routes import analyze, chat, health, metrics, sessions, vocabulary
+    from .routes import analyze, chat, health, jobs, metrics, sessions, vocabulary
 
     app.include_router(health.router)
     app.include_router(metrics.router)
@@ -251,6 +258,7 @@ def _install_routes(app: FastAPI) -> None:
     app.include_router(vocabulary.router)
     app.include_router(sessions.router)
     app.include_router(chat.router)
+    app.include_router(jobs.router)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -303,7 +311,10 @@ def _install_middleware(app: FastAPI, settings: Settings, verifier: ApiKeyVerifi
     # Added innermost first: a request passes RequestContext → Auth → Options → BodySizeLimit →
     # routes.
     app.add_middleware(
-        BodySizeLimitMiddleware, max_bytes=int(settings.server.max_body_mb * 1_048_576)
+        BodySizeLimitMiddleware,
+        max_bytes=int(settings.server.max_body_mb * 1_048_576),
+        # Film uploads are bounded by server.max_upload_mb, counted by the route as it streams.
+        exempt=frozenset({("POST", "/jobs")}),
     )
     app.add_middleware(OptionsMiddleware, router=app.router)
     app.add_middleware(AuthMiddleware, verifier=verifier, public=public)

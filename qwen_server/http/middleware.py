@@ -201,16 +201,21 @@ class BodySizeLimitMiddleware:
     chunked client cannot make the server buffer more than the limit.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, exempt: frozenset[tuple[str, str]] = frozenset()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # (method, path) pairs whose route enforces its own limit while streaming the body to
+        # disk (POST /jobs: server.max_upload_mb).
+        self.exempt = exempt
 
     def _too_large(self) -> str:
         mb = self.max_bytes / 1_048_576
         return f"request body exceeds the limit of {mb:g} MB (server.max_body_mb)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in self.exempt:
             await self.app(scope, receive, send)
             return
         declared = _header(scope, b"content-length")
