@@ -18,10 +18,12 @@ from PIL import Image
 
 from ..config import Settings
 from ..contract.analysis import (
+    CLIP_FRAMES_DEFAULT,
     AttributeDefinition,
     GenerationCounts,
     MeasuredSignals,
     ShotIn,
+    ShotInputs,
     ShotResult,
     Timings,
 )
@@ -30,6 +32,7 @@ from ..engine.protocol import EngineClient
 from ..engine.types import ShotInput
 from ..errors import InvalidInput
 from .audio_cues import audio_cues
+from .clips import ClipLimits, base64_size, decode_clip, over_size
 from .fusion import fuse
 from .images import decode_image
 from .signals import measure
@@ -40,6 +43,7 @@ class _Prepared:
     frames: list[Image.Image]
     measured: MeasuredSignals
     decode_ms: float
+    inputs: ShotInputs
 
 
 def check_limits(shots: list[ShotIn], settings: Settings) -> None:
@@ -50,12 +54,24 @@ def check_limits(shots: list[ShotIn], settings: Settings) -> None:
             f"too many shots in one request: {len(shots)} > {limit} (server.max_shots_per_request)"
         )
     max_images = settings.server.max_images_per_shot
+    max_clip = int(settings.server.max_clip_mb * 1_048_576)
     for shot in shots:
-        if len(shot.images) > max_images:
+        if shot.images is not None and len(shot.images) > max_images:
             raise InvalidInput(
                 f"shot {shot.shot_id}: {len(shot.images)} images > {max_images} "
                 "(server.max_images_per_shot)"
             )
+        if shot.video is not None:
+            # Cheap checks before admission; the clip's length is measured when it is read.
+            count = shot.frames_per_shot or CLIP_FRAMES_DEFAULT
+            if count > max_images:
+                raise InvalidInput(
+                    f"shot {shot.shot_id}: frames_per_shot {count} > {max_images} "
+                    "(server.max_images_per_shot)"
+                )
+            if base64_size(shot.video) > max_clip + 3:
+                size = over_size(base64_size(shot.video), max_clip, "about ")
+                raise InvalidInput(f"shot {shot.shot_id} video: {size}")
 
 
 Requested = list[str | AttributeDefinition]
@@ -88,19 +104,29 @@ def shot_vocabularies(
     return out
 
 
-def _prepare(shot: ShotIn, max_pixels: int, keep_pixels: int) -> _Prepared:
+def _prepare(shot: ShotIn, limits: ClipLimits) -> _Prepared:
     t0 = time.perf_counter()
-    frames = [
-        decode_image(
-            data,
-            max_pixels=max_pixels,
-            keep_pixels=keep_pixels,
-            where=f"shot {shot.shot_id} image {i}",
+    if shot.video is not None:
+        frames, clip = decode_clip(
+            shot.video,
+            count=shot.frames_per_shot or CLIP_FRAMES_DEFAULT,
+            limits=limits,
+            where=f"shot {shot.shot_id} video",
         )
-        for i, data in enumerate(shot.images)
-    ]
+        inputs = ShotInputs(source="video", frames=len(frames), clip=clip)
+    else:
+        frames = [
+            decode_image(
+                data,
+                max_pixels=limits.max_pixels,
+                keep_pixels=limits.keep_pixels,
+                where=f"shot {shot.shot_id} image {i}",
+            )
+            for i, data in enumerate(shot.images or [])
+        ]
+        inputs = ShotInputs(source="images", frames=len(frames))
     measured = measure(frames)
-    return _Prepared(frames, measured, (time.perf_counter() - t0) * 1000.0)
+    return _Prepared(frames, measured, (time.perf_counter() - t0) * 1000.0, inputs)
 
 
 async def analyze_shots(
@@ -117,15 +143,19 @@ async def analyze_shots(
     check_limits(shots, settings)
     vocabularies = shot_vocabularies(shots, attributes, settings.analysis.vocabulary)
     loop = asyncio.get_running_loop()
-    max_pixels = settings.server.max_image_pixels
-    # Frames are kept no larger than the image processor would make them anyway.
-    keep_pixels = settings.model.max_pixels
+    # Frames are kept no larger than the image processor would make them anyway (keep_pixels).
+    limits = ClipLimits(
+        max_bytes=int(settings.server.max_clip_mb * 1_048_576),
+        max_seconds=settings.server.max_clip_seconds,
+        max_pixels=settings.server.max_image_pixels,
+        keep_pixels=settings.model.max_pixels,
+    )
     # The engine alone decides admission: it holds queue room for these shots (waiting in its
     # first-come-first-served line if need be) or refuses with its own Retry-After, before a
     # single frame is decoded; the room is used by analyze() or given back on error.
     async with engine.admit(len(shots)) as admission:
         prepared = await asyncio.gather(
-            *(loop.run_in_executor(pool, _prepare, s, max_pixels, keep_pixels) for s in shots)
+            *(loop.run_in_executor(pool, _prepare, s, limits) for s in shots)
         )
         cues = [audio_cues(shot.audio_features, shot.duration) for shot in shots]
         inputs = [
@@ -153,6 +183,7 @@ async def analyze_shots(
                 model_attributes={name: out.scores[name] for name in vocab.names},
                 evidence=fused.evidence,
                 measured=prep.measured,
+                inputs=prep.inputs,
                 audio=cue,
                 start_time=shot.start_time,
                 end_time=shot.end_time,

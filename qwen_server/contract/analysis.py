@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
@@ -117,16 +117,42 @@ RequestedAttributes = Annotated[
 ]
 
 
+# Frames sampled from a shot's clip when the shot names no frames_per_shot: the client's default.
+CLIP_FRAMES_DEFAULT = 5
+
+
 class ShotIn(BaseModel):
     """One shot: its sampled frames in time order plus optional audio features and timing."""
 
     model_config = ConfigDict(extra="ignore")
 
     shot_id: ShotId
-    images: list[str] = Field(
-        ...,
+    images: list[str] | None = Field(
+        None,
         min_length=1,
-        description="Base64 JPEG or PNG frames in time order (data: URLs accepted)",
+        description=(
+            "Base64 JPEG or PNG frames in time order (data: URLs accepted); exactly one of "
+            "images and video"
+        ),
+    )
+    video: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Base64 of a short clip of the shot in any container the server's PyAV reads (MP4, "
+            "WebM, MKV, ...; data: URLs accepted), instead of images: the server samples "
+            "frames_per_shot frames from it with the client's rule. At most server.max_clip_mb "
+            "decoded and server.max_clip_seconds long; its audio is not analysed"
+        ),
+    )
+    frames_per_shot: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        description=(
+            f"With video: frames sampled from the clip (default {CLIP_FRAMES_DEFAULT}, at most "
+            "server.max_images_per_shot)"
+        ),
     )
     audio_features: AudioFeatures | None = Field(
         None, description="Per-shot audio features; absent = analyse from images only"
@@ -147,6 +173,14 @@ class ShotIn(BaseModel):
             "server's vocabulary"
         ),
     )
+
+    @model_validator(mode="after")
+    def _one_frame_source(self) -> ShotIn:
+        if (self.images is None) == (self.video is None):
+            raise ValueError(f"shot {self.shot_id}: send exactly one of images or video")
+        if self.frames_per_shot is not None and self.video is None:
+            raise ValueError(f"shot {self.shot_id}: frames_per_shot applies to video only")
+        return self
 
     @model_validator(mode="after")
     def _times_consistent(self) -> ShotIn:
@@ -220,6 +254,30 @@ class GenerationCounts(BaseModel):
     prompt_tokens: int = Field(..., description="Prompt tokens of this shot, visual ones included")
 
 
+class ClipInputs(BaseModel):
+    """What the server read from a shot's ``video`` clip (``inputs.clip`` of its result)."""
+
+    container: str = Field(..., description="Container format PyAV found (e.g. 'mov,mp4,...')")
+    codec: str = Field(..., description="Video codec of the clip (e.g. 'h264', 'vp9')")
+    width: int = Field(..., description="Frame width in pixels as decoded")
+    height: int = Field(..., description="Frame height in pixels as decoded")
+    frame_count: int = Field(..., description="Frames in the clip (its video packets)")
+    seconds: float = Field(..., description="Length of the clip's video stream in seconds")
+    positions: list[int] = Field(
+        ..., description="0-based frame numbers of the sampled frames (the client's rule)"
+    )
+
+
+class ShotInputs(BaseModel):
+    """Where a result's frames came from: the caller's images or frames sampled from a clip."""
+
+    source: Literal["images", "video"] = Field(
+        ..., description="'images' (the caller's frames) or 'video' (sampled from its clip)"
+    )
+    frames: int = Field(..., description="Frames the model and the measured signals saw")
+    clip: ClipInputs | None = Field(None, description="With video: what was read from the clip")
+
+
 class ShotResult(BaseModel):
     """The analysis of one shot."""
 
@@ -245,6 +303,10 @@ class ShotResult(BaseModel):
         ),
     )
     measured: MeasuredSignals = Field(..., description="Signals measured from the frames")
+    inputs: ShotInputs | None = Field(
+        None,
+        description="Where the frames came from (images, or sampled from a video clip)",
+    )
     audio: AudioCues | None = Field(None, description="Audio cues; absent without audio features")
     start_time: float | None = Field(None, description="Echo of the shot's start_time")
     end_time: float | None = Field(None, description="Echo of the shot's end_time")
