@@ -66,7 +66,7 @@ def over_size(size: int, limit: int, about: str = "") -> str:
     """The refusal of a clip of ``size`` bytes over ``limit`` bytes, naming the setting."""
     return (
         f"clip is {about}{size:,} bytes, over the limit of {limit:,} bytes "
-        f"(server.max_clip_mb = {limit / 1_048_576:g})"
+        f"(server.max_clip_mb = {limit / 1_048_576:.3g})"
     )
 
 
