@@ -163,3 +163,51 @@ def server_factory(tiny_model_dir: Path, tmp_path: Path) -> Callable[..., Any]:
         return run_server(test_settings(tiny_model_dir, tmp_path, **overrides))
 
     return factory
+
+
+# --- session stores: SQLite and a real PostgreSQL server -------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL server from Debian's binaries on 127.0.0.1 (tests/postgres_server.py),
+    started once per test run and stopped after. Skipped only when no binaries are installed;
+    a server that is installed but does not start fails the tests that need it."""
+    from tests.postgres_server import PostgresServer, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip(
+            "PostgreSQL is not installed (no initdb/pg_ctl/postgres under /usr/lib/postgresql/"
+            "*/bin or on PATH; scripts/test.sh installs Debian's postgresql package)"
+        )
+    server = PostgresServer(bindir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def new_database(postgres: Any, prefix: str = "t") -> str:
+    """A fresh, uniquely named database on the test server; returns its name."""
+    import uuid
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    postgres.create_database(name)
+    return name
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Each store test once on a SQLite file and once on a PostgreSQL database of its own."""
+    from tests.store_backends import PostgresBackend, SqliteBackend
+
+    if request.param == "sqlite":
+        yield SqliteBackend(tmp_path / "nested" / "dir" / "sessions.sqlite3")
+        return
+    server = request.getfixturevalue("postgres")
+    name = new_database(server)
+    try:
+        yield PostgresBackend(server, server.url(name))
+    finally:
+        server.drop_database(name)

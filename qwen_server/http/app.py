@@ -207,16 +207,12 @@ def _install_state(app: FastAPI, settings: Settings, engine: EngineClient | None
     """What routes and middleware share on ``app.state``: settings, engine, run state, the
     session store (opened by the lifespan), the chat service and the metrics."""
     from ..chat.service import ChatService
-    from ..store.sqlite import SessionStore
+    from ..store.factory import create_store
 
     app.state.settings = settings
     app.state.engine = engine
     app.state.run = ServerState()
-    app.state.store = SessionStore(
-        settings.store.path,
-        max_size_mb=settings.store.max_size_mb,
-        reserve_mb=settings.store.reserve_mb,
-    )
+    app.state.store = create_store(settings)  # SQLite, or PostgreSQL when store.url is set
     app.state.chat = ChatService(settings)
     from ..jobs.runner import JobManager
 

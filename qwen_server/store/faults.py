@@ -1,7 +1,8 @@
 """How the session store meets faults: its error type, failure tracking, and disk space.
 
-``StoreError`` is what callers see (503 with SQLite's reason). ``WriteFailures`` remembers the
-last failed write for ``/health`` and logs a run of failures once, not once per request.
+``StoreError`` is what callers see (503 with the database's reason), whichever the backend.
+``WriteFailures`` remembers the last failed write for ``/health`` and logs a run of failures once,
+not once per request.
 
 ``SpareFile`` lets ``DELETE`` work on a full disk. On a full disk SQLite cannot even delete: in
 WAL mode a delete appends the changed pages to the write-ahead log first, and that append needs
@@ -37,8 +38,8 @@ _CHUNK = 1 << 20
 class StoreError(QwenServerError):
     """The session database cannot be read or written (disk full, I/O error, locked too long).
 
-    A server state, not the caller's fault: 503. The message carries SQLite's reason (e.g.
-    "database or disk is full"), never the database path.
+    A server state, not the caller's fault: 503. The message carries the database's reason
+    (e.g. SQLite's "database or disk is full"), never the database path, host or password.
     """
 
     status_code = 503
@@ -60,10 +61,11 @@ class WriteFailures:
         with self._lock:
             return self._error
 
-    def failed(self, what: str, exc: BaseException) -> StoreError:
+    def failed(self, what: str, exc: BaseException, *, reason: str | None = None) -> StoreError:
         """Record a failed write and return the error to raise. A warning is logged for the
-        first failure of a run (or when the reason changes); repeats go to debug."""
-        reason = str(exc) or type(exc).__name__
+        first failure of a run (or when the reason changes); repeats go to debug. ``reason``
+        replaces ``str(exc)`` when the backend has cleaned it (PostgreSQL: no hosts or paths)."""
+        reason = reason or str(exc) or type(exc).__name__
         with self._lock:
             first, self._error = self._error != reason, reason
         if first:

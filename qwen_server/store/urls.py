@@ -19,12 +19,17 @@ def is_postgres_url(url: str) -> bool:
     return urlsplit(url).scheme.lower() in POSTGRES_SCHEMES
 
 
-def has_password(url: str) -> bool:
-    """True when ``url`` carries a password (in its user info or as a ``password`` parameter)."""
+def url_password(url: str) -> str | None:
+    """The password ``url`` carries (user info first, then a ``password`` parameter), or None."""
     parts = urlsplit(url)
     if parts.password:
-        return True
-    return any(key == "password" and value for key, value in parse_qsl(parts.query))
+        return parts.password
+    return next((v for k, v in parse_qsl(parts.query) if k == "password" and v), None)
+
+
+def has_password(url: str) -> bool:
+    """True when ``url`` carries a password (in its user info or as a ``password`` parameter)."""
+    return url_password(url) is not None
 
 
 def mask_url(url: str) -> str:

@@ -31,7 +31,7 @@ from ...chat.service import ChatService, PreparedChat
 from ...chat.streaming import AnswerStream
 from ...contract.chat import ChatRequest, ChatResponse
 from ...errors import InvalidInput, QwenServerError
-from ...store.sqlite import SessionStore
+from ...store.protocol import SessionStoreProtocol
 
 router = APIRouter(tags=["chat"])
 
@@ -103,7 +103,7 @@ async def chat(body: ChatRequest, request: Request) -> Any:
     results: Sequence[Mapping[str, Any]]
     title: str | None = None
     if body.session_id is not None:
-        store: SessionStore = request.app.state.store
+        store: SessionStoreProtocol = request.app.state.store
         detail = await run_in_threadpool(store.get_session, body.session_id)
         if not detail.shots:
             raise InvalidInput(f"session {body.session_id} has no shot results yet")

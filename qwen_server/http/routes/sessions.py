@@ -3,9 +3,9 @@
 ``GET /sessions`` pages through them (most recently updated first), ``GET /sessions/{id}``
 returns one with its shots in time order, ``DELETE /sessions/{id}`` removes it and answers
 204 No Content. Bad ids are 422 with a message stating the rule, unknown ids 404, a store that
-cannot be read or written 503 with SQLite's reason (never a generic 500). ``DELETE`` works on a
-full disk: the store gives up its spare file to make room for the delete. Auth is the app's
-middleware; nothing here bypasses it.
+cannot be read or written 503 with the database's reason (never a generic 500). ``DELETE`` works
+on a full disk: the SQLite store gives up its spare file to make room for the delete. Auth is
+the app's middleware; nothing here bypasses it.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from starlette.concurrency import run_in_threadpool
 
 from ...contract.constants import SESSION_ID_PATTERN, SESSION_ID_RULE
 from ...contract.sessions import SessionDetail, SessionList
-from ...store.sqlite import SessionStore, StoreError, check_session_id
+from ...store.faults import StoreError
+from ...store.protocol import SessionStoreProtocol
+from ...store.records import check_session_id
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 
-# Largest offset accepted: far beyond any real store, and well inside SQLite's 64-bit integers.
+# Largest offset accepted: far beyond any real store, and well inside both databases' integers.
 MAX_OFFSET = 1_000_000_000
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -32,7 +34,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _store(request: Request) -> SessionStore:
+def _store(request: Request) -> SessionStoreProtocol:
     return request.app.state.store
 
 
