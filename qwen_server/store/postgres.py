@@ -38,7 +38,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -49,6 +49,9 @@ from .faults import StoreError, WriteFailures
 from .pg_migrations import migrate_postgres, pg_schema_version
 from .records import SUMMARY_COLUMNS, check_session_id, detail, iso_utc, shot_rows, summary
 from .urls import MASK, mask_url, url_password
+
+if TYPE_CHECKING:
+    from .pg_jobs import PgJobsTable
 
 log = logging.getLogger("qwen_server.store")
 
@@ -200,6 +203,12 @@ class PostgresSessionStore:
     def describe(self) -> str:
         """``PostgreSQL <url with the password masked>``."""
         return f"PostgreSQL {self.masked_url}"
+
+    def jobs_table(self) -> PgJobsTable:
+        """The ``jobs`` table of this database (``pg_jobs.PgJobsTable``)."""
+        from .pg_jobs import PgJobsTable
+
+        return PgJobsTable(self)
 
     def ping(self) -> bool:
         """True when the database answers a trivial query."""

@@ -17,9 +17,26 @@ for many boxes sharing one store). Both backends give the same guarantees:
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..contract.sessions import SessionDetail, SessionSummary
+
+if TYPE_CHECKING:
+    from .jobs_table import JobRow
+
+
+class JobsTableProtocol(Protocol):
+    """The ``jobs`` table of a store (``jobs_table.JobsTable``, ``pg_jobs.PgJobsTable``)."""
+
+    def insert(self, row: JobRow) -> None: ...
+
+    def update(self, job_id: str, **fields: Any) -> None: ...
+
+    def get(self, job_id: str) -> JobRow | None: ...
+
+    def page(self, *, limit: int, offset: int) -> tuple[list[JobRow], int]: ...
+
+    def active(self) -> list[JobRow]: ...
 
 
 @runtime_checkable
@@ -62,4 +79,8 @@ class SessionStoreProtocol(Protocol):
 
     def delete_session(self, session_id: str) -> None:
         """Delete a session and its shots; NotFound when there is none."""
+        ...
+
+    def jobs_table(self) -> JobsTableProtocol:
+        """The ``jobs`` table in this store's database (film jobs), for the job manager."""
         ...

@@ -31,13 +31,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..contract.sessions import SessionDetail, SessionSummary
 from ..errors import ConfigError, InvalidInput, NotFound
 from .faults import SpareFile, StoreError, WriteFailures, is_disk_full
 from .migrations import migrate, schema_version
 from .records import SUMMARY_COLUMNS, check_session_id, detail, now_iso, shot_rows, summary
+
+if TYPE_CHECKING:
+    from .jobs_table import JobsTable
 
 log = logging.getLogger("qwen_server.store")
 
@@ -114,6 +117,12 @@ class SessionStore:
     def describe(self) -> str:
         """``SQLite <path>``: for the start-up log (``/health`` never shows it)."""
         return f"SQLite {self.path}"
+
+    def jobs_table(self) -> JobsTable:
+        """The ``jobs`` table of this database (``jobs_table.JobsTable``)."""
+        from .jobs_table import JobsTable
+
+        return JobsTable(self)
 
     def _read_problem(self) -> str | None:
         if not self._open:

@@ -1,0 +1,142 @@
+"""The ``jobs`` table in PostgreSQL: ``JobsTable``'s API (``jobs_table.py``) on the shared store.
+
+Same rows (``JobRow``), same methods, same errors (``StoreError``, 503): the job manager can
+keep its jobs in whichever store the sessions are in. Differences are PostgreSQL's types only:
+times are ``timestamptz`` (ISO text in and out, as in SQLite), the JSON columns are ``json``, and
+``seq`` comes from a sequence (``MAX(seq) + 1`` races when several servers insert at once).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from .faults import StoreError
+from .jobs_table import ACTIVE_STATES, JobRow
+from .records import iso_utc
+
+if TYPE_CHECKING:
+    from .postgres import PostgresSessionStore
+
+_COLUMNS = (
+    "id, state, source_kind, source_name, source_path, session_id, title, options_json::text,"
+    " progress_json::text, error, created_at, started_at, finished_at"
+)
+_INSERT_COLUMNS = _COLUMNS.replace("::text", "")
+_UPDATABLE = {"state", "error", "started_at", "finished_at", "progress"}
+
+
+def _time(value: Any) -> str | None:
+    return iso_utc(value) if isinstance(value, datetime) else value
+
+
+def _row(r: Any) -> JobRow:
+    return JobRow(
+        job_id=r[0],
+        state=r[1],
+        source_kind=r[2],
+        source_name=r[3],
+        source_path=r[4],
+        session_id=r[5],
+        title=r[6],
+        options=json.loads(r[7]),
+        progress=json.loads(r[8] or "{}"),
+        error=r[9],
+        created_at=_time(r[10]) or "",
+        started_at=_time(r[11]),
+        finished_at=_time(r[12]),
+    )
+
+
+class PgJobsTable:
+    """Reads and writes of the ``jobs`` table through an open ``PostgresSessionStore``."""
+
+    def __init__(self, store: PostgresSessionStore) -> None:
+        self.store = store
+
+    def _failed(self, what: str, exc: psycopg.Error) -> StoreError:
+        return StoreError(f"job store: {what} failed ({self.store.reason(exc)})")
+
+    def insert(self, row: JobRow) -> None:
+        """Store a new job."""
+        marks = ", ".join(["%s"] * 7 + ["%s::json"] * 2 + ["%s"] * 4)
+        try:
+            with self.store._write() as conn:
+                conn.execute(
+                    f"INSERT INTO jobs ({_INSERT_COLUMNS}) VALUES ({marks})",
+                    (
+                        row.job_id,
+                        row.state,
+                        row.source_kind,
+                        row.source_name,
+                        row.source_path,
+                        row.session_id,
+                        row.title,
+                        json.dumps(row.options),
+                        json.dumps(row.progress),
+                        row.error,
+                        row.created_at,
+                        row.started_at,
+                        row.finished_at,
+                    ),
+                )
+        except psycopg.Error as exc:
+            raise self._failed("creating a job", exc) from None
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Set some of a job's columns: ``state``, ``error``, ``started_at``, ``finished_at``
+        or ``progress`` (a dict, stored as JSON)."""
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not a job column: {sorted(unknown)}")
+        sets: list[str] = []
+        values: list[Any] = []
+        for name, value in fields.items():
+            if name == "progress":
+                sets.append("progress_json = %s::json")
+                values.append(json.dumps(value))
+            else:
+                sets.append(f"{name} = %s")
+                values.append(value)
+        try:
+            with self.store._write() as conn:
+                conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s", [*values, job_id])
+        except psycopg.Error as exc:
+            raise self._failed("updating a job", exc) from None
+
+    def get(self, job_id: str) -> JobRow | None:
+        """The job, or None when there is none with that id."""
+        try:
+            with self.store._read() as conn:
+                r = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        except psycopg.Error as exc:
+            raise self._failed("reading a job", exc) from None
+        return _row(r) if r is not None else None
+
+    def page(self, *, limit: int, offset: int) -> tuple[list[JobRow], int]:
+        """One page of jobs, newest first, and the total count."""
+        try:
+            with self.store._read() as conn:
+                count = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM jobs ORDER BY seq DESC LIMIT %s OFFSET %s",
+                    (limit, offset),
+                ).fetchall()
+        except psycopg.Error as exc:
+            raise self._failed("listing jobs", exc) from None
+        return [_row(r) for r in rows], int(count[0]) if count is not None else 0
+
+    def active(self) -> list[JobRow]:
+        """Jobs left queued, decoding or analysing (to resume at start-up), oldest first."""
+        try:
+            with self.store._read() as conn:
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE state = ANY(%s) ORDER BY seq",
+                    (list(ACTIVE_STATES),),
+                ).fetchall()
+        except psycopg.Error as exc:
+            raise self._failed("listing active jobs", exc) from None
+        return [_row(r) for r in rows]
