@@ -56,6 +56,7 @@ class ShotAssembler:
         count: int,
         min_frames: int,
         usable: Callable[[int, int], tuple[int, int]] | None = None,
+        origin: float | None = None,
     ) -> None:
         self.fps = fps
         self.usable = usable
@@ -64,7 +65,9 @@ class ShotAssembler:
         self.min_frames = max(1, min_frames)
         self.closed = 0  # shot ids handed out so far (a held shot has its id)
         self.last: tuple[int, float] | None = None  # the last committed frame
-        self.origin: float | None = None  # stream time of the first frame (time 0 of shots)
+        # Stream time of the film's first frame (time 0 of shots); a pass starting mid-film is
+        # given it.
+        self.origin: float | None = origin
         self._step: float | None = None  # time between the last two committed frames
         self._cuts: deque[int] = deque()
         self._start: tuple[int, float] | None = None  # first frame of the open shot
@@ -84,7 +87,8 @@ class ShotAssembler:
         """Assign the frame to its shot; returns the shot it lets close, if any."""
         if self._start is None:
             self._start = (frame_no, t)
-            self.origin = t
+            if self.origin is None:
+                self.origin = t
             self._reservoir.reset(frame_no)
         elif self._cuts and self._cuts[0] <= frame_no:
             while self._cuts and self._cuts[0] <= frame_no:

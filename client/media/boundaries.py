@@ -58,7 +58,9 @@ class BoundaryPlanner:
     """Detector cuts and transition groups in, one decision per committed frame out (see
     module doc)."""
 
-    def __init__(self, finder: TransitionFinder | None, fps: Fraction) -> None:
+    def __init__(
+        self, finder: TransitionFinder | None, fps: Fraction, origin: float | None = None
+    ) -> None:
         self.finder = finder
         self.fps = fps
         self._cuts: deque[int] = deque()
@@ -66,7 +68,8 @@ class BoundaryPlanner:
         self._emitted: deque[int] = deque()  # boundaries the assembler took, in order
         self._times: deque[float] = deque(maxlen=max(100, round(HISTORY_SECONDS * float(fps))))
         self._times_first = 0  # frame number of _times[0]
-        self._origin: float | None = None
+        # Stream time of the film's first frame; a pass starting mid-film is given it.
+        self._origin: float | None = origin
         self._kept: dict[int, float] = {}  # times of group frames and shot starts, until described
 
     # --- input ----------------------------------------------------------------------------------
@@ -90,9 +93,10 @@ class BoundaryPlanner:
 
     def frame_time(self, frame_no: int, t: float) -> None:
         """The stream time of a decoded frame (for the records' times)."""
+        if not self._times:
+            self._times_first = frame_no
         if self._origin is None:
             self._origin = t
-            self._times_first = frame_no
         if len(self._times) == self._times.maxlen:
             self._times_first += 1
         self._times.append(t - self._origin)

@@ -54,6 +54,7 @@ from client.media.clip import RangeClipper
 from client.media.detection import CutFinder, make_detector, min_shot_frames
 from client.media.frames import Candidate, FrameConverter, candidate_capacity, output_size
 from client.media.probe import VideoInfo, find_video_stream, open_container
+from client.media.seams import DecodeWindow, sync_key
 from client.media.transitions import TransitionFinder
 from client.options import ExtractOptions, TimeRange
 
@@ -133,7 +134,9 @@ class ShotScanner:
     """Iterates over the shots of a film in one decode pass (see module doc).
 
     ``on_frame(frame_no, stream_time)`` is called for every decoded frame (progress, audio
-    pacing); setting ``stop`` ends the pass early at the next packet.
+    pacing); setting ``stop`` ends the pass early at the next packet. ``window`` (a chunk
+    worker's, ``client.media.seams``): start at a keyframe, number frames from the film's index,
+    report each shot start's sync key; None is the one pass from frame 0.
     """
 
     def __init__(
@@ -142,8 +145,10 @@ class ShotScanner:
         options: ExtractOptions,
         on_frame: Callable[[int, float], None] | None = None,
         stop: threading.Event | None = None,
+        window: DecodeWindow | None = None,
     ) -> None:
         self.info = info
+        self.window = window
         self.options = options
         self.on_frame = on_frame
         self.stop = stop or threading.Event()
@@ -238,6 +243,9 @@ class ShotScanner:
         before = shots.closed
         closed = shots.commit(frame_no, t, frame)
         planner.committed(frame_no, shots.open_start == frame_no)
+        window = self.window
+        if window is not None and window.on_boundary is not None and shots.open_start == frame_no:
+            window.on_boundary(frame_no, sync_key(self, frame_no))
         if clip is None:
             for scanned in closed:
                 self._wait(scanned, scanned, final=False)
@@ -283,6 +291,10 @@ class ShotScanner:
             # deterministic, and intact films decode to the same frames either way. (The other
             # half of determinism on damaged files is in _detach.)
             stream.thread_type = "SLICE"
+            window = self.window
+            if window is not None:
+                window.seek(container, stream)
+            origin = window.origin if window is not None else None
             self.stats.declared_frames = stream.frames or None
             if info.duration:
                 self.stats.duration_frames = round(info.duration * fps)
@@ -296,7 +308,7 @@ class ShotScanner:
                     detection.black_min_frames,
                     detection.dissolve_max_seconds,
                 )
-            planner = self._planner = BoundaryPlanner(transitions, fps)
+            planner = self._planner = BoundaryPlanner(transitions, fps, origin)
             self._waiting.clear()
             self._closed_until = 0
             # Held frames cost memory like sample candidates: at most ``capacity`` of them
@@ -311,7 +323,10 @@ class ShotScanner:
                 sampling.frames_per_shot,
                 min_shot_frames(detection, fps),
                 usable=planner.usable if transitions is not None else None,
+                origin=origin,
             )
+            # Seen by the sync key (client.media.seams) of a chunk worker's pass.
+            self._cut_finder, self._transitions, self._assembler = finder, transitions, shots
             span = self.options.range
             clip = None
             if span is not None:
@@ -319,6 +334,7 @@ class ShotScanner:
                     span, fps, self.capacity, sampling.frames_per_shot, shots.min_frames
                 )
             held: deque[tuple[int, float, av.VideoFrame]] = deque()
+            self._held_frames = held
             prev_t: float | None = None
             nominal = 1.0 / float(fps)
 
@@ -326,7 +342,7 @@ class ShotScanner:
                 # Frame numbers are the decoded frame index (see client.media.shot); times are the
                 # frames' timestamps, kept increasing (a frame without one, or with one that
                 # goes back, is placed one nominal frame after the previous).
-                frame_no = self.stats.frames
+                frame_no = self.stats.frames if window is None else window.number(frame)
                 t = float(frame.time) if frame.time is not None else None
                 if prev_t is None:
                     t = t if t is not None else 0.0

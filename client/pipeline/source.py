@@ -173,7 +173,13 @@ class ShotSource:
     def _prepare(self, scanned: ScannedShot) -> PreparedShot:
         sampling = self.options.sampling
         size = self.scanner.output_size
-        jpegs = [encode_jpeg(c.frame, size, sampling.jpeg_quality) for c in scanned.samples]
+        # A chunked decode's workers send their samples already encoded (the same bytes).
+        jpegs = [
+            c.frame
+            if isinstance(c.frame, bytes)
+            else encode_jpeg(c.frame, size, sampling.jpeg_quality)
+            for c in scanned.samples
+        ]
         features = None
         audio_error = None
         speech_error = None
