@@ -78,6 +78,13 @@ class Ingress:
         configure_logging(settings.server.log_level)
         self._settings = settings
         self._engine_handle = engine_handle
+        self._app: FastAPI | None = None
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_ingress_app(self._settings, self._engine_handle)
+        self._app = build_ingress_app(self._settings, self._engine_handle)
+        return self._app
+
+    def engine_stats(self) -> dict[str, Any]:
+        """This front's ``RemoteEngine.stats()`` (replicas seen, what went where, retries and
+        replicas lost under a call), through a handle: operators and tests."""
+        return self._app.state.engine.stats() if self._app is not None else {}
