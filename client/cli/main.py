@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from client.cli import analyze, chat, export, health, shots, trailer
+from client.cli import analyze, chat, export, health, jobs, shots, submit, trailer
 from client.cli.options import EXIT_CODES_HELP
 from client.credentials import TOKEN_ENV
 from client.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, ClientError
@@ -21,7 +21,7 @@ from qwen_server import __version__
 
 log = logging.getLogger("client")
 
-COMMANDS = (analyze, shots, health, chat, export, trailer)
+COMMANDS = (analyze, shots, submit, jobs, health, chat, export, trailer)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  qwen-client shots film.mp4 --out film_shots\n"
             f"  {TOKEN_ENV}=... qwen-client analyze film.mp4 --server http://gpu1:8000 --out out\n"
+            "  qwen-client submit film.mp4 --server http://gpu1:8000 --out out\n"
+            "  qwen-client jobs --server http://gpu1:8000\n"
             "  qwen-client health --server http://gpu1:8000\n"
             "  qwen-client export out --format edl\n"
             "  qwen-client chat --server http://gpu1:8000 --session film.mp4 'Any chase?'\n\n"
