@@ -1,15 +1,53 @@
-"""``/sessions`` on the real server (uvicorn on loopback, tiny real model), over HTTP."""
+"""``/sessions`` on the real server (uvicorn on loopback, tiny real model), over HTTP.
+
+Every test runs twice: with the default SQLite store and with ``store.url`` pointing at a
+database on the real PostgreSQL test server (tests/postgres_server.py)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import TEST_API_KEY, LiveServer, run_server, test_settings
+from tests.conftest import TEST_API_KEY, LiveServer, new_database, run_server, test_settings
 from tests.payloads import shot
+from tests.store_backends import PostgresBackend, SqliteBackend, StoreBackend
+
+
+def _backend(kind: str, request: pytest.FixtureRequest, folder: Any) -> Iterator[StoreBackend]:
+    if kind == "sqlite":
+        yield SqliteBackend(folder / "sessions.sqlite3")
+        return
+    postgres = request.getfixturevalue("postgres")
+    name = new_database(postgres, "api")
+    try:
+        yield PostgresBackend(postgres, postgres.url(name))
+    finally:
+        postgres.drop_database(name)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tiny_model_dir, tmp_path_factory
+) -> Iterator[LiveServer]:
+    """This module's real server, once per store backend (shadows conftest's shared one)."""
+    folder = tmp_path_factory.mktemp(f"sessions-{request.param}")
+    for backend in _backend(request.param, request, folder):
+        with run_server(test_settings(tiny_model_dir, folder, **backend.settings())) as live:
+            kind = live.app.state.store.describe().split()[0]
+            assert kind == {"sqlite": "SQLite", "postgres": "PostgreSQL"}[request.param]
+            live.backend = backend  # type: ignore[attr-defined]  # for the secrets check
+            yield live
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path) -> Iterator[StoreBackend]:
+    """A fresh database of either backend for one test."""
+    yield from _backend(request.param, request, tmp_path)
 
 
 def new_id(prefix: str = "film") -> str:
@@ -33,6 +71,16 @@ def seed(server: LiveServer, session_id: str, shot_ids: list[int], title: str | 
         for i in shot_ids
     ]
     server.app.state.store.save_results(session_id, results, title=title, model="seeded")
+
+
+def test_health_shows_the_store_without_secrets_or_paths(server: LiveServer):
+    body = httpx.get(server.url + "/health", timeout=30).text
+    assert '"store":"ok"' in body.replace(" ", "")
+    backend = server.backend  # type: ignore[attr-defined]
+    if isinstance(backend, PostgresBackend):
+        assert backend.server.password not in body and "postgresql://" not in body
+    else:
+        assert str(backend.path) not in body and "sqlite3" not in body
 
 
 def test_analyze_batch_with_session_id_stores_and_replaces(server: LiveServer):
@@ -164,8 +212,8 @@ def test_concurrent_batches_for_one_session(server: LiveServer):
     assert body["shot_count"] == 12
 
 
-def test_sessions_survive_a_restart(tiny_model_dir, tmp_path):
-    settings = test_settings(tiny_model_dir, tmp_path)
+def test_sessions_survive_a_restart(tiny_model_dir, tmp_path, backend: StoreBackend):
+    settings = test_settings(tiny_model_dir, tmp_path, **backend.settings())
     with run_server(settings) as live, live.client() as c:
         r = c.post("/analyze_batch", json={"session_id": "kept", "shots": [shot(1, 1)]})
         assert r.status_code == 200, r.text
