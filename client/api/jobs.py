@@ -90,8 +90,8 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
             f"authentication failed (HTTP 401): {detail}; check ${TOKEN_ENV} or --token-file"
         )
     if status < 500:
-        raise RequestRejected(f"{what} refused (HTTP {status}): {detail}")
-    raise ServerUnreachable(f"{what} failed on the server (HTTP {status}): {detail}")
+        raise RequestRejected(f"{what}: HTTP {status}: {detail}")
+    raise ServerUnreachable(f"{what}: the server failed (HTTP {status}): {detail}")
 
 
 def safe_members(archive: tarfile.TarFile) -> list[tarfile.TarInfo]:

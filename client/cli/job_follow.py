@@ -108,13 +108,14 @@ def follow_and_fetch(
     final = _follow(client, job_id, quiet)
     state = final.get("state")
     if state != "done":
-        error = final.get("error") or "no reason given"
-        hint = (
-            f"; its partial shots are in session {final.get('session_id')} on the server"
-            if final.get("shots_analysed")
-            else ""
+        what = "was cancelled" if state == "cancelled" else f"ended {state}"
+        if final.get("error"):
+            what += f": {final['error']}"
+        kept = final.get("shots_analysed") or 0
+        raise JobFailed(
+            f"job {job_id} {what} ({kept} shots analysed, kept in session "
+            f"{final.get('session_id')} on the server; no results downloaded)"
         )
-        raise JobFailed(f"job {job_id} {state}: {error}{hint}")
     t0 = time.monotonic()
     staging = out.parent / f".{out.name}.job-{job_id}"
     if staging.exists():
