@@ -213,6 +213,8 @@ def make_film(
     seed: int = 0,
     grain: int = 0,
     joins: Sequence[Join | None] | None = None,
+    keyframes: Sequence[int] = (),
+    scenecut: bool = True,
 ) -> FilmTruth:
     """Write a film with the given shots and return its ground truth.
 
@@ -223,6 +225,9 @@ def make_film(
     ``Fraction(30000, 1001)`` for NTSC 29.97: the video time base is then 1001/30000 s).
     ``joins[i]`` says how shot ``i + 1`` follows shot ``i`` (``Join``: dissolve, fade through
     black; None or missing: a hard cut); their frames are added between the shots.
+    ``keyframes``: frame numbers forced to be IDR keyframes (libx264); ``scenecut`` False
+    keeps the encoder from adding keyframes at cuts (then the keyframes are every ``gop``
+    frames and ``keyframes``, exactly).
     """
     path = Path(path)
     if isinstance(fps, Fraction) and fps.denominator == 1:
@@ -254,6 +259,11 @@ def make_film(
     vstream.codec_context.gop_size = gop
     if video_codec == "libx264":
         vstream.options = {"crf": str(crf), "preset": preset, "bf": "0"}
+        if keyframes:
+            vstream.options["forced-idr"] = "1"
+        if not scenecut:
+            vstream.options["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
+    forced = set(keyframes)
     astream = None
     if has_audio:
         astream = container.add_stream(audio_codec, rate=sample_rate)
@@ -296,6 +306,8 @@ def make_film(
             img = np.clip(noisy, 0, 255).astype(np.uint8)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
         frame.pts = round(clock / tick)
+        if frame_no in forced:
+            frame.pict_type = av.video.frame.PictureType.I
         frame.time_base = tick
         for packet in vstream.encode(frame):
             container.mux(packet)

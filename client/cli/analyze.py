@@ -13,6 +13,7 @@ from client.cli.options import (
     add_output_options,
     add_posting_options,
     add_server_options,
+    add_workers_option,
     check_range,
     extract_options_from_args,
     frames_to_decode,
@@ -20,6 +21,7 @@ from client.cli.options import (
     progress_bar,
     server_urls,
     warm_up_audio,
+    workers_from_args,
 )
 from client.cli.report import report_line
 from client.cli.vocabulary_option import add_attributes_option, attributes_from_args
@@ -59,6 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "    --attributes suspense,motion,darkness",
             "qwen-client analyze film.mp4 -s http://gpu1:8000 --out reel2 \\",
             "    --start 00:20:00 --end 00:40:00",
+            "qwen-client analyze film.mp4 -s http://gpu1:8000 --out out --workers 4",
         ],
     )
     add_film_argument(p)
@@ -83,6 +86,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_posting_options(p)
     add_extract_options(p)
+    add_workers_option(p)
     p.set_defaults(handler=run)
 
 
@@ -93,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from client.pipeline.run import analyze
 
     options = extract_options_from_args(args)
+    workers = workers_from_args(args)
     attributes = attributes_from_args(args)  # a bad file or name fails before any decoding
     warm_up_audio(options)
     urls = server_urls(args)
@@ -119,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
             attributes=attributes,
             frames=not args.no_frames,
+            workers=workers,
         )
     finally:
         servers.close()

@@ -209,12 +209,33 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     )
     _option(
         g,
-        "--workers",
+        "--prepare-threads",
         int,
         ExtractOptions().workers,
         "N",
         "threads encoding JPEGs and computing audio features",
     )
+
+
+def add_workers_option(p: argparse.ArgumentParser) -> None:
+    """--workers: decode worker processes (``client.pipeline.chunked``)."""
+    p.add_argument(
+        "--workers",
+        "-j",
+        type=int,
+        default=1,
+        metavar="N",
+        help="decode the film in N worker processes, split at keyframes, with the very shots "
+        "of one pass (1: one pass in this process; a time range is always decoded in one pass)",
+    )
+
+
+def workers_from_args(args: argparse.Namespace) -> int:
+    """The --workers count, checked."""
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, not {workers}")
+    return int(workers)
 
 
 def add_posting_options(p: argparse.ArgumentParser) -> None:
@@ -339,7 +360,7 @@ def extract_options_from_args(args: argparse.Namespace) -> ExtractOptions:
                 candidates=max(SamplingOptions().candidates, 8 * args.frames_per_shot),
             ),
             audio=AudioOptions(enabled=not args.no_audio, sample_rate=args.audio_rate),
-            workers=max(1, args.workers),
+            workers=max(1, args.prepare_threads),
             range=range_from_args(args),
         )
     except ValueError as exc:

@@ -9,11 +9,13 @@ from client.cli.options import (
     add_extract_options,
     add_film_argument,
     add_output_options,
+    add_workers_option,
     check_range,
     extract_options_from_args,
     frames_to_decode,
     progress_bar,
     warm_up_audio,
+    workers_from_args,
 )
 from client.cli.report import report_line, shots_table
 from client.errors import EXIT_OK
@@ -35,11 +37,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "qwen-client shots film.mkv --out out --detector content --threshold 30",
             "qwen-client shots film.mp4 --out out --frames-per-shot 3 --max-side 336 --quiet",
             "qwen-client shots film.mp4 --out opening --end 00:05:00",
+            "qwen-client shots film.mp4 --out film_shots --workers 4",
         ],
     )
     add_film_argument(p)
     add_output_options(p)
     add_extract_options(p)
+    add_workers_option(p)
     p.set_defaults(handler=run)
 
 
@@ -49,13 +53,14 @@ def run(args: argparse.Namespace) -> int:
     from client.pipeline.run import extract
 
     options = extract_options_from_args(args)
+    workers = workers_from_args(args)
     warm_up_audio(options)
     info = probe(args.film)
     check_range(options, info.duration)
     progress = progress_bar(
         args, frames_to_decode(info.frame_estimate, float(info.fps), options), "shots"
     )
-    report = extract(info, args.out, options, progress=progress, force=args.force)
+    report = extract(info, args.out, options, progress=progress, force=args.force, workers=workers)
     if not args.quiet:
         print(shots_table(report.records))
     print(report_line(report, "extracted"))

@@ -24,6 +24,7 @@ from client.errors import ClientError
 from client.media.probe import VideoInfo
 from client.options import AttributeRequest, ExtractOptions
 from client.outputs import OutputDir, film_fingerprint
+from client.pipeline.chunked import ChunkedShotSource
 from client.pipeline.sinks import FramesWriter, Outputs, Poster, Sink
 from client.pipeline.source import ShotSource
 from client.progress import Progress
@@ -129,7 +130,8 @@ def warn_about_damage(name: str, report: dict[str, Any]) -> None:
 class Run:
     """One command's pass: ``outputs`` is the results folder, ``sink`` consumes the source
     (``FramesWriter`` or ``Poster``); ``on_start`` runs once the run is known to need the
-    source (e.g. dropping unreachable servers)."""
+    source (e.g. dropping unreachable servers). ``workers`` > 1 decodes in that many processes
+    (``ChunkedShotSource``: the same shots); 1 is the one-pass ``ShotSource``."""
 
     command: str
     info: VideoInfo
@@ -139,6 +141,15 @@ class Run:
     progress: Progress | None = None
     force: bool = False
     on_start: Callable[[], None] | None = None
+    workers: int = 1
+
+    def source(self, done: set[int] | frozenset[int]) -> ShotSource:
+        """The run's shot source (resume: ``done`` shots are detected, not prepared)."""
+        if self.workers > 1:
+            return ChunkedShotSource(
+                self.info, self.options, self.workers, skip=done, progress=self.progress
+            )
+        return ShotSource(self.info, self.options, skip=done, progress=self.progress)
 
     def execute(self) -> RunReport:
         """Run to the end and report; the source and the progress bar are closed on every
@@ -153,7 +164,7 @@ class Run:
             log.info("resuming: %d shots already done in %s", len(done), out.path)
         if self.on_start is not None:
             self.on_start()
-        source = ShotSource(self.info, self.options, skip=done, progress=self.progress)
+        source = self.source(done)
         try:
             written = self.sink.consume(source)
         finally:
@@ -209,11 +220,15 @@ def extract(
     options: ExtractOptions,
     progress: Progress | None = None,
     force: bool = False,
+    workers: int = 1,
 ) -> RunReport:
     """The ``shots`` command: detect shots, write sample JPEGs, audio features, shots.jsonl,
-    shots.csv and summary.json. No server involved. Resumable like ``analyze``."""
+    shots.csv and summary.json. No server involved. Resumable like ``analyze``. ``workers``:
+    decode processes (``Run.workers``)."""
     outputs = Outputs(OutputDir(out_dir), options.output_settings(), False, progress)
-    run = Run("shots", info, options, outputs, FramesWriter(outputs), progress, force)
+    run = Run(
+        "shots", info, options, outputs, FramesWriter(outputs), progress, force, workers=workers
+    )
     return run.execute()
 
 
@@ -228,6 +243,7 @@ def analyze(
     force: bool = False,
     attributes: AttributeRequest | None = None,
     frames: bool = True,
+    workers: int = 1,
 ) -> RunReport:
     """The ``analyze`` command: extract shots and have the servers analyse them in batches,
     writing results as they come (resumable; see the module doc).
@@ -236,6 +252,7 @@ def analyze(
     sent: a resume with another vocabulary, order, description or evidence is refused like any
     other change of settings (``--force`` starts over). ``frames`` False (``--no-frames``)
     writes no JPEGs to frames/; it is a setting too (records then have no ``images``).
+    ``workers``: decode processes (``Run.workers``).
     """
     settings = {
         **options.output_settings(),
@@ -258,5 +275,6 @@ def analyze(
         progress,
         force,
         on_start=servers.drop_unreachable,
+        workers=workers,
     )
     return dataclasses.replace(run.execute(), servers=servers.summary())
