@@ -1,0 +1,165 @@
+"""Benchmark of the chunked parallel decode: 1 worker (the one pass) vs N worker processes.
+
+Usage::
+
+    python scripts/bench_chunked.py                      # 60 s 1080p film, 1 vs 2 workers
+    python scripts/bench_chunked.py --seconds 120 --workers 2 --no-audio
+
+The film (made once, then reused from ``$TMP``) is a generated 1080p25 H.264 + AAC film
+(``tests/film_factory.py``) with hard cuts every 1-6 s, film grain (a film-like bitrate) and the
+keyframe layout of a real encode: an IDR keyframe at every cut at least 1 s after the last
+keyframe, else every 10 s (x264's keyint 250 / min-keyint 25 with scene-cut detection; fixed
+here so the layout does not depend on the grain).
+
+Each mode runs the same extraction the CLI does (``ShotSource`` / ``ChunkedShotSource``: cuts,
+transitions, samples encoded to JPEG, audio features unless ``--no-audio``), timed from start to
+the last shot. Printed: wall time side by side, speedup, whether the shots are identical (every
+record, sample frame, JPEG byte and audio feature), the frames each worker decoded (warm-up and
+overrun included), the per-core rate (frames decoded per second per worker) and the projection
+of a 2-hour 1080p film on 16 cores from it. ``uptime`` is printed before and after: other load
+on the machine distorts the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+FPS = 25
+GOP = 250
+MIN_KEYINT = 25
+
+
+def make_film(seconds: float, path: Path, grain: int, seed: int = 1) -> None:
+    """The benchmark film (see module doc)."""
+    from tests.film_factory import PATTERNS, ShotSpec
+    from tests.film_factory import make_film as write
+
+    rng = random.Random(seed)
+    total = int(seconds * FPS)
+    shots, cuts, at = [], [], 0
+    while total > 0:
+        frames = min(total, rng.randint(25, 150))
+        shots.append(
+            ShotSpec(
+                frames=frames,
+                brightness=rng.uniform(0.1, 0.9),
+                pattern=rng.choice(PATTERNS[1:]),
+                audio=rng.choice(["tone", "noise", "silence"]),
+                tone_hz=rng.choice([220.0, 440.0, 880.0]),
+                drift=rng.choice([0.5, 1.0, 2.0]),
+            )
+        )
+        at += frames
+        cuts.append(at)
+        total -= frames
+    keyframes, last = [], 0
+    for frame in range(1, at):  # x264's choice, made explicit
+        if frame in cuts and frame - last >= MIN_KEYINT or frame - last >= GOP:
+            keyframes.append(frame)
+            last = frame
+    t0 = time.perf_counter()
+    write(
+        path,
+        shots,
+        size=(1920, 1080),
+        gop=GOP,
+        preset="veryfast",
+        crf=20,
+        grain=grain,
+        scenecut=False,
+        keyframes=keyframes,
+    )
+    print(
+        f"made {path}: {at} frames 1920x1080, {len(cuts) - 1} cuts, {len(keyframes) + 1} "
+        f"keyframes, grain {grain}, {path.stat().st_size / 1e6:.1f} MB in "
+        f"{time.perf_counter() - t0:.0f} s",
+        file=sys.stderr,
+    )
+
+
+def timed(source: Any) -> tuple[list[tuple[Any, ...]], float]:
+    """Every prepared shot of a source, and the wall time to the last one."""
+    t0 = time.perf_counter()
+    try:
+        records = [(p.base_record(), p.sample_frames, p.jpegs, p.audio_features) for p in source]
+    finally:
+        source.close()
+    return records, time.perf_counter() - t0
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="film length")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes to compare")
+    parser.add_argument("--grain", type=int, default=6, help="film grain (0: clean)")
+    parser.add_argument("--film", type=Path, help="film to use (default: made in $TMP)")
+    parser.add_argument("--no-audio", action="store_true", help="skip audio features")
+    parser.add_argument("--hours", type=float, default=2.0, help="projected film length")
+    parser.add_argument("--cores", type=int, default=16, help="projected worker count")
+    args = parser.parse_args()
+
+    from dataclasses import replace
+
+    from client.media.probe import probe
+    from client.options import AudioOptions, ExtractOptions
+    from client.pipeline.chunked import ChunkedShotSource
+    from client.pipeline.source import ShotSource
+
+    film = args.film or Path(tempfile.gettempdir()) / (
+        f"bench_chunked_1080p_{args.seconds:g}s_grain{args.grain}.mp4"
+    )
+    if not film.exists():
+        make_film(args.seconds, film, args.grain)
+    info = probe(film)
+    options = ExtractOptions()
+    if args.no_audio:
+        options = replace(options, audio=AudioOptions(enabled=False))
+    print(f"film: {film} ({info.frame_estimate} frames {info.width}x{info.height})")
+    print(f"before: {uptime()}")
+    one, t1 = timed(ShotSource(info, options))
+    chunked = ChunkedShotSource(info, options, workers=args.workers)
+    many, tn = timed(chunked)
+    print(f"after:  {uptime()}")
+    scanner = chunked.scanner
+    frames = info.frame_estimate or 0
+    decoded = scanner.frames_decoded
+    per_core_1 = frames / t1
+    per_core_n = decoded / (tn * args.workers)
+    speedup = t1 / tn
+    print()
+    print(f"{'workers':>8} {'wall s':>8} {'frames/s':>9} {'decoded':>8} {'per core':>9}")
+    print(f"{1:>8} {t1:>8.2f} {frames / t1:>9.1f} {frames:>8} {per_core_1:>9.1f}")
+    print(f"{args.workers:>8} {tn:>8.2f} {frames / tn:>9.1f} {decoded:>8} {per_core_n:>9.1f}")
+    print()
+    print(f"speedup: {speedup:.2f}x ({args.workers} workers vs 1)")
+    print(f"identical shots: {'yes' if one == many else 'no'} ({len(one)} vs {len(many)} shots)")
+    print(f"fallback: {scanner.fallback_reason}")
+    print(f"chunks: {[(c.seek, c.start, c.end) for c in scanner.plan]} seams: {scanner.seams}")
+    overhead = decoded / frames - 1 if frames else 0.0
+    print(f"frames decoded beyond the film's (warm-ups, overruns): {overhead:.1%}")
+    film_frames = args.hours * 3600 * FPS
+    chunk_overhead = 2 * 135 + 250  # per seam: warm-up, at most a GOP of seek, an overrun
+    projected = (film_frames + (args.cores - 1) * chunk_overhead) / (args.cores * per_core_n)
+    print(
+        f"projection: a {args.hours:g} h 1080p25 film ({film_frames:.0f} frames) on "
+        f"{args.cores} workers at {per_core_n:.1f} frames/s each: {projected / 60:.1f} min "
+        f"of decode (1 worker: {film_frames / per_core_1 / 60:.1f} min)"
+    )
+    return 0 if one == many else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
