@@ -53,7 +53,8 @@ class JobProgress:
         """A frame was decoded; raises JobStopped when the job must stop."""
         self.stop.check()
         with self._lock:
-            self._frames = frame_no + 1
+            # The chunked source reports frames as its workers commit them, not one by one.
+            self._frames = max(self._frames, frame_no + 1)
             if self.frames_total is not None and self._frames >= self.frames_total:
                 self._decoded_at = self._decoded_at or time.monotonic()
 

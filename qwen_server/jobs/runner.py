@@ -5,8 +5,9 @@
   exactly as ``qwen-client analyze`` writes it), with ``InProcessServers`` in place of the HTTP
   server pool: batches go straight to the engine's queue and into the session.
 * **Off the event loop.** Each running job has its own thread (the client pipeline is
-  blocking); decoding runs in the ``ShotSource``'s threads. The loop only schedules, answers
-  status and runs ``analyze_shots`` for the job's batches.
+  blocking); decoding runs in ``jobs.decode_workers`` worker processes (the client's
+  ``ChunkedShotSource``; with 1, the one-pass ``ShotSource`` in its own thread). The loop only
+  schedules, answers status and runs ``analyze_shots`` for the job's batches.
 * **Limits.** At most ``jobs.max_running`` jobs run at once; the others wait queued, oldest
   first.
 * **Stop.** Cancel and shutdown set the job's ``StopFlag``: the decode thread stops at its next
@@ -209,8 +210,8 @@ class JobManager:
             counts["eta_s"] = None if row.state != "done" else 0.0
         return JobStatus(
             job_id=row.job_id,
-            state=row.state,  # type: ignore[arg-type]
-            source=JobSource(kind=row.source_kind, name=row.source_name),  # type: ignore[arg-type]
+            state=row.state,
+            source=JobSource(kind=row.source_kind, name=row.source_name),
             session_id=row.session_id,
             title=row.title,
             options=row.options,
@@ -291,7 +292,8 @@ class JobManager:
             PostingOptions(batch_size=jobs.batch_size, in_flight=jobs.in_flight),
             live.stop,
         )
-        # Until the chunked source lands, the pass decodes in the ShotSource's own thread.
+        # Decoding: jobs.decode_workers processes (the client's ChunkedShotSource, the same
+        # shots as one pass); 1 is the one-pass ShotSource in a thread of this job.
         analyze(
             info,
             results,
@@ -302,6 +304,7 @@ class JobManager:
             progress=cast(Any, live.progress),
             attributes=options.attribute_request(),
             frames=True,
+            workers=jobs.workers(),
         )
         live.stop.check()
         self._finish(live, "done", None)

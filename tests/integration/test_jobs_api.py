@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import tarfile
 import time
@@ -339,7 +340,13 @@ def test_cancel_keeps_partial_shots_and_removes_the_upload(
 ) -> None:
     # One shot per batch and per engine step: the job is still running when cancelled.
     settings = _settings(
-        tiny_model_dir, tmp_path, media, {"max_batch_size": 1}, batch_size=1, in_flight=1
+        tiny_model_dir,
+        tmp_path,
+        media,
+        {"max_batch_size": 1},
+        batch_size=1,
+        in_flight=1,
+        decode_workers=2,  # worker processes that the cancel must stop
     )
     with run_server(settings) as live, live.client() as c:
         r = upload(c, media / "long.mp4", {"audio": False})
@@ -363,5 +370,6 @@ def test_cancel_keeps_partial_shots_and_removes_the_upload(
             names = tar.getnames()
         assert "shots.jsonl" in names
         assert c.delete("/jobs/0000000000000000").status_code == 404
-        # No thread of the job is left running.
+        # No thread or decode process of the job is left running.
         assert not live.app.state.jobs._running
+        assert multiprocessing.active_children() == []

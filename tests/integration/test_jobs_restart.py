@@ -1,7 +1,8 @@
 """A film job survives ``kill -9`` of the real ``qwen-server`` process: restarted on the same
 store and jobs folder, the job resumes and completes, and its session holds exactly the shots
 of an uninterrupted pass (the client's own ``shots`` extraction of the same film and options),
-none lost, none doubled."""
+none lost, none doubled. Decoding runs in two worker processes (``jobs.decode_workers``), so the
+kill also leaves orphaned workers behind, which must stop by themselves."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def _start(tiny_model_dir: Path, tmp: Path, media: Path, port: int, log: str) ->
         QWEN_JOBS__MEDIA_ROOTS=json.dumps([str(media)]),
         QWEN_JOBS__BATCH_SIZE="1",  # one shot per batch: the kill lands between batches
         QWEN_JOBS__IN_FLIGHT="1",
+        QWEN_JOBS__DECODE_WORKERS="2",  # chunked decode in worker processes
     )
     cmd = [sys.executable, "-m", "qwen_server", "--model", str(tiny_model_dir)]
     cmd += ["--device", "cpu", "--port", str(port), "--max-batch-size", "1"]
@@ -134,3 +136,5 @@ def test_kill_9_mid_job_then_restart_completes_with_exactly_the_shots(
     assert sorted(json.loads(line)["shot_id"] for line in lines) == list(range(1, 25))
     log = (tmp_path / "second.log").read_text()
     assert f"resuming job {jid}" in log
+    # Both passes decoded in two worker processes (no fallback to the one pass).
+    assert "decoding in one pass" not in log + (tmp_path / "first.log").read_text()
