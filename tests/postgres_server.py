@@ -109,8 +109,10 @@ class PostgresServer:
                     "(Debian's postgresql package creates it)"
                 ) from None
             self._run_as = "postgres"
-        # A folder of its own under the system temp dir (pytest's are root-only, 0700).
-        self.root = Path(tempfile.mkdtemp(prefix="qwen-pg-"))
+        # A folder of its own (pytest's are root-only, 0700). Run as another user, it must be
+        # reachable by that user: /tmp (1777) rather than a $TMPDIR that may sit under /root.
+        base = "/tmp" if self._run_as is not None and os.path.isdir("/tmp") else None
+        self.root = Path(tempfile.mkdtemp(prefix="qwen-pg-", dir=base))
         pwfile = self.root / "pwfile"
         pwfile.write_text(self.password + "\n")
         (self.root / "socket").mkdir()
