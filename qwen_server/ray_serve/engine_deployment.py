@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import ray
@@ -50,6 +51,7 @@ class EngineReplica:
         self._node = runtime.get_node_id()
         await asyncio.to_thread(self._engine.load)
         await self._engine.start()
+        self._stopped = False
         logger.info(
             "engine replica %s ready: %s on %s (%d model copies)",
             self._replica,
@@ -97,11 +99,20 @@ class EngineReplica:
         if self._engine.failed is not None:
             raise RuntimeError(f"engine failed: {self._engine.failed}")
 
-    async def __del__(self) -> None:
-        """Called by Serve after the replica's ongoing calls drained: stop the engine."""
+    def __del__(self) -> Awaitable[None] | None:
+        """Serve calls this after the replica's ongoing calls drained: stop the engine.
+
+        Not ``async def``: Python also calls ``__del__`` when the object is collected, and a
+        coroutine made then would never be awaited. Serve awaits what its one call returns;
+        any other call (collection, a replica that never started) returns None."""
+        if getattr(self, "_stopped", True):
+            return None
+        self._stopped = True
+        return self._stop()
+
+    async def _stop(self) -> None:
         self._draining = True
-        timeout = self._settings.ray.graceful_shutdown_timeout_s
-        await self._engine.stop(timeout=timeout)
+        await self._engine.stop(timeout=self._settings.ray.graceful_shutdown_timeout_s)
         logger.info("engine replica %s stopped", self._replica)
 
     def __repr__(self) -> str:
