@@ -41,65 +41,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import multiprocessing
 import queue
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
 from typing import Any
 
-from client.errors import ClientError
 from client.media.assembly import ScannedShot
 from client.media.keyframes import Chunk, FrameIndex, build_index, chunks_from_borders, plan_chunks
 from client.media.probe import VideoInfo, open_container
-from client.media.scan import ScanStats, ShotScanner
-from client.media.seams import SyncKey, warm_frames
+from client.media.scan import ShotScanner
+from client.media.seams import warm_frames
 from client.options import ExtractOptions
 from client.pipeline.chunk_worker import ChunkJob, run_chunk
 from client.pipeline.source import ShotSource
+from client.pipeline.stitch import ChunkState, SeamMismatch, Stitcher
 from client.progress import Progress
 
 log = logging.getLogger("client.pipeline")
 
 JOIN_SECONDS = 3.0
-
-
-class SeamMismatch(ClientError):
-    """Stitched shots that do not follow each other (a bug: never written)."""
-
-
-@dataclass
-class _ChunkState:
-    """What the parent knows of one chunk's worker."""
-
-    chunk: Chunk
-    keys: dict[int, SyncKey | None] = field(default_factory=dict)
-    key_order: list[int] = field(default_factory=list)
-    key_pos: int = 0
-    shots: deque[ScannedShot] = field(default_factory=deque)
-    frontier: int = -1  # every frame up to here is committed (its keys were sent)
-    ended: bool = False
-    stats: ScanStats | None = None
-    failed: str | None = None
-    offset: int | None = None  # global shot id - the worker's shot id
-    stop: Any = None
-    process: Any = None
-
-    @property
-    def usable(self) -> bool:
-        return self.failed is None
-
-
-def _same(a: ScannedShot, b: ScannedShot) -> bool:
-    """Two passes' versions of one shot, ids aside: frames, times, transition fields, samples."""
-    return (
-        replace(a.shot, shot_id=0) == replace(b.shot, shot_id=0)
-        and a.shot.marks == b.shot.marks
-        and [(c.frame_no, c.frame) for c in a.samples] == [(c.frame_no, c.frame) for c in b.samples]
-        and (a.stream_start, a.stream_end) == (b.stream_start, b.stream_end)
-    )
 
 
 def first_frame_time(info: VideoInfo) -> tuple[int | None, float | None]:
@@ -144,20 +105,18 @@ class ChunkedScanner:
         self.output_size = self._one.output_size
         self.plan: list[Chunk] = []
         self.fallback_reason: str | None = None
-        self.seams: list[dict[str, int]] = []  # where each chunk took over
-        self.frames_decoded = 0  # by every worker together (warm-ups and overruns included)
-        self._states: list[_ChunkState] = []
+        self._states: list[ChunkState] = []
+        self._stitcher: Stitcher | None = None
         self._queue: Any = None
-        self._last_id = 0
         self._last_end = -1
-        self._bounds: list[tuple[int, int]] = []  # (start, end) of every shot emitted
         self._closed = False
-        self._audio_time = 0.0  # stream end of the last emitted shot (audio pacing)
 
     # --- plan -----------------------------------------------------------------------------------
     def _why_not(self) -> str | None:
         if self.workers <= 1:
             return "one worker"
+        if multiprocessing.current_process().daemon:
+            return "this process is a daemonic process, which may not start decode processes"
         if self.options.range is not None:
             return (
                 "a time range is decoded in one pass from the film's first frame (its shot ids "
@@ -202,7 +161,11 @@ class ChunkedScanner:
             self._start_workers(index, plan, warm, origin)
             if self.on_frame is not None:
                 self.on_frame(0, origin)
-            redo = yield from self._stitch(index, origin)
+            stitcher = self._stitcher = Stitcher(
+                self.info, plan, self._states, self.on_frame, self.stop
+            )
+            redo = yield from stitcher.run(index, origin, self._receive)
+            self.stats = stitcher.stats
         finally:
             self.close()
         if redo is not None:
@@ -212,7 +175,7 @@ class ChunkedScanner:
                 "found are checked, not repeated)",
                 self.info.path.name,
                 redo,
-                self._last_id,
+                self._stitcher.emitted if self._stitcher is not None else 0,
             )
             yield from self._one_pass()
 
@@ -221,15 +184,16 @@ class ChunkedScanner:
         scanner = ShotScanner(self.info, self.options, on_frame=self.on_frame, stop=self.stop)
         self._one = scanner
         self.stats = scanner.stats
-        done = len(self._bounds)
+        bounds = self._stitcher.bounds if self._stitcher is not None else []
+        done = len(bounds)
         for scanned in scanner:
             shot = scanned.shot
             if shot.shot_id <= done:
-                if self._bounds[shot.shot_id - 1] != (shot.start_frame, shot.end_frame):
+                if bounds[shot.shot_id - 1] != (shot.start_frame, shot.end_frame):
                     raise SeamMismatch(
                         f"{self.info.path.name}: the one-pass decode gives shot {shot.shot_id} "
                         f"frames {shot.start_frame}-{shot.end_frame}, the chunked decode gave "
-                        f"{self._bounds[shot.shot_id - 1]}"
+                        f"{bounds[shot.shot_id - 1]}"
                     )
                 continue
             yield scanned
@@ -240,7 +204,7 @@ class ChunkedScanner:
         ctx = multiprocessing.get_context(self.context)
         self._queue = ctx.Queue()
         for chunk in plan:
-            state = _ChunkState(chunk, stop=ctx.Event())
+            state = ChunkState(chunk, stop=ctx.Event())
             job = ChunkJob(self.info, self.options, chunk, index.pts, origin, warm)
             state.process = ctx.Process(
                 target=run_chunk,
@@ -261,182 +225,25 @@ class ChunkedScanner:
         )
 
     # --- messages -------------------------------------------------------------------------------
+    @property
+    def seams(self) -> list[dict[str, int]]:
+        """Where each chunk took over: ``{"chunk", "border", "frame"}``."""
+        return self._stitcher.seams if self._stitcher is not None else []
+
+    @property
+    def frames_decoded(self) -> int:
+        """Frames decoded by every worker together (warm-ups and overruns included)."""
+        return self._stitcher.frames_decoded if self._stitcher is not None else 0
+
     def _receive(self) -> None:
+        """Hand the next worker message to the stitcher (waits at most 0.2 s for one)."""
+        assert self._stitcher is not None
         try:
             msg = self._queue.get(timeout=0.2)
         except queue.Empty:
-            for state in self._states:
-                proc = state.process
-                if not state.ended and state.failed is None and not proc.is_alive():
-                    state.failed = f"worker exited with code {proc.exitcode}"
+            self._stitcher.check_workers()
             return
-        kind, number = msg[0], msg[1]
-        state = self._states[number]
-        if kind == "key":
-            state.keys[msg[2]] = msg[3]
-            state.key_order.append(msg[2])
-            state.frontier = max(state.frontier, msg[2])
-        elif kind == "at":
-            state.frontier = max(state.frontier, msg[2])
-        elif kind == "shot":
-            state.shots.append(msg[2])
-        elif kind == "end":
-            state.ended, state.stats = True, msg[2]
-            state.frontier = max(state.frontier, msg[2].last_frame)
-        else:  # unsafe or error
-            state.failed = msg[2]
-            if kind == "error":
-                log.debug("decode chunk %d failed: %s", number, msg[2])
-        self._progress()
-
-    def _progress(self) -> None:
-        """``frames_decoded``, and the progress bar's count: the frames of their own chunk
-        the workers have committed (the audio is paced to the last emitted shot)."""
-        decoded = owned = 0
-        for state in self._states:
-            c, reach = state.chunk, state.frontier + 1
-            decoded += max(0, reach - c.seek)
-            owned += max(0, min(reach, c.end) - c.start)
-        self.frames_decoded = decoded
-        if self.on_frame is not None and owned:
-            self.on_frame(owned - 1, self._audio_time)
-
-    # --- stitching ------------------------------------------------------------------------------
-    def _emit(self, state: _ChunkState, scanned: ScannedShot) -> ScannedShot:
-        shot = scanned.shot
-        if state.offset is None:
-            state.offset = self._last_id + 1 - shot.shot_id
-        gid = shot.shot_id + state.offset
-        if shot.start_frame != self._last_end + 1 or gid != self._last_id + 1:
-            raise SeamMismatch(
-                f"{self.info.path.name}: chunk {state.chunk.number} gives shot {gid} at frames "
-                f"{shot.start_frame}-{shot.end_frame} after shot {self._last_id} ending at "
-                f"frame {self._last_end}"
-            )
-        self._last_id, self._last_end = gid, shot.end_frame
-        self._bounds.append((shot.start_frame, shot.end_frame))
-        self._audio_time = scanned.stream_end
-        if self.on_frame is not None:
-            self.on_frame(shot.end_frame, scanned.stream_end)
-        return replace(scanned, shot=replace(shot, shot_id=gid))
-
-    def _find_seam(self, cur: int) -> tuple[int, int] | None | bool:
-        """The next (chunk, frame) whose key matches the current chunk's; False: wait."""
-        st = self._states[cur]
-        border = self.plan[cur + 1].start
-        while st.key_pos < len(st.key_order):
-            f = st.key_order[st.key_pos]
-            key = st.keys[f]
-            if f < border or key is None:
-                st.key_pos += 1
-                continue
-            later = [j for j in range(len(self._states) - 1, cur, -1) if self.plan[j].start <= f]
-            for j in later:
-                sj = self._states[j]
-                if not sj.usable:
-                    continue
-                if f in sj.keys:
-                    if sj.keys[f] == key:
-                        return j, f
-                    continue
-                if sj.frontier < f and not sj.ended:
-                    return False  # it has not got there yet
-            st.key_pos += 1
-        return None
-
-    def _stitch(self, index: FrameIndex, origin: float) -> Iterator[ScannedShot]:
-        """Generator of the stitched shots (see module doc); returns why the one pass must
-        be redone (None when the chunks covered the film)."""
-        cur = 0
-        pending: tuple[int, int] | None = None
-        self._audio_time = origin
-        while True:
-            if self.stop.is_set():
-                self.stats.stopped_early = True
-                return None
-            st = self._states[cur]
-            if st.failed is not None:
-                return f"decode chunk {cur} failed: {st.failed.splitlines()[0]}"
-            last = cur + 1 >= len(self._states)
-            if st.ended:  # it reached the film's end: every shot of it is the one pass's
-                pending = None
-            limit = math.inf if last or st.ended else self.plan[cur + 1].start
-            if pending is not None:
-                limit = pending[1]
-            while st.shots and st.shots[0].shot.start_frame < limit:
-                yield self._emit(st, st.shots.popleft())
-            if st.ended and not st.shots:
-                return self._finish(st, index, origin)
-            if not last and not st.ended:
-                if pending is None:
-                    found = self._find_seam(cur)
-                    if isinstance(found, tuple):
-                        pending = found
-                        continue
-                if pending is not None:
-                    j, f = pending
-                    sj = self._states[j]
-                    while sj.shots and sj.shots[0].shot.start_frame < f:
-                        sj.shots.popleft()
-                    mine = st.shots[0] if st.shots else None
-                    theirs = sj.shots[0] if sj.shots else None
-                    if mine is not None and theirs is not None:
-                        if mine.shot.start_frame == f == theirs.shot.start_frame and _same(
-                            mine, theirs
-                        ):
-                            self._take_over(cur, j, f)
-                            cur, pending = j, None
-                            continue
-                        log.warning(
-                            "%s: chunks %d and %d disagree on the shot at frame %d; chunk %d "
-                            "goes on decoding",
-                            self.info.path.name,
-                            cur,
-                            j,
-                            f,
-                            cur,
-                        )
-                        pending = None
-                        st.key_pos += 1
-                        continue
-                    if theirs is None and (sj.ended or not sj.usable):
-                        pending = None
-                        st.key_pos += 1
-                        continue
-            self._receive()
-
-    def _take_over(self, cur: int, j: int, f: int) -> None:
-        """Chunk ``j`` continues the film at frame ``f``; chunks ``cur..j-1`` stop."""
-        for k in range(cur, j):
-            self._states[k].stop.set()
-            self._states[k].shots.clear()
-            self._states[k].failed = self._states[k].failed or "replaced"
-        self._states[j].offset = None  # set by its first shot, the one at f
-        self.seams.append({"chunk": j, "border": self.plan[j].start, "frame": f})
-        log.info(
-            "%s: chunk %d takes over at frame %d (border %d)",
-            self.info.path.name,
-            j,
-            f,
-            self.plan[j].start,
-        )
-
-    def _finish(self, st: _ChunkState, index: FrameIndex, origin: float) -> None:
-        """The last chunk reached the film's end: the one pass's counters."""
-        for other in self._states:
-            other.stop.set()
-        final = st.stats
-        assert final is not None
-        self.stats = ScanStats(
-            frames=self._last_end + 1,
-            packets=index.packets,
-            declared_frames=final.declared_frames,
-            duration_frames=final.duration_frames,
-            first_time=origin,
-            last_frame=self._last_end,
-            hold_frames=final.hold_frames,
-        )
-        return None
+        self._stitcher.handle(msg)
 
     def close(self) -> None:
         """Stop every worker and wait for it; terminate (then kill) one that does not stop
@@ -484,6 +291,8 @@ class ChunkedShotSource(ShotSource):
     (its frame count is the frames decoded by every worker), ``stop`` an event that ends the
     run early. ``workers=1`` decodes in one pass in a thread, like ``ShotSource``. Iterate it
     once, and ``close()`` it (a ``Run`` does): that stops and joins every worker process.
+    Use it in a main or non-daemonic process (a daemonic ``multiprocessing`` process may not
+    start processes: the film is then decoded in one pass, and ``fallback_reason`` says so).
     ``scanner.fallback_reason`` says why a film was decoded in one pass, ``scanner.seams``
     where each chunk took over, ``scanner.frames_decoded`` the frames decoded so far.
     """
