@@ -135,3 +135,29 @@ def test_refusals_name_the_shot_and_the_limit(tmp_path: Path) -> None:
         with pytest.raises(InvalidInput) as err:
             decode_clip(clip, count=5, limits=limits, where="shot 7 video")
         assert needle in str(err.value) and "shot 7 video" in str(err.value), (needle, err.value)
+
+
+def test_b_frames_and_an_audio_track_keep_the_frame_order(tmp_path: Path) -> None:
+    """x264's defaults (B-frames: packets out of presentation order) plus a longer AAC track:
+    frames are still numbered in presentation order, and the audio does not count as length."""
+    path = tmp_path / "bframes.mp4"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        audio = out.add_stream("aac", rate=44100)
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 8 * i, np.uint8), "rgb24")
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        for k in range(int(1.3 * 44100 / 1024)):
+            samples = av.AudioFrame.from_ndarray(
+                np.zeros((1, 2048), np.float32), format="flt", layout="stereo"
+            )
+            samples.sample_rate, samples.pts = 44100, k * 1024
+            out.mux(audio.encode(samples))
+        out.mux(audio.encode())
+    images, info = decode_clip(b64_file(path), count=5, limits=LIMITS, where="shot 1 video")
+    assert info.frame_count == 30 and info.seconds == pytest.approx(1.2)
+    assert info.positions == sample_positions(0, 29, 5)
+    greys = [float(np.asarray(img).mean()) for img in images]
+    assert greys == pytest.approx([8 * p for p in info.positions], abs=2)
