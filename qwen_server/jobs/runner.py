@@ -38,7 +38,8 @@ from client.options import PostingOptions
 from ..config import Settings
 from ..errors import Conflict, NotFound, QwenServerError
 from ..logsafe import escape_log
-from ..store.jobs_table import JobRow, JobsTable
+from ..store.jobs_table import JobRow
+from ..store.protocol import JobsTableProtocol
 from .intake import probe_video, remove_tree
 from .models import FINISHED, JobOptions, JobSource, JobStatus
 from .progress import JobProgress
@@ -86,7 +87,7 @@ class JobManager:
         self.state = app_state
         self.settings = settings
         self.folder = settings.jobs.folder(settings.store.path)
-        self.table: JobsTable | None = None  # set by start(), once the store is open
+        self.table: JobsTableProtocol | None = None  # set by start(), once the store is open
         self._own_store: Any = None
         self._live: dict[str, LiveJob] = {}
         self._queue: list[str] = []
@@ -109,10 +110,12 @@ class JobManager:
         self._persist_task = asyncio.create_task(self._persist_loop())
         self._pump()
 
-    def _open_table(self) -> JobsTable:
-        """The jobs table: in the session database when that is this box's SQLite file;
-        with a shared PostgreSQL session store, in a SQLite file of its own in the jobs folder,
-        since a job (its upload, results folder and runner) belongs to this box alone."""
+    def _open_table(self) -> JobsTableProtocol:
+        """The jobs table: the session database's (``store.jobs_table()``) when that is this
+        box's SQLite file. With a PostgreSQL store shared by several boxes, a SQLite file of
+        its own in the jobs folder instead: a job's upload, results folder and runner are this
+        box's alone, and a shared table would have every box resume every box's jobs at
+        start-up, on files it does not have."""
         from ..store.sqlite import SessionStore
 
         store = self.state.store
@@ -120,7 +123,7 @@ class JobManager:
             store = SessionStore(self.folder / "jobs.sqlite3")
             store.open()
             self._own_store = store
-        return JobsTable(store)
+        return store.jobs_table()
 
     async def stop(self) -> None:
         """Stop running jobs without changing their state (they resume at the next start) and
@@ -139,7 +142,7 @@ class JobManager:
         if self._own_store is not None:
             self._own_store.close()
 
-    def _table(self) -> JobsTable:
+    def _table(self) -> JobsTableProtocol:
         if self.table is None:
             raise RuntimeError("the job manager is not started")
         return self.table

@@ -373,3 +373,34 @@ def test_cancel_keeps_partial_shots_and_removes_the_upload(
         # No thread or decode process of the job is left running.
         assert not live.app.state.jobs._running
         assert multiprocessing.active_children() == []
+
+
+def test_with_a_postgresql_store_jobs_stay_on_this_box(
+    request: pytest.FixtureRequest, tiny_model_dir: Path, media: Path, tmp_path: Path
+) -> None:
+    """Sessions go to the shared PostgreSQL store; the jobs table is a SQLite file in
+    jobs.dir, since a job's files and runner belong to this box."""
+    from tests.conftest import new_database
+
+    postgres = request.getfixturevalue("postgres")
+    name = new_database(postgres, "jobs")
+    try:
+        settings = test_settings(
+            tiny_model_dir,
+            tmp_path,
+            store={"url": postgres.url(name)},
+            store_password=postgres.password,
+            jobs={"dir": str(tmp_path / "jobs"), "media_roots": [str(media)]},
+        )
+        with run_server(settings) as live, live.client() as c:
+            assert live.app.state.store.describe().startswith("PostgreSQL")
+            r = c.post("/jobs", json={"path": "film.mp4", "audio": False})
+            assert r.status_code == 202, r.text
+            status = finished(c, r.json()["job_id"])
+            assert status["state"] == "done", status
+            shots = c.get(f"/sessions/{status['session_id']}").json()["shots"]
+            assert [s["shot_id"] for s in shots] == [1, 2, 3, 4]
+            assert (tmp_path / "jobs" / "jobs.sqlite3").is_file()
+            assert c.get("/jobs").json()["total"] == 1
+    finally:
+        postgres.drop_database(name)
