@@ -151,12 +151,15 @@ def main() -> int:
     overhead = decoded / frames - 1 if frames else 0.0
     print(f"frames decoded beyond the film's (warm-ups, overruns): {overhead:.1%}")
     film_frames = args.hours * 3600 * FPS
-    chunk_overhead = 2 * 135 + 250  # per seam: warm-up, at most a GOP of seek, an overrun
-    projected = (film_frames + (args.cores - 1) * chunk_overhead) / (args.cores * per_core_n)
+    # Each seam costs what it cost here: the next chunk's warm-up (with its seek back to a
+    # keyframe) and this chunk's overrun to the first agreeing shot after the border.
+    per_seam = max(0, decoded - frames) / max(1, args.workers - 1)
+    projected = (film_frames + (args.cores - 1) * per_seam) / (args.cores * per_core_n)
     print(
         f"projection: a {args.hours:g} h 1080p25 film ({film_frames:.0f} frames) on "
         f"{args.cores} workers at {per_core_n:.1f} frames/s each: {projected / 60:.1f} min "
-        f"of decode (1 worker: {film_frames / per_core_1 / 60:.1f} min)"
+        f"of decode, {per_seam:.0f} extra frames per seam (1 worker: "
+        f"{film_frames / per_core_1 / 60:.1f} min)"
     )
     return 0 if one == many else 1
 

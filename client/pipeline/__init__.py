@@ -21,5 +21,7 @@ so shot ids are stable) but are not encoded, analysed or written again.
 Modules: ``source`` (``ShotSource``: the decode thread, the worker pool and the audio thread,
 yielding ``PreparedShot`` in film order), ``sinks`` (where prepared shots go: ``FramesWriter``
 for ``shots``, ``Poster`` for ``analyze``, both writing through ``Outputs``) and ``run``
-(``Run``: resume, one source into one sink, the final files and the ``RunReport``).
+(``Run``: resume, one source into one sink, the final files and the ``RunReport``);
+``chunked`` (``ChunkedShotSource``: the same shots decoded by several worker processes, each
+running ``chunk_worker`` over a chunk of the film, stitched by ``stitch``; ``--workers N``).
 """
