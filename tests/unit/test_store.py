@@ -1,8 +1,6 @@
-"""The session store on both backends: schema migrations, upserts, ordering, paging, restart,
-concurrency. Every test here runs twice through ``store_backend``: on a SQLite file and on a
-PostgreSQL database of its own on the real test server (tests/postgres_server.py). What only
-one backend has (SQLite's WAL file, PostgreSQL's pool and advisory lock) is tested in
-test_store_sqlite.py and tests/integration/test_store_postgres.py."""
+"""The session store, every test on both backends (``store_backend``: a SQLite file, and a
+PostgreSQL database on the real test server): migrations, upserts, order, paging, concurrency.
+Backend-only behaviour: test_store_sqlite.py, tests/integration/test_store_postgres.py."""
 
 from __future__ import annotations
 
