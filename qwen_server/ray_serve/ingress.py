@@ -6,8 +6,9 @@ only the engine is remote. The app is built on the replica (Serve's late-bound
 opened, decode pool, engine poll started; drain and close on shutdown).
 
 Each response names the engine replicas that analysed it in ``X-Qwen-Engine-Replica``
-(comma-separated Serve replica ids; absent when no engine was involved), for operators tracing a
-result to a box and for the tests that check work was spread.
+(comma-separated Serve replica ids; absent when no engine was involved) and, when a call was
+sent again because its replica was lost under it, how many times in ``X-Qwen-Engine-Retries``:
+for operators tracing a result to a box, and for the tests (work spread, nothing lost).
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from ray import serve
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
-from .remote_engine import RemoteEngine, served_by
+from .remote_engine import RemoteEngine, RequestTrace, request_trace
 
 REPLICA_HEADER = "x-qwen-engine-replica"
+RETRIES_HEADER = "x-qwen-engine-retries"
 
 
 class EngineReplicaHeader:
-    """Pure ASGI middleware: add ``X-Qwen-Engine-Replica`` from what ``RemoteEngine`` recorded.
+    """Pure ASGI middleware: the engine headers from what ``RemoteEngine`` recorded.
 
     Pure ASGI (not ``BaseHTTPMiddleware``) so the route runs in this coroutine's context and the
-    list the adapter appends to is the one set here."""
+    trace the adapter writes to is the one set here."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -37,20 +39,23 @@ class EngineReplicaHeader:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        replicas: list[str] = []
-        token = served_by.set(replicas)
+        trace = RequestTrace()
+        token = request_trace.set(trace)
 
         async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start" and replicas:
+            if message["type"] == "http.response.start" and (trace.replicas or trace.retries):
                 headers = list(message.get("headers", []))
-                headers.append((REPLICA_HEADER.encode(), ",".join(replicas).encode()))
+                if trace.replicas:
+                    headers.append((REPLICA_HEADER.encode(), ",".join(trace.replicas).encode()))
+                if trace.retries:
+                    headers.append((RETRIES_HEADER.encode(), str(trace.retries).encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_header)
         finally:
-            served_by.reset(token)
+            request_trace.reset(token)
 
 
 def build_ingress_app(settings: Settings, engine_handle: Any) -> FastAPI:
@@ -62,6 +67,7 @@ def build_ingress_app(settings: Settings, engine_handle: Any) -> FastAPI:
         engine_handle,
         model_id=model_display_id(settings),
         retry_attempts=settings.ray.retry_attempts,
+        wait_ready_s=settings.server.admission_wait_s,
     )
     app = create_app(settings, engine=engine)
     app.add_middleware(EngineReplicaHeader)  # outermost: sees every response

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -33,8 +34,17 @@ from .wire import AnalyzeReply, ReplicaView
 
 logger = logging.getLogger("qwen_server.ray_serve")
 
-# The engine replicas that served the current request (the ingress's header middleware reads it).
-served_by: ContextVar[list[str] | None] = ContextVar("qwen_served_by", default=None)
+
+@dataclass
+class RequestTrace:
+    """What the engine calls of one HTTP request did (the ingress's header middleware reads
+    it): the replicas that answered, and the calls sent again after their replica was lost."""
+
+    replicas: list[str] = field(default_factory=list)
+    retries: int = 0
+
+
+request_trace: ContextVar[RequestTrace | None] = ContextVar("qwen_request_trace", default=None)
 
 # A call failed because its replica is gone: safe to send the same shots elsewhere.
 _REPLICA_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
@@ -51,6 +61,7 @@ class RemoteEngine:
         retry_attempts: int = 3,
         poll_s: float = 1.0,
         stale_after_s: float = 10.0,
+        wait_ready_s: float = 10.0,
     ) -> None:
         self._handle = handle
         self.model_id = model_id
@@ -62,6 +73,7 @@ class RemoteEngine:
         self._retry_attempts = retry_attempts
         self._poll_s = poll_s
         self._stale_after_s = stale_after_s
+        self._wait_ready_s = wait_ready_s
         self._views: dict[str, tuple[float, ReplicaView]] = {}
         self._served: dict[str, int] = {}  # shots each replica answered through this ingress
         self._ever_served: dict[str, int] = {}  # last shots_served seen per replica
@@ -177,9 +189,34 @@ class RemoteEngine:
                 raise NotReady(f"the model engine failed: {self.failed}", retry_after_s=30)
             raise NotReady("no engine replica is serving yet (loading or being replaced)")
 
+    async def _await_ready(self) -> None:
+        """When no fresh view shows a serving replica (a new ingress whose poll has not answered
+        yet, or a redeploy whose new replicas are starting while the old ones drain), ask the
+        replicas again for up to ``wait_ready_s`` before ``_check_accepting`` refuses: the
+        request waits like one in the engine's admission line instead of getting 503 at once."""
+        deadline = time.monotonic() + self._wait_ready_s
+        while not self.ready and not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            response = self._handle.view.remote()
+            try:
+                self._observe(await asyncio.wait_for(response, timeout=left))
+            except asyncio.CancelledError:
+                response.cancel()
+                raise
+            except TimeoutError:
+                response.cancel()
+                return
+            except _REPLICA_LOST:
+                pass
+            if not self.ready:
+                await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+
     @contextlib.asynccontextmanager
     async def admit(self, shots: int) -> AsyncIterator[Admission]:
         """Check that a replica serves; the replica's own admission line holds queue room."""
+        await self._await_ready()
         self._check_accepting()
         yield Admission(None, shots)
 
@@ -187,13 +224,17 @@ class RemoteEngine:
         self, shots: list[ShotInput], admission: Admission | None = None
     ) -> list[ModelOutput]:
         """Analyse ``shots`` on one engine replica, on another if that one is lost under it."""
+        await self._await_ready()
         self._check_accepting()
         if not shots:
             return []
+        trace = request_trace.get()
         last = "no attempt"
         for attempt in range(self._retry_attempts):
             if attempt:
                 self.retries += 1
+                if trace is not None:
+                    trace.retries += 1
                 await asyncio.sleep(min(2.0, 0.25 * 2 ** (attempt - 1)))
             response = self._handle.analyze.remote(shots)
             try:
@@ -214,9 +255,8 @@ class RemoteEngine:
                 raise reply.error.error()
             assert reply.outputs is not None
             self._served[reply.view.replica] = self._served.get(reply.view.replica, 0) + len(shots)
-            holder = served_by.get()
-            if holder is not None:
-                holder.append(reply.view.replica)
+            if trace is not None:
+                trace.replicas.append(reply.view.replica)
             return reply.outputs
         raise NotReady(
             f"no engine replica could take the request after {self._retry_attempts} "

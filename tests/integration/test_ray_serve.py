@@ -31,7 +31,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 serve = pytest.importorskip("ray.serve")
 
 from qwen_server.ray_serve.cluster import connect, deploy, undeploy  # noqa: E402
-from qwen_server.ray_serve.ingress import REPLICA_HEADER  # noqa: E402
+from qwen_server.ray_serve.ingress import REPLICA_HEADER, RETRIES_HEADER  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
@@ -57,26 +57,35 @@ def _session_processes(session: str) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def ray_app(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The Serve application on a local 2-CPU cluster; after it, no process of it is left."""
-    settings = test_settings(
-        tiny_model_dir,
-        tmp_path_factory.mktemp("ray"),
-        server={"port": _free_port(), "prepare_workers": 1, "prepare_torch_threads": 1},
+def _ray_settings(model_dir: Path, folder: Path, port: int, replicas: int) -> Any:
+    return test_settings(
+        model_dir,
+        folder,
+        server={"port": port, "prepare_workers": 1, "prepare_torch_threads": 1},
         model={"generate_threads": 1},
         ray={
             "app_name": APP,
             "num_cpus": 2,
             "cpus_per_replica": 0.5,
-            "min_replicas": 2,
-            "max_replicas": 2,
+            "min_replicas": replicas,
+            "max_replicas": replicas,
             "object_store_mb": 128,
             "include_dashboard": False,
-            "graceful_shutdown_timeout_s": 10,
+            "graceful_shutdown_timeout_s": 30,
             "health_check_period_s": 2,
         },
     )
+
+
+@pytest.fixture(scope="module")
+def ray_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_app(tiny_model_dir: Path, ray_folder: Path) -> Iterator[str]:
+    """The Serve application on a local 2-CPU cluster; after it, no process of it is left."""
+    settings = _ray_settings(tiny_model_dir, ray_folder, _free_port(), replicas=2)
     connect(settings)
     session = Path(ray._private.worker._global_node.get_session_dir_path()).name
     try:
@@ -208,6 +217,7 @@ def test_killing_a_replica_mid_load_loses_no_request(ray_app: str) -> None:
     per_client, clients = 6, 4
     done: list[int] = []
     refused: list[int] = []
+    resent: list[int] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
     started = threading.Event()
@@ -222,6 +232,7 @@ def test_killing_a_replica_mid_load_loses_no_request(ray_app: str) -> None:
                     with lock:
                         done.append(request)
                         refused.append(retried)
+                        resent.append(int(response.headers.get(RETRIES_HEADER, 0)))
                     started.set()
         except BaseException as exc:
             errors.append(exc)
@@ -241,5 +252,66 @@ def test_killing_a_replica_mid_load_loses_no_request(ray_app: str) -> None:
         f"replicas lost under a call: {stats['replicas_lost'] - lost_before}, "
         f"retries: {stats['retries']}, client-side 503 retries: {sum(refused)}"
     )
-    # The kill hit calls in flight (four clients were sending): they were sent again.
+    # The kill hit calls in flight (four clients were sending): they were sent again, and the
+    # responses that needed it say so.
     assert stats["replicas_lost"] > lost_before
+    assert sum(resent) >= 1
+
+
+def _running_engine_replicas() -> int:
+    status = serve.status().applications[APP].deployments["Engine"]
+    return status.replica_states.get("RUNNING", 0)
+
+
+def test_scaling_down_under_load_drains_without_losing_a_call(
+    ray_app: str, tiny_model_dir: Path, ray_folder: Path
+) -> None:
+    """The application redeployed from 2 engine replicas to 1 while four clients keep sending:
+    Serve stops routing to the replicas it removes, they finish their calls and stop their
+    engines (graceful_shutdown_timeout_s); no call dies under a replica, every request is 200."""
+    deadline = time.monotonic() + 120
+    while _running_engine_replicas() < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the replica killed by the previous test is being replaced
+    assert _running_engine_replicas() == 2
+    stop = threading.Event()
+    done: list[int] = []
+    resent: list[int] = []
+    refused: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    first = threading.Event()
+
+    def client_loop(c: int) -> None:
+        try:
+            with httpx.Client(base_url=ray_app, headers=AUTH, timeout=120) as client:
+                n = 0
+                while not stop.is_set() or n < 2:
+                    request = n * 4 + c  # the four in flight: neighbours, distinct greys
+                    response, retried = _post_until_done(client, request)
+                    _check(request, response)
+                    with lock:
+                        done.append(request)
+                        refused.append(retried)
+                        resent.append(int(response.headers.get(RETRIES_HEADER, 0)))
+                    first.set()
+                    n += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client_loop, args=(c,)) for c in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        assert first.wait(120), f"no request finished: {errors}"
+        port = int(ray_app.rsplit(":", 1)[1])
+        deploy(_ray_settings(tiny_model_dir, ray_folder, port, replicas=1))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(300)
+    assert not errors, errors
+    assert _running_engine_replicas() == 1
+    # The redeploy replaces the ingress too (new settings), so its counters start again: the
+    # responses' own retry counts say whether a call died under a drained replica.
+    assert sum(resent) == 0, "a call died under a drained replica and was sent again"
+    print(f"{len(done)} requests during the scale-down, all answered; 503s retried: {sum(refused)}")
