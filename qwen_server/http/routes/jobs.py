@@ -142,12 +142,51 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return value
 
 
+# The body is read by the route itself (streamed to disk), so it is documented here by hand.
+_OPTIONS_SCHEMA = JobOptions.model_json_schema()
+_CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "options": {
+                            "type": "string",
+                            "description": "JobOptions as a JSON object (optional)",
+                        },
+                    },
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["path"],
+                    "properties": {
+                        "path": {
+                            "type": "string",
+                            "description": "A film under jobs.media_roots (relative or absolute)",
+                        },
+                        **_OPTIONS_SCHEMA["properties"],
+                    },
+                    "additionalProperties": False,
+                }
+            },
+        },
+    }
+}
+
+
 @router.post(
     "",
     status_code=202,
     response_model=JobCreated,
     responses=_CREATE_ERRORS,
     summary="Create a film job (multipart upload or a path under jobs.media_roots)",
+    openapi_extra=_CREATE_BODY,
 )
 async def create_job(request: Request) -> JobCreated:
     """Check the film and queue the job; results go to the session as shots finish."""
