@@ -87,8 +87,8 @@ def quota_error(used: int, incoming: int, max_disk_gb: float) -> InsufficientSto
     """The 507 of a job that does not fit under ``jobs.max_disk_gb``."""
     return InsufficientStorage(
         f"not enough job space: {used / GB:.3f} GB in use + {incoming / GB:.3f} GB for this "
-        f"job exceeds jobs.max_disk_gb ({max_disk_gb:g} GB); cancel finished jobs' files or "
-        "raise the quota"
+        f"job exceeds jobs.max_disk_gb ({max_disk_gb:g} GB); remove finished jobs' folders "
+        "from jobs.dir or raise the quota"
     )
 
 

@@ -197,9 +197,17 @@ def test_path_job_runs_and_keeps_the_film(server: LiveServer, media: Path) -> No
         shots = c.get(f"/sessions/job-{jid}").json()["shots"]
         assert [s["shot_id"] for s in shots] == [1, 2, 3, 4]
         assert all(s["audio"] is None for s in shots)
-        r = c.post("/jobs", json={"path": str(media / "film.mp4"), "audio": False})
+        # An absolute path under the root, and a subset of the vocabulary.
+        body = {
+            "path": str(media / "film.mp4"),
+            "audio": False,
+            "attributes": ["motion", "suspense"],
+        }
+        r = c.post("/jobs", json=body)
         assert r.status_code == 202, r.text
         assert finished(c, r.json()["job_id"])["state"] == "done"
+        shots = c.get(r.json()["urls"]["session"]).json()["shots"]
+        assert [list(s["attributes"]) for s in shots] == [["motion", "suspense"]] * 4
     assert (media / "film.mp4").is_file()
 
 
