@@ -23,6 +23,7 @@ on the machine distorts the numbers.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import subprocess
 import sys
@@ -86,14 +87,45 @@ def make_film(seconds: float, path: Path, grain: int, seed: int = 1) -> None:
     )
 
 
-def timed(source: Any) -> tuple[list[tuple[Any, ...]], float]:
-    """Every prepared shot of a source, and the wall time to the last one."""
-    t0 = time.perf_counter()
+def repeat_film(source: Path, path: Path, times: int) -> None:
+    """``source`` played ``times`` times in a row, by stream copy (no re-encoding: each copy
+    starts on its IDR keyframe, and the join is one more hard cut): a long film in seconds."""
+    import av
+
+    with av.open(str(source)) as src, av.open(str(path), "w") as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        length = {}
+        for s in src.streams:
+            duration = s.duration or round(float(src.duration / 1e6) / s.time_base)
+            length[s.index] = duration
+        for k in range(times):
+            src.seek(0)
+            for packet in src.demux():
+                if packet.size == 0 or packet.pts is None:
+                    continue
+                shift = k * length[packet.stream.index]
+                packet.pts += shift
+                if packet.dts is not None:
+                    packet.dts += shift
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
+    print(f"made {path}: {source.name} {times} times by stream copy", file=sys.stderr)
+
+
+def timed(source: Any) -> tuple[list[tuple[Any, ...]], float, float, float]:
+    """Every prepared shot of a source, the wall time to the last one, and the CPU seconds of
+    this process and of its (joined) worker processes meanwhile."""
+    before, t0 = os.times(), time.perf_counter()
     try:
         records = [(p.base_record(), p.sample_frames, p.jpegs, p.audio_features) for p in source]
     finally:
         source.close()
-    return records, time.perf_counter() - t0
+    after, wall = os.times(), time.perf_counter() - t0
+    mine = after.user + after.system - before.user - before.system
+    workers = (
+        after.children_user + after.children_system - before.children_user - before.children_system
+    )
+    return records, wall, mine, workers
 
 
 def uptime() -> str:
@@ -106,6 +138,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes to compare")
     parser.add_argument("--grain", type=int, default=6, help="film grain (0: clean)")
     parser.add_argument("--film", type=Path, help="film to use (default: made in $TMP)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="play the made film this many times in a row"
+    )
     parser.add_argument("--no-audio", action="store_true", help="skip audio features")
     parser.add_argument("--hours", type=float, default=2.0, help="projected film length")
     parser.add_argument("--cores", type=int, default=16, help="projected worker count")
@@ -123,28 +158,52 @@ def main() -> int:
     )
     if not film.exists():
         make_film(args.seconds, film, args.grain)
+    if args.repeat > 1:
+        long = film.with_name(f"{film.stem}_x{args.repeat}{film.suffix}")
+        if not long.exists():
+            repeat_film(film, long, args.repeat)
+        film = long
     info = probe(film)
     options = ExtractOptions()
     if args.no_audio:
         options = replace(options, audio=AudioOptions(enabled=False))
     print(f"film: {film} ({info.frame_estimate} frames {info.width}x{info.height})")
     print(f"before: {uptime()}")
-    one, t1 = timed(ShotSource(info, options))
+    one, t1, cpu1, _ = timed(ShotSource(info, options))
     chunked = ChunkedShotSource(info, options, workers=args.workers)
-    many, tn = timed(chunked)
+    many, tn, parent_cpu, workers_cpu = timed(chunked)
     print(f"after:  {uptime()}")
     scanner = chunked.scanner
     frames = info.frame_estimate or 0
     decoded = scanner.frames_decoded
     per_core_1 = frames / t1
     per_core_n = decoded / (tn * args.workers)
+    # Load-independent: frames per CPU second of the worker processes (decode, detection,
+    # sampling, JPEG), and the parent's CPU (index, stitch, audio decode and features).
+    per_cpu = decoded / workers_cpu if workers_cpu > 0 else 0.0
     speedup = t1 / tn
     print()
-    print(f"{'workers':>8} {'wall s':>8} {'frames/s':>9} {'decoded':>8} {'per core':>9}")
-    print(f"{1:>8} {t1:>8.2f} {frames / t1:>9.1f} {frames:>8} {per_core_1:>9.1f}")
-    print(f"{args.workers:>8} {tn:>8.2f} {frames / tn:>9.1f} {decoded:>8} {per_core_n:>9.1f}")
+    head = f"{'workers':>8} {'wall s':>8} {'frames/s':>9} {'decoded':>8} {'per core':>9}"
+    print(f"{head} {'CPU s':>8}")
+    print(f"{1:>8} {t1:>8.2f} {frames / t1:>9.1f} {frames:>8} {per_core_1:>9.1f} {cpu1:>8.1f}")
+    print(
+        f"{args.workers:>8} {tn:>8.2f} {frames / tn:>9.1f} {decoded:>8} {per_core_n:>9.1f} "
+        f"{parent_cpu + workers_cpu:>8.1f}"
+    )
     print()
-    print(f"speedup: {speedup:.2f}x ({args.workers} workers vs 1)")
+    print(f"speedup: {speedup:.2f}x ({args.workers} workers vs 1, wall time)")
+    print(
+        f"CPU: 1 worker {cpu1:.1f} s; {args.workers} workers {workers_cpu:.1f} s in the "
+        f"workers ({per_cpu:.1f} frames per CPU second) + {parent_cpu:.1f} s in the parent"
+    )
+    chunk_frames = scanner.decoded_per_chunk
+    if per_cpu > 0 and chunk_frames:
+        critical = max(chunk_frames) / per_cpu
+        print(
+            f"frames per chunk: {chunk_frames}; on idle cores the largest chunk takes "
+            f"{critical:.1f} s at {per_cpu:.1f} frames/s: {cpu1 / critical:.2f}x the 1-worker "
+            "CPU time (start-up and the parent not counted)"
+        )
     print(f"identical shots: {'yes' if one == many else 'no'} ({len(one)} vs {len(many)} shots)")
     print(f"fallback: {scanner.fallback_reason}")
     print(f"chunks: {[(c.seek, c.start, c.end) for c in scanner.plan]} seams: {scanner.seams}")
@@ -154,10 +213,11 @@ def main() -> int:
     # Each seam costs what it cost here: the next chunk's warm-up (with its seek back to a
     # keyframe) and this chunk's overrun to the first agreeing shot after the border.
     per_seam = max(0, decoded - frames) / max(1, args.workers - 1)
-    projected = (film_frames + (args.cores - 1) * per_seam) / (args.cores * per_core_n)
+    rate = per_cpu or per_core_n
+    projected = (film_frames + (args.cores - 1) * per_seam) / (args.cores * rate)
     print(
         f"projection: a {args.hours:g} h 1080p25 film ({film_frames:.0f} frames) on "
-        f"{args.cores} workers at {per_core_n:.1f} frames/s each: {projected / 60:.1f} min "
+        f"{args.cores} workers at {rate:.1f} frames/s each: {projected / 60:.1f} min "
         f"of decode, {per_seam:.0f} extra frames per seam (1 worker: "
         f"{film_frames / per_core_1 / 60:.1f} min)"
     )

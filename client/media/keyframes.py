@@ -113,9 +113,11 @@ class Chunk:
         return self.end - self.seek
 
 
-def plan_chunks(index: FrameIndex, chunks: int, warm: int) -> list[Chunk]:
+def plan_chunks(index: FrameIndex, chunks: int, warm: int, overrun: int = 0) -> list[Chunk]:
     """Split the film at keyframes into at most ``chunks`` chunks of about equal cost (see the
-    module doc); one chunk when the film is too short or has too few keyframes to gain."""
+    module doc); one chunk when the film is too short or has too few keyframes to gain.
+    ``overrun``: the frames a chunk is expected to decode past its end before the next one
+    takes over (counted in the cost of every chunk but the last)."""
     n = index.frames
     whole = [Chunk(0, 0, 0, n)]
     if chunks <= 1 or n == 0 or index.problem is not None:
@@ -131,7 +133,7 @@ def plan_chunks(index: FrameIndex, chunks: int, warm: int) -> list[Chunk]:
             if len(borders) == chunks:
                 return None
             # The farthest keyframe this chunk can reach within the limit.
-            i = bisect.bisect_right(keys, seek + limit) - 1
+            i = bisect.bisect_right(keys, seek + limit - overrun) - 1
             if i < 0 or keys[i] <= borders[-1]:
                 return None
             borders.append(keys[i])

@@ -138,7 +138,9 @@ class ChunkedScanner:
             if self.borders is not None:
                 plan = chunks_from_borders(index, self.borders, warm)
             else:
-                plan = plan_chunks(index, self.workers, warm)
+                # A chunk decodes on past its end to the first shot start there, and the
+                # shot after it (the seam check): about 3 s of a film cut every few seconds.
+                plan = plan_chunks(index, self.workers, warm, round(3 * float(self.info.fps)))
             if len(plan) < 2:
                 reason = f"the film is too short to split ({index.frames} frames)"
         if reason is not None:
@@ -234,6 +236,11 @@ class ChunkedScanner:
     def frames_decoded(self) -> int:
         """Frames decoded by every worker together (warm-ups and overruns included)."""
         return self._stitcher.frames_decoded if self._stitcher is not None else 0
+
+    @property
+    def decoded_per_chunk(self) -> list[int]:
+        """Frames each chunk's worker decoded (from its keyframe to where it stopped)."""
+        return [max(0, s.frontier + 1 - s.chunk.seek) for s in self._states]
 
     def _receive(self) -> None:
         """Hand the next worker message to the stitcher (waits at most 0.2 s for one)."""
