@@ -58,7 +58,7 @@ class EngineReplicaHeader:
             request_trace.reset(token)
 
 
-def build_ingress_app(settings: Settings, engine_handle: Any) -> FastAPI:
+def build_ingress_app(settings: Settings, engine_handle: Any) -> tuple[FastAPI, RemoteEngine]:
     """``create_app`` with a ``RemoteEngine`` over ``engine_handle`` and the replica header."""
     from ..engine.checkpoint import model_display_id
     from ..http.app import create_app
@@ -71,7 +71,7 @@ def build_ingress_app(settings: Settings, engine_handle: Any) -> FastAPI:
     )
     app = create_app(settings, engine=engine)
     app.add_middleware(EngineReplicaHeader)  # outermost: sees every response
-    return app
+    return app, engine
 
 
 @serve.ingress()
@@ -86,8 +86,15 @@ class Ingress:
         self._engine_handle = engine_handle
         self._app: FastAPI | None = None
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        self._app = build_ingress_app(self._settings, self._engine_handle)
+    async def __serve_build_asgi_app__(self) -> FastAPI:
+        """The app, once an engine replica answered (bounded by server.admission_wait_s).
+
+        Serve routes to this front only after it returns, so a front started by a redeploy
+        does not answer "still loading" while serving replicas exist (the routes check
+        ``engine.ready`` before anything else); with none yet (first start) it returns after
+        the bound and answers 503 until one is up, like the single box while loading."""
+        self._app, engine = build_ingress_app(self._settings, self._engine_handle)
+        await engine.wait_ready()
         return self._app
 
     def engine_stats(self) -> dict[str, Any]:

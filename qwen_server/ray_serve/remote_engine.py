@@ -120,6 +120,7 @@ class RemoteEngine:
             "served_by": dict(self._served),
             "engine_replicas": {
                 v.replica: {
+                    "actor": v.actor,
                     "node": v.node,
                     "ready": v.ready,
                     "device": v.device,
@@ -189,7 +190,7 @@ class RemoteEngine:
                 raise NotReady(f"the model engine failed: {self.failed}", retry_after_s=30)
             raise NotReady("no engine replica is serving yet (loading or being replaced)")
 
-    async def _await_ready(self) -> None:
+    async def wait_ready(self) -> None:
         """When no fresh view shows a serving replica (a new ingress whose poll has not answered
         yet, or a redeploy whose new replicas are starting while the old ones drain), ask the
         replicas again for up to ``wait_ready_s`` before ``_check_accepting`` refuses: the
@@ -216,7 +217,7 @@ class RemoteEngine:
     @contextlib.asynccontextmanager
     async def admit(self, shots: int) -> AsyncIterator[Admission]:
         """Check that a replica serves; the replica's own admission line holds queue room."""
-        await self._await_ready()
+        await self.wait_ready()
         self._check_accepting()
         yield Admission(None, shots)
 
@@ -224,7 +225,7 @@ class RemoteEngine:
         self, shots: list[ShotInput], admission: Admission | None = None
     ) -> list[ModelOutput]:
         """Analyse ``shots`` on one engine replica, on another if that one is lost under it."""
-        await self._await_ready()
+        await self.wait_ready()
         self._check_accepting()
         if not shots:
             return []
