@@ -187,6 +187,13 @@ class JobManager:
         live = self._live.get(job_id)
         if live is None:
             status = await self.get(job_id)  # NotFound, or a finished job
+            if status.state not in FINISHED:
+                # Another process sharing this table runs it (e.g. a second Serve ingress):
+                # only its runner can stop it.
+                raise Conflict(
+                    f"job {job_id} is {status.state} in another server process; cancel it "
+                    "through the server that runs it"
+                )
             raise Conflict(f"job {job_id} is already {status.state}")
         live.stop.set("cancelled")
         if job_id in self._queue:
