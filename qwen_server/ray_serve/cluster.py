@@ -80,14 +80,16 @@ def run_cluster(settings: Settings) -> int:
 
     try:
         connect(settings)
+        # After ray.init (which sets its own SIGTERM handler), before the deploy: a signal during
+        # start-up drains as soon as the application is up.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, on_signal)
         deploy(settings)
     except RuntimeError as exc:
         logger.error("the Serve application did not start: %s", exc)
         if ray.is_initialized():
             undeploy(settings)
         return 1
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
     stop.wait()
     undeploy(settings)
     logger.info("Serve application %r stopped", settings.ray.app_name)
