@@ -59,15 +59,15 @@ def build_application(settings: Settings) -> Application:
         cluster_gpus,
         engine_options["max_ongoing_requests"],
     )
-    engine = serve.deployment(EngineReplica).options(**engine_options).bind(settings)
-    ingress = serve.deployment(Ingress).options(
+    engine = serve.deployment(**engine_options)(EngineReplica).bind(settings)
+    ingress = serve.deployment(
         name="Ingress",
         num_replicas=settings.ray.ingress_replicas,
         max_ongoing_requests=settings.ray.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": 0},
         # The ingress drains like the single box: requests in flight finish.
         graceful_shutdown_timeout_s=settings.server.shutdown_timeout_s,
-    )
+    )(Ingress)
     return ingress.bind(settings, engine)
 
 

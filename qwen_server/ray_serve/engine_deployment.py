@@ -36,7 +36,8 @@ logger = logging.getLogger("qwen_server.ray_serve")
 class EngineReplica:
     """A Serve deployment class wrapping one ``qwen_server.engine.lifecycle.Engine``."""
 
-    async def __init__(self, settings: Settings) -> None:
+    # Serve awaits an async constructor; mypy only knows plain ones.
+    async def __init__(self, settings: Settings) -> None:  # type: ignore[misc]
         from ..__main__ import configure_logging
         from ..engine.lifecycle import Engine
 

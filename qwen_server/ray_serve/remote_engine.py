@@ -69,6 +69,7 @@ class RemoteEngine:
         self.placement = "pending"
         self.replicas = 0
         self.failed: str | None = None
+        self.shots_served = 0
         self.on_batch: Callable[[int, float], None] | None = None  # batches run remotely
         self._retry_attempts = retry_attempts
         self._poll_s = poll_s
@@ -92,11 +93,6 @@ class RemoteEngine:
     def ready(self) -> bool:
         """Some engine replica answered recently and serves; this ingress is not stopping."""
         return not self._stopping and any(v.ready for v in self._fresh())
-
-    @property
-    def shots_served(self) -> int:
-        """Shots the engine replicas report served (replicas gone since included)."""
-        return sum(self._ever_served.values())
 
     @property
     def queue_depth(self) -> int:
@@ -138,6 +134,8 @@ class RemoteEngine:
     def _observe(self, view: ReplicaView) -> None:
         self._views[view.replica] = (time.monotonic(), view)
         self._ever_served[view.replica] = view.shots_served
+        # Shots the engine replicas report served, replicas gone since included.
+        self.shots_served = sum(self._ever_served.values())
         fresh = self._fresh()
         self.replicas = len(fresh)
         self.device = view.device

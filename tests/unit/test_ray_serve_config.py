@@ -72,7 +72,7 @@ def test_engine_deployment_options_from_the_settings() -> None:
     # The options are ones Serve accepts.
     from ray import serve
 
-    serve.deployment(EngineReplica).options(**options)
+    serve.deployment(**options)(EngineReplica)
 
 
 def test_domain_errors_cross_replicas_with_status_and_retry_after() -> None:
