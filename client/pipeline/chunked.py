@@ -203,7 +203,7 @@ class ChunkedScanner:
     def _start_workers(
         self, index: FrameIndex, plan: list[Chunk], warm: int, origin: float
     ) -> None:
-        ctx = multiprocessing.get_context(self.context)
+        ctx: Any = multiprocessing.get_context(self.context)
         self._queue = ctx.Queue()
         for chunk in plan:
             state = ChunkState(chunk, stop=ctx.Event())

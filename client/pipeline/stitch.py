@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -179,7 +179,7 @@ class Stitcher:
 
     def run(
         self, index: FrameIndex, origin: float, receive: Callable[[], None]
-    ) -> Iterator[ScannedShot]:
+    ) -> Generator[ScannedShot, None, str | None]:
         """Generator of the stitched shots (``receive`` waits a little for the next message);
         returns why the one pass must be redone (None when the chunks covered the film)."""
         cur = 0
@@ -201,7 +201,8 @@ class Stitcher:
             while st.shots and st.shots[0].shot.start_frame < limit:
                 yield self._emit(st, st.shots.popleft())
             if st.ended and not st.shots:
-                return self._finish(st, index, origin)
+                self._finish(st, index, origin)
+                return None
             if not last and not st.ended:
                 if pending is None:
                     found = self._find_seam(cur)
@@ -271,4 +272,3 @@ class Stitcher:
             last_frame=self._last_end,
             hold_frames=final.hold_frames,
         )
-        return None
