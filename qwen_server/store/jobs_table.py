@@ -7,7 +7,13 @@ folder) live on the box's disk under ``jobs.dir``; the row only names them.
 
 Decisions:
 
-* **Schema step 2** (``create_jobs_table``, appended to ``migrations.MIGRATIONS``).
+* **Schema step 2** (``create_jobs_table``, appended to ``migrations.MIGRATIONS``); **step 3**
+  (``add_job_leases``): ``owner`` (the node id of the job manager running it), ``lease_until``
+  (unix seconds: the owner's heartbeat renews it; past it any node may take the job over),
+  ``cancel_requested`` (set by a node that does not run the job; the owner's heartbeat reads it)
+  and ``purged_at`` (the job's files were removed by ``DELETE /jobs/{id}?purge=true``).
+* **Claims.** ``claim`` picks the oldest claimable job and takes it inside one ``BEGIN
+  IMMEDIATE`` write transaction, so two processes sharing the file never both take one job.
 * **Order.** ``seq`` (an increasing integer) orders ``GET /jobs`` newest first: creation times
   can tie within a millisecond.
 * **JSON columns.** ``options_json`` and ``progress_json`` hold the pydantic models' JSON, so a
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +64,15 @@ def create_jobs_table(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX jobs_by_seq ON jobs (seq DESC)")
 
 
+def add_job_leases(conn: sqlite3.Connection) -> None:
+    """Schema version 3: who runs a job, until when, and what another node asked of it."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+    conn.execute("ALTER TABLE jobs ADD COLUMN lease_until REAL")  # unix seconds
+    conn.execute("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE jobs ADD COLUMN purged_at TEXT")
+    conn.execute("CREATE INDEX jobs_by_state ON jobs (state, seq)")
+
+
 @dataclass
 class JobRow:
     """One stored job, as read back."""
@@ -74,12 +90,19 @@ class JobRow:
     created_at: str
     started_at: str | None
     finished_at: str | None
+    owner: str | None = None  # the node running it (or that ran it last)
+    cancel_requested: bool = False
+    purged_at: str | None = None
 
 
-_COLUMNS = (
+# Columns a job manager may set with ``update`` (``progress`` is stored as JSON).
+UPDATABLE = frozenset({"state", "error", "started_at", "finished_at", "progress", "purged_at"})
+
+_INSERT_COLUMNS = (
     "id, state, source_kind, source_name, source_path, session_id, title, options_json,"
     " progress_json, error, created_at, started_at, finished_at"
 )
+_COLUMNS = _INSERT_COLUMNS + ", owner, cancel_requested, purged_at"
 
 
 def _row(r: tuple[Any, ...]) -> JobRow:
@@ -97,6 +120,9 @@ def _row(r: tuple[Any, ...]) -> JobRow:
         created_at=r[10],
         started_at=r[11],
         finished_at=r[12],
+        owner=r[13],
+        cancel_requested=bool(r[14]),
+        purged_at=r[15],
     )
 
 
@@ -111,8 +137,8 @@ class JobsTable:
         try:
             with self.store._write() as conn:
                 conn.execute(
-                    f"INSERT INTO jobs ({_COLUMNS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                    " ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs))",
+                    f"INSERT INTO jobs ({_INSERT_COLUMNS}, seq) VALUES ({', '.join('?' * 13)},"
+                    " (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs))",
                     (
                         row.job_id,
                         row.state,
@@ -132,24 +158,106 @@ class JobsTable:
         except sqlite3.Error as exc:
             raise StoreError(f"job store: creating a job failed ({exc})") from None
 
-    def update(self, job_id: str, **fields: Any) -> None:
-        """Set some of a job's columns: ``state``, ``error``, ``started_at``, ``finished_at``
-        or ``progress`` (a dict, stored as JSON)."""
-        allowed = {"state", "error", "started_at", "finished_at", "progress"}
-        unknown = set(fields) - allowed
+    def update(self, job_id: str, *, owner: str | None = None, **fields: Any) -> bool:
+        """Set some of a job's columns (``UPDATABLE``; ``progress`` a dict, stored as JSON).
+        With ``owner``, only while that node still owns the job. True when a row changed."""
+        unknown = set(fields) - UPDATABLE
         if unknown:
             raise ValueError(f"not a job column: {sorted(unknown)}")
         if "progress" in fields:
             fields["progress_json"] = json.dumps(fields.pop("progress"))
         names = list(fields)
+        where, args = "id = ?", [job_id]
+        if owner is not None:
+            where, args = "id = ? AND owner = ?", [job_id, owner]
+        try:
+            with self.store._write() as conn:
+                cur = conn.execute(
+                    f"UPDATE jobs SET {', '.join(f'{n} = ?' for n in names)} WHERE {where}",
+                    [*(fields[n] for n in names), *args],
+                )
+                return cur.rowcount > 0
+        except sqlite3.Error as exc:
+            raise StoreError(f"job store: updating a job failed ({exc})") from None
+
+    def claim(self, owner: str, lease_s: float, *, mine: bool = False) -> JobRow | None:
+        """Take the oldest job no live node runs: queued and unowned, or active with its lease
+        expired (its node died); with ``mine`` also the active jobs ``owner`` held before (a
+        restart under the same node id). None when there is none."""
+        now = time.time()
+        marks = ", ".join("?" for _ in ACTIVE_STATES)
+        try:
+            with self.store._write() as conn:
+                r = conn.execute(
+                    f"SELECT id FROM jobs WHERE state IN ({marks}) AND (owner IS NULL"
+                    " OR lease_until IS NULL OR lease_until < ? OR (? AND owner = ?))"
+                    " ORDER BY seq LIMIT 1",
+                    (*ACTIVE_STATES, now, int(mine), owner),
+                ).fetchone()
+                if r is None:
+                    return None
+                conn.execute(
+                    "UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ?",
+                    (owner, now + lease_s, r[0]),
+                )
+                got = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (r[0],)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"job store: claiming a job failed ({exc})") from None
+        return _row(got)
+
+    def renew(self, job_id: str, owner: str, lease_s: float, **fields: Any) -> bool | None:
+        """The owner's heartbeat: extend its lease and set ``fields`` (as ``update``). None when
+        ``owner`` no longer owns the job, else whether a cancel was requested."""
+        if "progress" in fields:
+            fields["progress_json"] = json.dumps(fields.pop("progress"))
+        sets = ["lease_until = ?", *(f"{n} = ?" for n in fields)]
+        try:
+            with self.store._write() as conn:
+                cur = conn.execute(
+                    f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND owner = ?",
+                    [time.time() + lease_s, *fields.values(), job_id, owner],
+                )
+                if cur.rowcount == 0:
+                    return None
+                r = conn.execute(
+                    "SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"job store: renewing a job's lease failed ({exc})") from None
+        return bool(r[0])
+
+    def release(self, job_id: str, owner: str) -> None:
+        """Give a job up (a shutdown): any node may claim it at once."""
         try:
             with self.store._write() as conn:
                 conn.execute(
-                    f"UPDATE jobs SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
-                    [*(fields[n] for n in names), job_id],
+                    "UPDATE jobs SET owner = NULL, lease_until = NULL WHERE id = ? AND owner = ?",
+                    (job_id, owner),
                 )
         except sqlite3.Error as exc:
-            raise StoreError(f"job store: updating a job failed ({exc})") from None
+            raise StoreError(f"job store: releasing a job failed ({exc})") from None
+
+    def request_cancel(self, job_id: str, finished_at: str) -> JobRow | None:
+        """Cancel a job this node does not run: a job no live node runs (queued and unowned, or
+        its lease expired) is cancelled here and now; a running one gets ``cancel_requested``
+        for its owner to act on. The row after, or None for an unknown id."""
+        marks = ", ".join("?" for _ in ACTIVE_STATES)
+        try:
+            with self.store._write() as conn:
+                conn.execute(
+                    f"UPDATE jobs SET state = 'cancelled', finished_at = ?, cancel_requested = 1"
+                    f" WHERE id = ? AND state IN ({marks})"
+                    " AND (owner IS NULL OR lease_until IS NULL OR lease_until < ?)",
+                    (finished_at, job_id, *ACTIVE_STATES, time.time()),
+                )
+                conn.execute(
+                    f"UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state IN ({marks})",
+                    (job_id, *ACTIVE_STATES),
+                )
+                r = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"job store: cancelling a job failed ({exc})") from None
+        return _row(r) if r is not None else None
 
     def get(self, job_id: str) -> JobRow | None:
         """The job, or None when there is none with that id."""

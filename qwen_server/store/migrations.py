@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from ..errors import ConfigError
-from .jobs_table import create_jobs_table  # version 2: film jobs (qwen_server.jobs)
+from .jobs_table import add_job_leases, create_jobs_table  # v2 film jobs, v3 leases
 
 log = logging.getLogger("qwen_server.store")
 
@@ -53,7 +53,11 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
 
 
 # Ordered: MIGRATIONS[i] upgrades version i to i + 1. Append only; never edit a released step.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, create_jobs_table]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _migrate_v1,
+    create_jobs_table,
+    add_job_leases,
+]
 
 
 def schema_version() -> int:

@@ -4,6 +4,9 @@ Same rows (``JobRow``), same methods, same errors (``StoreError``, 503): the job
 keep its jobs in whichever store the sessions are in. Differences are PostgreSQL's types only:
 times are ``timestamptz`` (ISO text in and out, as in SQLite), the JSON columns are ``json``, and
 ``seq`` comes from a sequence (``MAX(seq) + 1`` races when several servers insert at once).
+Leases use the database's clock (``now()``), so the nodes' clocks need not agree; a claim takes
+its row with ``SELECT ... FOR UPDATE SKIP LOCKED``, so nodes claiming at once take different jobs
+and never wait on each other.
 """
 
 from __future__ import annotations
@@ -15,18 +18,20 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from .faults import StoreError
-from .jobs_table import ACTIVE_STATES, JobRow
+from .jobs_table import ACTIVE_STATES, UPDATABLE, JobRow
 from .records import iso_utc
 
 if TYPE_CHECKING:
     from .postgres import PostgresSessionStore
 
-_COLUMNS = (
+_BASE_COLUMNS = (
     "id, state, source_kind, source_name, source_path, session_id, title, options_json::text,"
     " progress_json::text, error, created_at, started_at, finished_at"
 )
-_INSERT_COLUMNS = _COLUMNS.replace("::text", "")
-_UPDATABLE = {"state", "error", "started_at", "finished_at", "progress"}
+_INSERT_COLUMNS = _BASE_COLUMNS.replace("::text", "")
+_COLUMNS = _BASE_COLUMNS + ", owner, cancel_requested, purged_at"
+_LEASE = "lease_until = now() + make_interval(secs => %s)"
+_EXPIRED = "(owner IS NULL OR lease_until IS NULL OR lease_until < now())"
 
 
 def _time(value: Any) -> str | None:
@@ -48,7 +53,24 @@ def _row(r: Any) -> JobRow:
         created_at=_time(r[10]) or "",
         started_at=_time(r[11]),
         finished_at=_time(r[12]),
+        owner=r[13],
+        cancel_requested=bool(r[14]),
+        purged_at=_time(r[15]),
     )
+
+
+def _sets(fields: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    """``SET`` clauses and their values for ``fields`` (``progress`` as JSON)."""
+    sets: list[str] = []
+    values: list[Any] = []
+    for name, value in fields.items():
+        if name == "progress":
+            sets.append("progress_json = %s::json")
+            values.append(json.dumps(value))
+        else:
+            sets.append(f"{name} = %s")
+            values.append(value)
+    return sets, values
 
 
 class PgJobsTable:
@@ -86,26 +108,92 @@ class PgJobsTable:
         except psycopg.Error as exc:
             raise self._failed("creating a job", exc) from None
 
-    def update(self, job_id: str, **fields: Any) -> None:
-        """Set some of a job's columns: ``state``, ``error``, ``started_at``, ``finished_at``
-        or ``progress`` (a dict, stored as JSON)."""
-        unknown = set(fields) - _UPDATABLE
+    def update(self, job_id: str, *, owner: str | None = None, **fields: Any) -> bool:
+        """Set some of a job's columns (``UPDATABLE``; ``progress`` a dict, stored as JSON).
+        With ``owner``, only while that node still owns the job. True when a row changed."""
+        unknown = set(fields) - UPDATABLE
         if unknown:
             raise ValueError(f"not a job column: {sorted(unknown)}")
-        sets: list[str] = []
-        values: list[Any] = []
-        for name, value in fields.items():
-            if name == "progress":
-                sets.append("progress_json = %s::json")
-                values.append(json.dumps(value))
-            else:
-                sets.append(f"{name} = %s")
-                values.append(value)
+        sets, values = _sets(fields)
+        where, args = "id = %s", [job_id]
+        if owner is not None:
+            where, args = "id = %s AND owner = %s", [job_id, owner]
         try:
             with self.store._write() as conn:
-                conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = %s", [*values, job_id])
+                cur = conn.execute(
+                    f"UPDATE jobs SET {', '.join(sets)} WHERE {where}", [*values, *args]
+                )
+                return cur.rowcount > 0
         except psycopg.Error as exc:
             raise self._failed("updating a job", exc) from None
+
+    def claim(self, owner: str, lease_s: float, *, mine: bool = False) -> JobRow | None:
+        """Take the oldest job no live node runs (``JobsTable.claim``): the row is locked with
+        ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different jobs."""
+        try:
+            with self.store._write() as conn:
+                r = conn.execute(
+                    f"SELECT id FROM jobs WHERE state = ANY(%s) AND ({_EXPIRED}"
+                    " OR (%s AND owner = %s)) ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    (list(ACTIVE_STATES), mine, owner),
+                ).fetchone()
+                if r is None:
+                    return None
+                got = conn.execute(
+                    f"UPDATE jobs SET owner = %s, {_LEASE} WHERE id = %s RETURNING {_COLUMNS}",
+                    (owner, lease_s, r[0]),
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise self._failed("claiming a job", exc) from None
+        return _row(got) if got is not None else None
+
+    def renew(self, job_id: str, owner: str, lease_s: float, **fields: Any) -> bool | None:
+        """The owner's heartbeat (``JobsTable.renew``): None when ``owner`` lost the job, else
+        whether a cancel was requested."""
+        sets, values = _sets(fields)
+        try:
+            with self.store._write() as conn:
+                r = conn.execute(
+                    f"UPDATE jobs SET {', '.join([_LEASE, *sets])} WHERE id = %s AND owner = %s"
+                    " RETURNING cancel_requested",
+                    [lease_s, *values, job_id, owner],
+                ).fetchone()
+        except psycopg.Error as exc:
+            raise self._failed("renewing a job's lease", exc) from None
+        return None if r is None else bool(r[0])
+
+    def release(self, job_id: str, owner: str) -> None:
+        """Give a job up (a shutdown): any node may claim it at once."""
+        try:
+            with self.store._write() as conn:
+                conn.execute(
+                    "UPDATE jobs SET owner = NULL, lease_until = NULL WHERE id = %s AND owner = %s",
+                    (job_id, owner),
+                )
+        except psycopg.Error as exc:
+            raise self._failed("releasing a job", exc) from None
+
+    def request_cancel(self, job_id: str, finished_at: str) -> JobRow | None:
+        """Cancel a job this node does not run (``JobsTable.request_cancel``)."""
+        try:
+            with self.store._write() as conn:
+                conn.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = %s,"
+                    f" cancel_requested = TRUE WHERE id = %s AND state = ANY(%s) AND {_EXPIRED}",
+                    (finished_at, job_id, list(ACTIVE_STATES)),
+                )
+                r = conn.execute(
+                    "UPDATE jobs SET cancel_requested = TRUE WHERE id = %s AND state = ANY(%s)"
+                    f" RETURNING {_COLUMNS}",
+                    (job_id, list(ACTIVE_STATES)),
+                ).fetchone()
+                if r is None:
+                    r = conn.execute(
+                        f"SELECT {_COLUMNS} FROM jobs WHERE id = %s", (job_id,)
+                    ).fetchone()
+        except psycopg.Error as exc:
+            raise self._failed("cancelling a job", exc) from None
+        return _row(r) if r is not None else None
 
     def get(self, job_id: str) -> JobRow | None:
         """The job, or None when there is none with that id."""

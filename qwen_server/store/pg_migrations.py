@@ -92,8 +92,22 @@ def _v2_jobs(conn: psycopg.Connection) -> None:
     conn.execute("CREATE INDEX jobs_by_seq ON jobs (seq DESC)")
 
 
+def _v3_job_leases(conn: psycopg.Connection) -> None:
+    """Version 3: job owners and leases (``jobs_table.add_job_leases`` in SQLite)."""
+    conn.execute(
+        "ALTER TABLE jobs ADD COLUMN owner TEXT, ADD COLUMN lease_until TIMESTAMPTZ,"
+        " ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,"
+        " ADD COLUMN purged_at TIMESTAMPTZ"
+    )
+    conn.execute("CREATE INDEX jobs_by_state ON jobs (state, seq)")
+
+
 # Ordered: PG_MIGRATIONS[i] upgrades version i to i + 1. Append only; never edit a released step.
-PG_MIGRATIONS: list[Callable[[psycopg.Connection], None]] = [_v1_sessions, _v2_jobs]
+PG_MIGRATIONS: list[Callable[[psycopg.Connection], None]] = [
+    _v1_sessions,
+    _v2_jobs,
+    _v3_job_leases,
+]
 
 
 def pg_schema_version() -> int:

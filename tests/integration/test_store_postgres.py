@@ -86,8 +86,12 @@ def test_servers_starting_together_migrate_once(db: PostgresBackend):
         p.join(timeout=60)
     assert all(kind == "ok" for kind, _ in reports), reports
     # Each step ran exactly once over all four processes; the others found it done.
-    assert sorted(step for _, ran in reports for step in ran) == ["_v1_sessions", "_v2_jobs"]
-    assert db.version() == 2
+    assert sorted(step for _, ran in reports for step in ran) == [
+        "_v1_sessions",
+        "_v2_jobs",
+        "_v3_job_leases",
+    ]
+    assert db.version() == 3
 
 
 def test_a_wrong_password_is_a_config_error_that_does_not_show_it(db: PostgresBackend, caplog):

@@ -4,6 +4,7 @@ PostgreSQL's ``PgJobsTable``): the same rows in and out, updates, paging, resume
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -103,3 +104,84 @@ def test_concurrent_inserts_all_land_once(table):
     rows, total = table.page(limit=100, offset=0)
     assert total == threads * per_thread
     assert sorted(r.job_id for r in rows) == [f"job-{n:03d}" for n in range(total)]
+
+
+# --- leases: which node runs a job (schema step 3) ------------------------------------------
+
+
+def test_claims_take_the_oldest_free_job_once(table):
+    table.insert(job(1))
+    table.insert(job(2))
+    table.insert(job(3, "done"))
+    first = table.claim("node-a", 30)
+    second = table.claim("node-b", 30)
+    assert (first.job_id, first.owner) == ("job-001", "node-a")
+    assert (second.job_id, second.owner) == ("job-002", "node-b")
+    assert table.claim("node-c", 30) is None  # both leased, the third finished
+    # Its owner restarting under the same node id takes its own job back (mine=True).
+    assert table.claim("node-a", 30, mine=True).job_id == "job-001"
+    assert table.get("job-002").owner == "node-b"
+
+
+def test_an_expired_lease_is_claimed_by_another_node(table):
+    table.insert(job(1))
+    assert table.claim("node-a", 0.01).job_id == "job-001"
+    table.update("job-001", owner="node-a", state="analysing")
+    deadline = time.monotonic() + 30
+    taken = None
+    while taken is None and time.monotonic() < deadline:  # the lease runs out
+        taken = table.claim("node-b", 30)
+    assert taken is not None and taken.owner == "node-b" and taken.state == "analysing"
+    # The old owner's heartbeat and writes now fail: it must stop.
+    assert table.renew("job-001", "node-a", 30, progress={"shots_analysed": 9}) is None
+    assert table.update("job-001", owner="node-a", state="done") is False
+    assert table.renew("job-001", "node-b", 30, progress={"shots_analysed": 3}) is False
+    assert table.get("job-001").progress == {"shots_analysed": 3}
+
+
+def test_release_frees_a_job_at_once(table):
+    table.insert(job(1))
+    table.claim("node-a", 300)
+    table.release("job-001", "node-b")  # not the owner: nothing happens
+    assert table.claim("node-b", 300) is None
+    table.release("job-001", "node-a")
+    assert table.claim("node-b", 300).owner == "node-b"
+
+
+def test_cancel_requests_reach_the_owner_or_cancel_a_free_job(table):
+    table.insert(job(1))
+    table.insert(job(2))
+    table.claim("node-a", 300)  # job-001 runs on node-a
+    row = table.request_cancel("job-001", "2026-12-01T22:00:00.000Z")
+    assert row.state == "queued" and row.cancel_requested and row.finished_at is None
+    assert table.renew("job-001", "node-a", 300) is True  # the owner's heartbeat sees it
+    # Nobody runs job-002: cancelled here and now, never claimed after.
+    row = table.request_cancel("job-002", "2026-12-01T22:00:00.000Z")
+    assert row.state == "cancelled" and row.finished_at == "2026-12-01T22:00:00.000Z"
+    assert table.claim("node-b", 300) is None
+    assert table.request_cancel("job-404", "2026-12-01T22:00:00.000Z") is None
+    # A finished job is left as it is.
+    table.update("job-001", owner="node-a", state="done")
+    assert table.request_cancel("job-001", "2026-12-01T23:00:00.000Z").state == "done"
+
+
+def test_concurrent_claimers_never_take_one_job_twice(table):
+    jobs_n, claimers = 12, 4
+    for n in range(jobs_n):
+        table.insert(job(n))
+    taken: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(claimers)
+
+    def claim(node: str) -> None:
+        barrier.wait()
+        while (row := table.claim(node, 300)) is not None:
+            with lock:
+                taken.append(row.job_id)
+
+    workers = [threading.Thread(target=claim, args=(f"node-{i}",)) for i in range(claimers)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert sorted(taken) == [f"job-{n:03d}" for n in range(jobs_n)]

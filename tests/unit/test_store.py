@@ -59,7 +59,7 @@ def store(store_backend: StoreBackend):
 def test_both_backends_have_the_same_schema_versions():
     # A step added to one backend and not the other would leave them at different versions.
     assert len(pg_migrations.PG_MIGRATIONS) == len(migrations.MIGRATIONS)
-    assert pg_migrations.pg_schema_version() == migrations.schema_version() == 2
+    assert pg_migrations.pg_schema_version() == migrations.schema_version() == 3
 
 
 def test_open_migrates_an_empty_database_to_the_current_version(store_backend: StoreBackend):
@@ -98,21 +98,22 @@ def test_migrations_run_in_order_from_an_older_version(store_backend: StoreBacke
     s.close()
 
     applied: list[int] = []
+    newer = migrations.schema_version() + 1
 
-    def v3(conn: Any) -> None:  # the same SQL works on both databases
-        applied.append(3)
+    def v_next(conn: Any) -> None:  # the same SQL works on both databases
+        applied.append(newer)
         conn.execute("ALTER TABLE sessions ADD COLUMN notes TEXT")
 
     module, name = store_backend.migrations_attr
-    monkeypatch.setattr(module, name, [*getattr(module, name), v3])
+    monkeypatch.setattr(module, name, [*getattr(module, name), v_next])
     s = store_backend.make_store()
     s.open()
     s.close()
     s.open()  # already at the new version: nothing runs again
     assert s.get_session("film-1").shot_count == 1
     s.close()
-    assert applied == [3]
-    assert store_backend.version() == 3
+    assert applied == [newer]
+    assert store_backend.version() == newer
     assert "notes" in store_backend.columns("sessions")
 
 
