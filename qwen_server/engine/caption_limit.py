@@ -39,6 +39,7 @@ class CaptionLimit:
         # Bytes each token adds before the line break that ends the caption.
         caption_bytes = np.where(newline_at >= 0, newline_at, byte_len)
         self.vocab_size = len(vocab)
+        self.token_bytes: list[bytes] = vocab  # per token id (grammar_states reads it)
         self.limit = len(prefix.encode()) + caption_max_chars  # bytes allowed before the break
         self.byte_len = torch.from_numpy(byte_len)
         self.ends_caption = torch.from_numpy(newline_at >= 0)
@@ -54,6 +55,21 @@ class CaptionLimit:
             fits[r, : self.vocab_size] = caption_bytes <= r
         packed = np.packbits(fits, axis=1, bitorder="little").view(np.int32)
         self.fits = torch.from_numpy(packed.copy())
+
+    def level(self, pos: int) -> int:
+        """The restriction a row needs with ``pos`` bytes before its line break: the row of
+        ``fits`` to AND into its mask, or -1 when every token fits (the mask cache's key)."""
+        left = self.limit - pos
+        return max(left, 0) if left < self.longest else -1
+
+    def restrict_levels(self, bitmask: torch.Tensor, rows: list[int], levels: list[int]) -> None:
+        """Clear, in ``bitmask``'s ``rows``, the tokens over each row's level (-1: none)."""
+        tight = [(row, level) for row, level in zip(rows, levels, strict=True) if level >= 0]
+        if not tight:
+            return
+        idx = torch.tensor([row for row, _ in tight], dtype=torch.int64)
+        fits = self.fits[torch.tensor([level for _, level in tight], dtype=torch.int64)]
+        bitmask[idx] &= fits[:, : bitmask.shape[1]]
 
     def new_state(self, rows: int) -> CaptionState:
         """A fresh per-batch state: every row at the start of its answer."""

@@ -44,6 +44,7 @@ from typing import Any
 import xgrammar as xgr
 
 from .caption_limit import CaptionLimit
+from .grammar_states import AnswerLayout
 from .output_parsing import SCORE_MAX
 
 logger = logging.getLogger("qwen_server.structured")
@@ -80,6 +81,19 @@ def _literal(text: str) -> str:
     return json.dumps(text)
 
 
+def _attribute_literals(names: Sequence[str]) -> list[str]:
+    """The fixed text before each score: line break or separator, name, ``=``."""
+    return [
+        f"{LINE_BREAK if i == 0 else PAIR_SEPARATOR}{n}{KEY_VALUE}" for i, n in enumerate(names)
+    ]
+
+
+def answer_layout(names: Sequence[str]) -> AnswerLayout:
+    """The fixed parts of the answer for ``names``, as ``output_ebnf`` lays them out (the mask
+    cache walks them to know each row's grammar state)."""
+    return AnswerLayout(CAPTION_PREFIX, _attribute_literals(names))
+
+
 def output_ebnf(caption_max_chars: int | None, names: Sequence[str]) -> str:
     """The answer grammar for ``names`` in xgrammar's EBNF, in the exact layout generated.
 
@@ -92,9 +106,8 @@ def output_ebnf(caption_max_chars: int | None, names: Sequence[str]) -> str:
     if not names:
         raise ValueError("an answer needs at least one attribute")
     parts = [_literal(CAPTION_PREFIX), "caption"]
-    for i, name in enumerate(names):
-        lead = LINE_BREAK if i == 0 else PAIR_SEPARATOR
-        parts += [_literal(f"{lead}{name}{KEY_VALUE}"), "score"]
+    for literal in _attribute_literals(names):
+        parts += [_literal(literal), "score"]
     rest = "*" if caption_max_chars is None else f"{{0,{caption_max_chars - 1}}}"
     return (
         f"root ::= {' '.join(parts)}\n"
@@ -108,11 +121,13 @@ class AnswerGrammar:
     """What a constrained row needs: the compiled grammar (unbounded caption) and the bound.
 
     ``caption`` is None for a grammar that bounds the caption itself (``output_ebnf`` with a
-    number: tests and benchmarks compare the two).
+    number: tests and benchmarks compare the two). ``layout`` is set for the serving grammar
+    only (unbounded caption): it makes the row's masks cacheable (``grammar_mask_cache``).
     """
 
     compiled: Any  # xgr.CompiledGrammar
     caption: CaptionLimit | None
+    layout: AnswerLayout | None = None
 
 
 def tokenizer_info(tokenizer: Any, *, vocab_size: int, stop_token_ids: list[int]) -> Any:
@@ -166,7 +181,9 @@ class GrammarCache:
         try:
             t0 = time.perf_counter()
             compiled = AnswerGrammar(
-                self._compiler.compile_grammar(output_ebnf(None, key)), self.caption_limit
+                self._compiler.compile_grammar(output_ebnf(None, key)),
+                self.caption_limit,
+                answer_layout(key),
             )
             elapsed = (time.perf_counter() - t0) * 1000.0
             with self._lock:

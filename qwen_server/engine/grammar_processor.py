@@ -12,6 +12,11 @@ the new tokens, before the next forward) that starts them, and ``__call__`` wait
 applies the mask. The first step (after prefill) and any step the hook did not see are done
 synchronously in ``__call__``; either way the matchers see the same tokens in the same order,
 so the answers are the same with overlap on or off.
+
+Fill: a row whose grammar state is known (``grammar_states``: serving grammars, the caption
+bound beside them) takes its mask from the workspace's ``MaskCache`` when that state was filled
+before, so xgrammar fills (and the caption bound is applied) once per distinct state; every row
+still accepts its token, so the matchers stay in sync for the rows that do need a fill.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from transformers import LogitsProcessor, StoppingCriteria
 from .caption_limit import CaptionState
 from .grammar import AnswerGrammar
 from .grammar_masking import apply_bitmask
+from .grammar_states import RowStates
 from .grammar_workspace import GrammarWorkspace
 
 logger = logging.getLogger("qwen_server.structured")
@@ -62,10 +68,12 @@ class GrammarLogitsProcessor(LogitsProcessor):
         self.vocab_size = int(info.vocab_size)
         self._stop_ids = list(info.stop_token_ids)
         self._compiled: list[Any] = []
+        self._grammar_ids: list[int] = []
         self.matchers: list[xgr.GrammarMatcher] = []
         self._live: list[int] = []  # rows still generating under their grammar
         self._forced_stop: list[int] = []  # rows whose grammar rejected a token
         self._caption: CaptionState | None = None
+        self._states: RowStates | None = None  # with the mask cache: each row's grammar state
         self._bitmask: torch.Tensor | None = None
         self._ready_length: int | None = None  # sequence length the bitmask is filled for
         self._pending: Future[None] | None = None
@@ -149,19 +157,24 @@ class GrammarLogitsProcessor(LogitsProcessor):
         if len(given) != batch:
             raise RuntimeError(f"grammar processor built for {len(given)} rows, got {batch}")
         self._compiled = [g.compiled for g in given]
+        self._grammar_ids = [id(g) for g in self._compiled]
         self.matchers = self.workspace.acquire(self._compiled)
         self._live = list(range(batch))
         self._bitmask = self.workspace.bitmask(batch, self.vocab_size)
-        if self._limit is not None:
+        layouts = [g.layout for g in given]
+        if self._limit is not None and self.workspace.mask_cache is not None and all(layouts):
+            self._states = RowStates(layouts, self._limit)  # type: ignore[arg-type]
+        elif self._limit is not None:
             self._caption = self._limit.new_state(batch)
 
     def _advance(self, last: list[int], length: int) -> None:
         """Accept each live row's last token, then fill the bitmask for ``length``."""
         live = self._live
         tokens = [last[i] for i in live]
-        accepted = xgr.BatchGrammarMatcher.batch_accept_token(
-            [self.matchers[i] for i in live], tokens
-        )
+        matchers = self.matchers
+        # One call a row: 1.7 µs each at batch 64, measured faster than batch_accept_token,
+        # whose result list costs more than the accepts (xgrammar 0.2.9).
+        accepted = [matchers[i].accept_token(t) for i, t in zip(live, tokens, strict=True)]
         stops = set(self._stop_ids)
         still: list[int] = []
         for row, token, ok in zip(live, tokens, accepted, strict=True):
@@ -174,6 +187,8 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 still.append(row)
         if self._caption is not None:
             self._caption.advance(still, [last[i] for i in still])
+        if self._states is not None:
+            self._states.advance(still, [last[i] for i in still])
         self._live = still
         self._fill()
         self._ready_length = length
@@ -183,7 +198,9 @@ class GrammarLogitsProcessor(LogitsProcessor):
         assert self._bitmask is not None
         self.workspace.wait_for_copy()  # the last copy to the GPU has read the host buffer
         live = self._live
-        if live:
+        if live and self._states is not None:
+            self._fill_cached(live)
+        elif live:
             self.workspace.batch_matcher.batch_fill_next_token_bitmask(
                 [self.matchers[i] for i in live], self._bitmask, live
             )
@@ -191,6 +208,49 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 self._caption.restrict(self._bitmask, live)
         for row in self._forced_stop:
             self._fill_stop_only(row)
+
+    def _fill_cached(self, live: list[int]) -> None:
+        """Fill ``live`` from the mask cache; xgrammar fills one row per state not cached."""
+        assert self._bitmask is not None and self._states is not None and self._limit is not None
+        cache = self.workspace.mask_cache
+        assert cache is not None
+        states, compiled = self._states, self._compiled
+        ids = self._grammar_ids
+        host = self._bitmask.numpy()  # same memory, numpy copies without torch's thread pool
+        hit_rows: list[int] = []
+        hit_slots: list[int] = []
+        missing: dict[tuple[int, object], list[int]] = {}  # (grammar id, state) -> rows
+        fresh: list[int] = []  # rows in an unknown state: filled, never cached
+        for row in live:
+            state = states.key(row)
+            if state is None:
+                fresh.append(row)
+                continue
+            slot = cache.lookup(ids[row], state)
+            if slot is None:
+                missing.setdefault((ids[row], state), []).append(row)
+            else:
+                hit_rows.append(row)
+                hit_slots.append(slot)
+        if hit_rows:
+            cache.copy_out(host, hit_rows, hit_slots)
+            cache.hits += len(hit_rows)
+        firsts = [rows[0] for rows in missing.values()]
+        fill = fresh + firsts
+        if not fill:
+            return
+        self.workspace.batch_matcher.batch_fill_next_token_bitmask(
+            [self.matchers[i] for i in fill], self._bitmask, fill
+        )
+        self._limit.restrict_levels(self._bitmask, fill, [states.level(r) for r in fill])
+        cache.uncached += len(fresh)
+        for (_, state), rows in missing.items():
+            first = rows[0]
+            cache.store(compiled[first], state, host[first])
+            cache.fills += 1
+            for row in rows[1:]:  # same grammar and state in this step: the same mask
+                host[row] = host[first]
+                cache.shared += 1
 
     def _fill_stop_only(self, row: int) -> None:
         """Allow only the stop tokens in ``row`` of the bitmask."""

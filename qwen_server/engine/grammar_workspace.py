@@ -2,7 +2,8 @@
 
 Building a matcher costs ~60 µs and a bitmask for batch 64 is 1.2 MB, every call; so each
 replica keeps a pool of matchers per compiled grammar (``reset()`` between uses, ~5 µs), one
-bitmask allocated at the largest batch seen and sliced (pinned when it is copied to a GPU),
+bitmask allocated at the largest batch seen and sliced (pinned when it is copied to a GPU), an
+LRU of filled masks per grammar state (``grammar_mask_cache``),
 xgrammar's ``BatchGrammarMatcher`` (fills many rows on its own C++ threads, without the GIL) and
 one worker thread that runs the next step's accept + fill while the model computes the forward
 pass (``grammar_processor``).
@@ -19,6 +20,8 @@ from typing import Any
 
 import torch
 import xgrammar as xgr
+
+from .grammar_mask_cache import DEFAULT_MASK_CACHE_ENTRIES, MaskCache
 
 # Grammars whose matchers are kept; a server has one per vocabulary in use (GrammarCache holds
 # 64), so this only bounds the memory of a caller that invents name lists.
@@ -39,8 +42,17 @@ def default_grammar_threads() -> int:
 class GrammarWorkspace:
     """Matcher pool, reusable bitmask and mask-filling threads of one replica."""
 
-    def __init__(self, *, threads: int = 0, pin_memory: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        threads: int = 0,
+        pin_memory: bool = False,
+        mask_cache_entries: int = DEFAULT_MASK_CACHE_ENTRIES,
+    ) -> None:
+        """``mask_cache_entries``: the cap of the filled-mask LRU (``grammar_mask_cache``);
+        0 turns it off (every row filled by xgrammar every step, as before)."""
         self.threads = threads if threads > 0 else default_grammar_threads()
+        self.mask_cache = MaskCache(mask_cache_entries) if mask_cache_entries > 0 else None
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self.batch_matcher = xgr.BatchGrammarMatcher(self.threads)
         self._pool: OrderedDict[int, tuple[Any, list[xgr.GrammarMatcher]]] = OrderedDict()
