@@ -11,6 +11,7 @@ interrupted download never leaves half a results folder behind.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -100,11 +101,40 @@ def _follow(client: JobsClient, job_id: str, quiet: bool) -> dict[str, Any]:
     return last
 
 
+def relink_film(out: Path, film: Path) -> None:
+    """Point a downloaded results folder at this machine's copy of the film.
+
+    The server wrote run.json ``source.path`` and summary.json ``film.path`` with its own path
+    (an upload folder that may be gone by now); exports link the media by that path, so they
+    get the local film instead, and the server's path is kept as ``server_path``."""
+    local = str(film.resolve())
+    # Each file keeps the layout its writer gives it (client.outputs).
+    layouts = {"run.json": {"sort_keys": True}, "summary.json": {"ensure_ascii": False}}
+    for name, block in (("run.json", "source"), ("summary.json", "film")):
+        path = out / name
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text(encoding="utf-8"))
+        record = data.get(block)
+        if isinstance(record, dict) and record.get("path") != local:
+            record["server_path"] = record.get("path")
+            record["path"] = local
+            text = json.dumps(data, indent=2, **layouts[name])  # type: ignore[arg-type]
+            path.write_text(text + "\n", encoding="utf-8")
+
+
 def follow_and_fetch(
-    client: JobsClient, job_id: str, out: Path, *, quiet: bool, exports: bool
+    client: JobsClient,
+    job_id: str,
+    out: Path,
+    *,
+    quiet: bool,
+    exports: bool,
+    film: Path | None = None,
 ) -> dict[str, Any]:
     """Follow the job to its end, then download and unpack its results into ``out``
-    (JobFailed when it failed or was cancelled). The final status."""
+    (JobFailed when it failed or was cancelled); with ``film`` (the local copy the job was
+    made from) the folder is relinked to it (``relink_film``). The final status."""
     final = _follow(client, job_id, quiet)
     state = final.get("state")
     if state != "done":
@@ -122,6 +152,8 @@ def follow_and_fetch(
         shutil.rmtree(staging)
     try:
         names = client.download_results(job_id, staging)
+        if film is not None and film.is_file():
+            relink_film(staging, film)
         move_into(staging, out)
     finally:
         if staging.exists():

@@ -193,7 +193,14 @@ def run(args: argparse.Namespace) -> int:
         job_id = str(created["job_id"])
         print(f"job {job_id} queued on {url} (session {created.get('session_id')})")
         try:
-            follow_and_fetch(client, job_id, out, quiet=args.quiet, exports=not args.no_exports)
+            follow_and_fetch(
+                client,
+                job_id,
+                out,
+                quiet=args.quiet,
+                exports=not args.no_exports,
+                film=args.film,
+            )
         except KeyboardInterrupt:
             print(interrupted_message(job_id, url, out), file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -118,6 +118,16 @@ def test_submit_uploads_follows_and_writes_the_analyze_folder(
         assert (out / name).is_file(), name
     assert len(list((out / "frames").glob("*.jpg"))) == sum(len(r["images"]) for r in records)
     assert not list(tmp_path.glob(".out.*"))  # no staging folder or tar left behind
+    # Exports link the media: the folder points at this machine's film, not the server's upload.
+    source = json.loads((out / "run.json").read_text())["source"]
+    summary_film = json.loads((out / "summary.json").read_text())["film"]
+    assert source["path"] == summary_film["path"] == str(film.path.resolve())
+    assert source["server_path"] != source["path"]
+    import opentimelineio as otio
+
+    clip = otio.adapters.read_from_file(str(out / "timeline.otio")).find_clips()[0]
+    url = clip.media_reference.target_url  # relative to the timeline file's folder
+    assert (out / url).resolve() == film.path.resolve(), url
 
     # The session on the server holds the same shots; the folder works with the client's tools.
     with server.client() as c:
