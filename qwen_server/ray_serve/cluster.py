@@ -37,6 +37,11 @@ def connect(settings: Settings) -> None:
             include_dashboard=cfg.include_dashboard,
             object_store_memory=cfg.object_store_mb * 1_048_576,
             log_to_driver=False,  # replicas log to the cluster's session folder
+            # Ray starts its workers at nice 15 (meant for background tasks); here the workers
+            # ARE the server. At 15, the engine replica on a busy 2-core machine generated 3-4x
+            # slower than the plain server (scripts/bench_ray.py). `ray start` clusters: export
+            # RAY_worker_niceness=0 before `ray start` (README).
+            _system_config={"worker_niceness": 0},
         )
     else:
         ray.init(address=cfg.address, namespace=cfg.namespace, log_to_driver=False)
