@@ -300,6 +300,13 @@ class JobsSettings(_Section):
     # --in-flight): a batch is the unit stored in the session and in shots.jsonl.
     batch_size: int = Field(8, ge=1, le=512)
     in_flight: int = Field(2, ge=1, le=64)
+    # This job manager's name in the jobs table (who runs a job; JobStatus.node). None: the
+    # host name plus a random suffix per process start. Set a stable one to have a restarted
+    # server take its own jobs back at once instead of after their lease.
+    node_id: str | None = Field(None, min_length=1, max_length=200)
+    # A running job's lease: its node's heartbeat (with the progress save, about once a second)
+    # renews it; a job whose lease ran out (its node died) is claimed by another node.
+    lease_s: float = Field(15.0, ge=2, le=3600)
 
     @field_validator("decode_workers")
     @classmethod

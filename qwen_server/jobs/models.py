@@ -100,6 +100,15 @@ class JobStatus(BaseModel):
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
+    node: str | None = Field(
+        None, description="The node (jobs.node_id) running the job, or that ran it last"
+    )
+    cancel_requested: bool = Field(
+        False, description="A cancel was asked for; the node running the job acts on it"
+    )
+    purged_at: str | None = Field(
+        None, description="When the job's files were removed (DELETE /jobs/{id}?purge=true)"
+    )
 
 
 class JobCreated(BaseModel):

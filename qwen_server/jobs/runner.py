@@ -1,4 +1,4 @@
-"""``JobManager``: the film jobs of this server, from queued to a final state.
+"""``JobManager``: the film jobs of this node, from queued to a final state.
 
 * **One implementation.** A job runs the client's own ``client.pipeline.run.analyze`` (its
   ``Run``, ``ShotSource`` and ``Poster``, the results folder ``jobs.dir/<id>/results`` written
@@ -8,60 +8,61 @@
   blocking); decoding runs in ``jobs.decode_workers`` worker processes (the client's
   ``ChunkedShotSource``; with 1, the one-pass ``ShotSource`` in its own thread). The loop only
   schedules, answers status and runs ``analyze_shots`` for the job's batches.
-* **Limits.** At most ``jobs.max_running`` jobs run at once; the others wait queued, oldest
-  first.
+* **Shared table, claimed work.** The jobs live in the configured store's ``jobs`` table: the
+  SQLite file of one box, or the PostgreSQL database every node shares. Each manager has a node
+  id (``jobs.node_id``, default host name + a random suffix per start). A node with a free
+  running slot (``jobs.max_running``) *claims* the oldest job no live node runs (queued, or
+  active with an expired lease) atomically (``FOR UPDATE SKIP LOCKED`` / ``BEGIN IMMEDIATE``),
+  on a new job, when a job ends and once a second. So a job may run on any node, and one whose
+  node died is taken over once its lease (``jobs.lease_s``) runs out.
+* **Heartbeat.** About once a second the owner saves each running job's counters and renews its
+  lease in one write; the same write reads ``cancel_requested`` (a cancel asked on another node)
+  and tells the owner whether it still owns the job (if not, a node that saw the lease expire
+  took it: this node stops it without writing anything more).
 * **Stop.** Cancel and shutdown set the job's ``StopFlag``: the decode thread stops at its next
   frame (``JobProgress.frame``), the batch in the engine is cancelled, every thread of the run
   is joined. A cancelled job keeps the shots already stored in its session; its upload is
-  removed unless ``jobs.keep_uploads``.
-* **Persistence and resume.** Every state change and, while running, the progress about once a
-  second are written to the ``jobs`` table. At start-up the jobs left queued, decoding or
-  analysing are queued again: ``Run`` resumes from the results folder's shots.jsonl (done shots
-  are detected again but not re-analysed), and the session's saves are upserts, so a batch
-  analysed again after a crash replaces its rows: no shot lost, none doubled. A shutdown stops
-  running jobs the same way without changing their state, so they resume at the next start.
+  removed unless ``jobs.keep_uploads``. A shutdown saves the counters and releases the job, so
+  another node (or this one restarted) claims it at once.
+* **Resume.** A claimed job that had started (its node died, or shut down) runs again from its
+  results folder: ``Run`` resumes from shots.jsonl (done shots are detected again but not
+  re-analysed), and the session's saves are upserts, so a batch analysed again replaces its
+  rows: no shot lost, none doubled. For that the results folder must be the same on every node:
+  with several nodes ``jobs.dir`` is shared storage (NFS etc.), mounted at the same path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 
 from client.options import PostingOptions
 
 from ..config import Settings
-from ..errors import Conflict, NotFound, QwenServerError
+from ..errors import Conflict, InvalidInput, NotFound, QwenServerError
 from ..logsafe import escape_log
 from ..store.jobs_table import JobRow
 from ..store.protocol import JobsTableProtocol
 from .intake import probe_video, remove_tree
-from .models import FINISHED, JobOptions, JobSource, JobStatus
+from .models import FINISHED, JobOptions, JobStatus
 from .progress import JobProgress
+from .status import live_counts, now_iso, status_of
 from .transport import InProcessServers, JobStopped, StopFlag
 
 log = logging.getLogger("qwen_server.jobs")
 
-PERSIST_EVERY_S = 1.0
+PERSIST_EVERY_S = 1.0  # the heartbeat: counters saved, lease renewed, cancel requests read
 JOIN_TIMEOUT_S = 30.0
+CANCEL_POLL_S = 0.2
+CANCEL_WAIT_S = 20.0  # past the owner's lease: how long DELETE waits for another node's cancel
 
-
-def now_iso() -> str:
-    """Millisecond ISO 8601 UTC (sorts in time order), as the session store writes."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _seconds_between(start: str | None, end: str | None) -> float:
-    if start is None:
-        return 0.0
-    t0 = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    t1 = datetime.fromisoformat(end.replace("Z", "+00:00")) if end else datetime.now(timezone.utc)
-    return round(max(0.0, (t1 - t0).total_seconds()), 3)
+__all__ = ["JobManager", "new_job_id", "now_iso"]
 
 
 def new_job_id() -> str:
@@ -69,9 +70,14 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def default_node_id() -> str:
+    """The host name plus a random suffix: unique per process start."""
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+
+
 @dataclass
 class LiveJob:
-    """A job this process is running (or about to): its row, stop flag, counters, thread."""
+    """A job this node claimed and runs: its row, stop flag, counters, thread."""
 
     row: JobRow
     stop: StopFlag = field(default_factory=StopFlag)
@@ -80,67 +86,53 @@ class LiveJob:
 
 
 class JobManager:
-    """The jobs of this server (see the module doc); ``app_state`` is the FastAPI app's state
+    """The jobs of this node (see the module doc); ``app_state`` is the FastAPI app's state
     (engine, store, settings, decode_pool, metrics), read when a job runs."""
 
     def __init__(self, app_state: Any, settings: Settings) -> None:
         self.state = app_state
         self.settings = settings
         self.folder = settings.jobs.folder(settings.store.path)
+        self.node = settings.jobs.node_id or default_node_id()
+        self.lease_s = settings.jobs.lease_s
         self.table: JobsTableProtocol | None = None  # set by start(), once the store is open
-        self._own_store: Any = None
         self._live: dict[str, LiveJob] = {}
-        self._queue: list[str] = []
-        self._running: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        self._claiming: asyncio.Lock | None = None
+        self._stopping = False
         self._persist_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Create the jobs folder and queue again the jobs a previous run left active."""
+        """Create the jobs folder, give back the jobs this node id held before a restart (so
+        they are claimed again at once, in order) and start claiming."""
         self._loop = asyncio.get_running_loop()
+        self._claiming = asyncio.Lock()
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.table = await asyncio.to_thread(self._open_table)
-        rows = await asyncio.to_thread(self.table.active)
-        for row in rows:
-            log.info("resuming job %s (%s, was %s)", row.job_id, row.source_name, row.state)
-            self._live[row.job_id] = LiveJob(row)
-            self._queue.append(row.job_id)
+        self.table = self.state.store.jobs_table()
+        table = self.table
+        for row in await asyncio.to_thread(table.active):
+            if row.owner == self.node:
+                await asyncio.to_thread(table.release, row.job_id, self.node)
+        log.info("job manager on node %s (lease %.0f s)", escape_log(self.node), self.lease_s)
         self._persist_task = asyncio.create_task(self._persist_loop())
         self._pump()
 
-    def _open_table(self) -> JobsTableProtocol:
-        """The jobs table: the session database's (``store.jobs_table()``) when that is this
-        box's SQLite file. With a PostgreSQL store shared by several boxes, a SQLite file of
-        its own in the jobs folder instead: a job's upload, results folder and runner are this
-        box's alone, and a shared table would have every box resume every box's jobs at
-        start-up, on files it does not have."""
-        from ..store.sqlite import SessionStore
-
-        store = self.state.store
-        if not isinstance(store, SessionStore):
-            store = SessionStore(self.folder / "jobs.sqlite3")
-            store.open()
-            self._own_store = store
-        return store.jobs_table()
-
     async def stop(self) -> None:
-        """Stop running jobs without changing their state (they resume at the next start) and
-        wait for their threads."""
-        if self._persist_task is not None:
-            self._persist_task.cancel()
-        self._queue.clear()
+        """Stop running jobs without changing their state, wait for their threads, and
+        release them (another node, or this one restarted, resumes them)."""
+        self._stopping = True
         threads = []
-        for job_id in list(self._running):
-            live = self._live[job_id]
+        for live in list(self._live.values()):
             live.stop.set("shutdown")
             if live.thread is not None:
                 threads.append(live.thread)
         for thread in threads:
             await asyncio.to_thread(thread.join, JOIN_TIMEOUT_S)
-        if self._own_store is not None:
-            self._own_store.close()
+        if self._persist_task is not None:
+            self._persist_task.cancel()
 
     def _table(self) -> JobsTableProtocol:
         if self.table is None:
@@ -154,105 +146,114 @@ class JobManager:
         return base, base / "upload", base / "results"
 
     async def create(self, row: JobRow) -> JobStatus:
-        """Store a new queued job and start it when a running slot is free."""
+        """Store a new queued job; the first node with a free slot claims it."""
         await asyncio.to_thread(self._table().insert, row)
-        self._live[row.job_id] = LiveJob(row)
-        self._queue.append(row.job_id)
         log.info("job %s queued (%s %s)", row.job_id, row.source_kind, escape_log(row.source_name))
         self._pump()
-        return self.status_of(row)
+        return status_of(row)
 
     async def get(self, job_id: str) -> JobStatus:
-        """The job's status; NotFound for an unknown id."""
+        """The job's status (live counters when this node runs it); NotFound for an unknown
+        id."""
         live = self._live.get(job_id)
         if live is not None:
-            return self.status_of(live.row, live.progress)
+            return status_of(live.row, live.progress)
         row = await asyncio.to_thread(self._table().get, job_id)
         if row is None:
             raise NotFound(f"job not found: {job_id}")
-        return self.status_of(row)
+        return status_of(row)
 
     async def page(self, limit: int, offset: int) -> tuple[list[JobStatus], int]:
-        """One page of jobs, newest first (live counters for running ones)."""
+        """One page of jobs, newest first (live counters for the ones running here)."""
         rows, total = await asyncio.to_thread(self._table().page, limit=limit, offset=offset)
         out = []
         for row in rows:
             live = self._live.get(row.job_id)
-            out.append(self.status_of(live.row, live.progress) if live else self.status_of(row))
+            out.append(status_of(live.row, live.progress) if live else status_of(row))
         return out, total
 
-    async def cancel(self, job_id: str) -> JobStatus:
-        """Cancel a queued or running job (409 when already finished); returns its final
-        status once its threads have stopped."""
+    async def cancel(self, job_id: str) -> tuple[JobStatus, bool]:
+        """Cancel a queued or running job (409 when already finished). Returns its status and
+        whether the cancel is confirmed (state cancelled); False only when another node runs
+        the job and had not confirmed within ``CANCEL_WAIT_S`` (its ``cancel_requested``
+        stays set: it stops at its next heartbeat, or its job is cancelled once its lease
+        runs out)."""
         live = self._live.get(job_id)
-        if live is None:
-            status = await self.get(job_id)  # NotFound, or a finished job
-            if status.state not in FINISHED:
-                # Another process sharing this table runs it (e.g. a second Serve ingress):
-                # only its runner can stop it.
-                raise Conflict(
-                    f"job {job_id} is {status.state} in another server process; cancel it "
-                    "through the server that runs it"
-                )
+        if live is not None:
+            live.stop.set("cancelled")
+            if live.thread is not None:
+                await asyncio.to_thread(live.thread.join, JOIN_TIMEOUT_S)
+            return await self.get(job_id), True
+        status = await self.get(job_id)  # NotFound
+        if status.state in FINISHED:
             raise Conflict(f"job {job_id} is already {status.state}")
-        live.stop.set("cancelled")
-        if job_id in self._queue:
-            self._queue.remove(job_id)
-            await asyncio.to_thread(self._finish, live, "cancelled", None)
-            self._live.pop(job_id, None)
-        elif live.thread is not None:
-            await asyncio.to_thread(live.thread.join, JOIN_TIMEOUT_S)
-        return await self.get(job_id)
+        table = self._table()
+        deadline = asyncio.get_running_loop().time() + self.lease_s + CANCEL_WAIT_S
+        while True:
+            # Cancels at once a job no live node runs; else asks its owner (idempotent).
+            row = await asyncio.to_thread(table.request_cancel, job_id, now_iso())
+            if row is None:
+                raise NotFound(f"job not found: {job_id}")
+            if row.state in FINISHED:
+                if row.state == "cancelled":
+                    await asyncio.to_thread(self._remove_upload, row)  # done twice is harmless
+                return status_of(row), row.state == "cancelled"
+            if asyncio.get_running_loop().time() > deadline:
+                return status_of(row), False
+            await asyncio.sleep(CANCEL_POLL_S)
 
-    def status_of(self, row: JobRow, progress: JobProgress | None = None) -> JobStatus:
-        """A row (and, while running, its live counters) as the API's JobStatus."""
-        counts: dict[str, Any] = dict(row.progress)
-        if progress is not None:
-            snap = progress.snapshot()
-            counts = {
-                "frames_decoded": snap.frames_decoded,
-                "frames_total": snap.frames_total,
-                "shots_found": snap.shots_found,
-                "shots_analysed": snap.shots_analysed,
-                "eta_s": snap.eta_s,
-            }
-        if row.state in FINISHED:
-            counts["eta_s"] = None if row.state != "done" else 0.0
-        return JobStatus(
-            job_id=row.job_id,
-            state=row.state,
-            source=JobSource(kind=row.source_kind, name=row.source_name),
-            session_id=row.session_id,
-            title=row.title,
-            options=row.options,
-            frames_decoded=counts.get("frames_decoded", 0),
-            frames_total=counts.get("frames_total"),
-            shots_found=counts.get("shots_found", 0),
-            shots_analysed=counts.get("shots_analysed", 0),
-            elapsed_s=_seconds_between(row.started_at, row.finished_at),
-            eta_s=counts.get("eta_s"),
-            error=row.error,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-        )
+    async def purge(self, job_id: str) -> JobStatus:
+        """Remove a finished job's files (its upload and results folder); the session and the
+        job's row stay. 409 while the job is not finished."""
+        status = await self.get(job_id)
+        if status.state not in FINISHED or job_id in self._live:
+            raise Conflict(f"job {job_id} is {status.state}: cancel it before purging its files")
+        await asyncio.to_thread(remove_tree, self.paths(job_id)[0])
+        if status.purged_at is None:
+            await asyncio.to_thread(self._table().update, job_id, purged_at=now_iso())
+        log.info("job %s: files purged", job_id)
+        return await self.get(job_id)
 
     # --- scheduling -------------------------------------------------------------------------------
     def _pump(self) -> None:
-        """Start queued jobs while a running slot is free (on the event loop)."""
-        while self._queue and len(self._running) < self.settings.jobs.max_running:
-            job_id = self._queue.pop(0)
-            live = self._live[job_id]
-            self._running.add(job_id)
-            live.thread = threading.Thread(
-                target=self._run, args=(live,), name=f"job-{job_id}", daemon=False
-            )
-            live.thread.start()
+        """Claim jobs while a running slot is free (on the event loop; one claimer at a time)."""
+        if self._stopping or self._loop is None:
+            return
+        if len(self._live) >= self.settings.jobs.max_running:
+            return
+        task = self._loop.create_task(self._claim())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _claim(self) -> None:
+        assert self._claiming is not None
+        async with self._claiming:
+            while not self._stopping and len(self._live) < self.settings.jobs.max_running:
+                try:
+                    row = await asyncio.to_thread(self._table().claim, self.node, self.lease_s)
+                except QwenServerError as exc:
+                    log.warning("claiming a job failed: %s", exc.message)
+                    return
+                if row is None:
+                    return
+                if row.started_at is not None or row.state != "queued":
+                    log.info(
+                        "resuming job %s (%s, was %s)",
+                        row.job_id,
+                        escape_log(row.source_name),
+                        row.state,
+                    )
+                else:
+                    log.info("job %s claimed by node %s", row.job_id, escape_log(self.node))
+                live = LiveJob(row)
+                self._live[row.job_id] = live
+                live.thread = threading.Thread(
+                    target=self._run, args=(live,), name=f"job-{row.job_id}", daemon=False
+                )
+                live.thread.start()
 
     def _ended(self, job_id: str) -> None:
-        """A job's thread ended (on the event loop): free its slot, start the next."""
-        self._running.discard(job_id)
-        # Finished, or stopped by a shutdown (it resumes at the next start): the table has it.
+        """A job's thread ended (on the event loop): free its slot, claim the next."""
         self._live.pop(job_id, None)
         self._pump()
 
@@ -262,17 +263,10 @@ class JobManager:
         try:
             self._execute(live)
         except JobStopped as stopped:
-            if stopped.reason == "cancelled":
-                self._finish(live, "cancelled", None)
-                log.info("job %s cancelled", row.job_id)
-            else:
-                self._save_progress(live)
-                log.info("job %s stopped by the shutdown; it resumes at the next start", row.job_id)
+            self._stopped(live, stopped.reason)
         except Exception as exc:
-            if live.stop.reason == "cancelled":
-                self._finish(live, "cancelled", None)
-            elif live.stop.reason == "shutdown":
-                self._save_progress(live)
+            if live.stop.reason is not None:
+                self._stopped(live, live.stop.reason)
             else:
                 message = exc.message if isinstance(exc, QwenServerError) else str(exc)
                 message = message.replace(str(self.folder), "jobs.dir") or type(exc).__name__
@@ -282,18 +276,40 @@ class JobManager:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._ended, row.job_id)
 
+    def _stopped(self, live: LiveJob, reason: str) -> None:
+        job_id = live.row.job_id
+        if reason == "cancelled":
+            self._finish(live, "cancelled", None)
+            log.info("job %s cancelled", job_id)
+        elif reason == "lost":
+            log.warning("job %s: its lease was taken over by another node; stopped here", job_id)
+        else:
+            try:
+                self._save_progress(live)
+                self._table().release(job_id, self.node)
+            except QwenServerError as exc:  # its lease runs out instead
+                log.warning("job %s: not released (%s)", job_id, exc.message)
+            log.info("job %s stopped by the shutdown; released for another node", job_id)
+
     def _execute(self, live: LiveJob) -> None:
         """Run the client's analyze pass for the job to its end (raises on stop or failure)."""
         from client.pipeline.run import analyze
 
         row = live.row
+        if row.cancel_requested:  # asked while its previous node was dying
+            live.stop.set("cancelled")
         live.stop.check()
         options = JobOptions.model_validate(row.options)
         _base, _upload, results = self.paths(row.job_id)
-        info = probe_video(Path(row.source_path), row.source_name)
+        source = Path(row.source_path)
+        if not source.is_file():
+            raise InvalidInput(
+                f"the job's film is not visible on node {self.node}: jobs.dir (uploads) and "
+                "jobs.media_roots must be the same shared storage on every node"
+            )
+        info = probe_video(source, row.source_name)
         live.progress = JobProgress(info.frame_estimate, live.stop)
-        started = row.started_at or now_iso()
-        self._set(live, state="decoding", started_at=started)
+        self._set(live, state="decoding", started_at=row.started_at or now_iso())
         assert self._loop is not None
         jobs = self.settings.jobs
         servers = InProcessServers(
@@ -322,54 +338,71 @@ class JobManager:
 
     # --- persistence ------------------------------------------------------------------------------
     def _set(self, live: LiveJob, **fields: Any) -> None:
-        """Update the row in memory and in the table."""
+        """Update the row in memory and in the table, while this node owns the job (else the
+        job stops: another node took it over)."""
         with self._lock:  # held through the write: the table sees updates in memory order
+            if live.stop.reason == "lost":
+                return
             if live.row.state in FINISHED and fields.get("state", "") not in FINISHED:
                 fields.pop("state", None)  # a late progress write never revives a finished job
                 fields.pop("progress", None)
             if not fields:
                 return
+            if not self._table().update(live.row.job_id, owner=self.node, **fields):
+                live.stop.set("lost")
+                return
             for key, value in fields.items():
                 setattr(live.row, key, value)
-            self._table().update(live.row.job_id, **fields)
 
     def _counts(self, live: LiveJob) -> dict[str, Any]:
-        if live.progress is None:
-            return dict(live.row.progress)
-        snap = live.progress.snapshot()
-        return {
-            "frames_decoded": snap.frames_decoded,
-            "frames_total": snap.frames_total,
-            "shots_found": snap.shots_found,
-            "shots_analysed": snap.shots_analysed,
-            "eta_s": snap.eta_s,
-        }
+        return dict(live.row.progress) if live.progress is None else live_counts(live.progress)
 
     def _save_progress(self, live: LiveJob) -> None:
         self._set(live, progress=self._counts(live))
+
+    def _remove_upload(self, row: JobRow) -> None:
+        if row.source_kind == "upload" and not self.settings.jobs.keep_uploads:
+            remove_tree(self.paths(row.job_id)[1])
 
     def _finish(self, live: LiveJob, state: str, error: str | None) -> None:
         """Final state, counters and end time; the upload removed unless keep_uploads."""
         self._set(
             live, state=state, error=error, finished_at=now_iso(), progress=self._counts(live)
         )
-        if live.row.source_kind == "upload" and not self.settings.jobs.keep_uploads:
-            remove_tree(self.paths(live.row.job_id)[1])
+        if live.row.state == state:
+            self._remove_upload(live.row)
+
+    def _heartbeat(self, live: LiveJob) -> None:
+        """Renew the lease with the counters (and decoding -> analysing); act on a cancel
+        asked elsewhere or on a lost lease."""
+        with self._lock:
+            # A job stopping (cancel, shutdown) keeps its lease until its threads are joined.
+            if live.row.state in FINISHED or live.stop.reason == "lost":
+                return
+            fields: dict[str, Any] = {}
+            if live.progress is not None:
+                fields["progress"] = live_counts(live.progress)
+                if live.progress.snapshot().decoding_done and live.row.state == "decoding":
+                    fields["state"] = "analysing"
+            answer = self._table().renew(live.row.job_id, self.node, self.lease_s, **fields)
+            if answer is None:
+                live.stop.set("lost")
+                return
+            for key, value in fields.items():
+                setattr(live.row, key, value)
+            if answer and live.stop.reason is None:
+                live.row.cancel_requested = True
+                live.stop.set("cancelled")
 
     async def _persist_loop(self) -> None:
-        """Write running jobs' counters and the decoding/analysing state about once a second."""
+        """The heartbeat of running jobs, then a claim when a slot is free (jobs created on
+        other nodes, leases expired), about once a second."""
         while True:
             await asyncio.sleep(PERSIST_EVERY_S)
-            for job_id in list(self._running):
-                live = self._live.get(job_id)
-                if live is None or live.progress is None or live.row.state in FINISHED:
-                    continue
-                snap = live.progress.snapshot()
-                fields: dict[str, Any] = {"progress": self._counts(live)}
-                if snap.decoding_done and live.row.state == "decoding":
-                    fields["state"] = "analysing"
+            for job_id, live in list(self._live.items()):
                 try:
-                    await asyncio.to_thread(self._set, live, **fields)
+                    await asyncio.to_thread(self._heartbeat, live)
                 except QwenServerError as exc:
-                    log.warning("job %s: progress not saved (%s)", job_id, exc.message)
+                    log.warning("job %s: heartbeat not saved (%s)", job_id, exc.message)
+            self._pump()
         # (cancelled by stop())

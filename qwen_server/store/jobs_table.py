@@ -180,19 +180,17 @@ class JobsTable:
         except sqlite3.Error as exc:
             raise StoreError(f"job store: updating a job failed ({exc})") from None
 
-    def claim(self, owner: str, lease_s: float, *, mine: bool = False) -> JobRow | None:
+    def claim(self, owner: str, lease_s: float) -> JobRow | None:
         """Take the oldest job no live node runs: queued and unowned, or active with its lease
-        expired (its node died); with ``mine`` also the active jobs ``owner`` held before (a
-        restart under the same node id). None when there is none."""
+        expired (its node died) or released (a shutdown). None when there is none."""
         now = time.time()
         marks = ", ".join("?" for _ in ACTIVE_STATES)
         try:
             with self.store._write() as conn:
                 r = conn.execute(
                     f"SELECT id FROM jobs WHERE state IN ({marks}) AND (owner IS NULL"
-                    " OR lease_until IS NULL OR lease_until < ? OR (? AND owner = ?))"
-                    " ORDER BY seq LIMIT 1",
-                    (*ACTIVE_STATES, now, int(mine), owner),
+                    " OR lease_until IS NULL OR lease_until < ?) ORDER BY seq LIMIT 1",
+                    (*ACTIVE_STATES, now),
                 ).fetchone()
                 if r is None:
                     return None

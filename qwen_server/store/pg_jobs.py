@@ -127,15 +127,15 @@ class PgJobsTable:
         except psycopg.Error as exc:
             raise self._failed("updating a job", exc) from None
 
-    def claim(self, owner: str, lease_s: float, *, mine: bool = False) -> JobRow | None:
+    def claim(self, owner: str, lease_s: float) -> JobRow | None:
         """Take the oldest job no live node runs (``JobsTable.claim``): the row is locked with
         ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different jobs."""
         try:
             with self.store._write() as conn:
                 r = conn.execute(
-                    f"SELECT id FROM jobs WHERE state = ANY(%s) AND ({_EXPIRED}"
-                    " OR (%s AND owner = %s)) ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
-                    (list(ACTIVE_STATES), mine, owner),
+                    f"SELECT id FROM jobs WHERE state = ANY(%s) AND {_EXPIRED}"
+                    " ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    (list(ACTIVE_STATES),),
                 ).fetchone()
                 if r is None:
                     return None

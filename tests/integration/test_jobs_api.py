@@ -40,6 +40,9 @@ STATUS_FIELDS = {
     "created_at",
     "started_at",
     "finished_at",
+    "node",
+    "cancel_requested",
+    "purged_at",
 }
 
 
@@ -379,15 +382,16 @@ def test_cancel_keeps_partial_shots_and_removes_the_upload(
         assert "shots.jsonl" in names
         assert c.delete("/jobs/0000000000000000").status_code == 404
         # No thread or decode process of the job is left running.
-        assert not live.app.state.jobs._running
+        assert not live.app.state.jobs._live
         assert multiprocessing.active_children() == []
 
 
-def test_with_a_postgresql_store_jobs_stay_on_this_box(
+def test_with_a_postgresql_store_jobs_live_in_the_shared_database(
     request: pytest.FixtureRequest, tiny_model_dir: Path, media: Path, tmp_path: Path
 ) -> None:
-    """Sessions go to the shared PostgreSQL store; the jobs table is a SQLite file in
-    jobs.dir, since a job's files and runner belong to this box."""
+    """Sessions and jobs both go to the shared PostgreSQL store (no SQLite file of jobs): any
+    server on that database sees the job, and its row names the node that ran it."""
+    from qwen_server.store.postgres import PostgresSessionStore
     from tests.conftest import new_database
 
     postgres = request.getfixturevalue("postgres")
@@ -398,17 +402,25 @@ def test_with_a_postgresql_store_jobs_stay_on_this_box(
             tmp_path,
             store={"url": postgres.url(name)},
             store_password=postgres.password,
-            jobs={"dir": str(tmp_path / "jobs"), "media_roots": [str(media)]},
+            jobs={"dir": str(tmp_path / "jobs"), "media_roots": [str(media)], "node_id": "box-1"},
         )
         with run_server(settings) as live, live.client() as c:
             assert live.app.state.store.describe().startswith("PostgreSQL")
             r = c.post("/jobs", json={"path": "film.mp4", "audio": False})
             assert r.status_code == 202, r.text
-            status = finished(c, r.json()["job_id"])
-            assert status["state"] == "done", status
+            jid = r.json()["job_id"]
+            status = finished(c, jid)
+            assert status["state"] == "done" and status["node"] == "box-1", status
             shots = c.get(f"/sessions/{status['session_id']}").json()["shots"]
             assert [s["shot_id"] for s in shots] == [1, 2, 3, 4]
-            assert (tmp_path / "jobs" / "jobs.sqlite3").is_file()
+            assert not (tmp_path / "jobs" / "jobs.sqlite3").exists()
             assert c.get("/jobs").json()["total"] == 1
+        other = PostgresSessionStore(postgres.url(name), password=postgres.password)
+        other.open()
+        try:
+            row = other.jobs_table().get(jid)
+        finally:
+            other.close()
+        assert row is not None and row.state == "done" and row.owner == "box-1"
     finally:
         postgres.drop_database(name)

@@ -118,9 +118,8 @@ def test_claims_take_the_oldest_free_job_once(table):
     assert (first.job_id, first.owner) == ("job-001", "node-a")
     assert (second.job_id, second.owner) == ("job-002", "node-b")
     assert table.claim("node-c", 30) is None  # both leased, the third finished
-    # Its owner restarting under the same node id takes its own job back (mine=True).
-    assert table.claim("node-a", 30, mine=True).job_id == "job-001"
-    assert table.get("job-002").owner == "node-b"
+    assert table.claim("node-a", 30) is None  # not even its owner takes a job twice
+    assert [r.owner for r in table.active()] == ["node-a", "node-b"]
 
 
 def test_an_expired_lease_is_claimed_by_another_node(table):

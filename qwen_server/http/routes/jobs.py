@@ -5,8 +5,9 @@ field ``options``, a JSON object) or as JSON ``{"path": ..., <options>}`` naming
 ``jobs.media_roots``, checks it (403 outside the roots, 422 not a video, 413 over
 ``server.max_upload_mb``, 507 over ``jobs.max_disk_gb``) and answers 202 with the job's id and
 URLs. ``GET /jobs``, ``GET /jobs/{id}``, ``GET /jobs/{id}/events`` (SSE), ``DELETE /jobs/{id}``
-(cancel) and ``GET /jobs/{id}/results`` (the results folder as a tar). Auth is the app's
-middleware; errors are domain errors mapped in ``app``.
+(cancel; ``?purge=true``: a finished job's files removed) and ``GET /jobs/{id}/results`` (the
+results folder as a tar). Any node answers any job: the status is the shared row's. Auth is
+the app's middleware; errors are domain errors mapped in ``app``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from ...contract.vocabulary import VocabularyError, resolve_requested
@@ -265,12 +266,35 @@ async def job_event_stream(job_id: str, request: Request) -> StreamingResponse:
 @router.delete(
     "/{job_id}",
     response_model=JobStatus,
-    responses={**_ERRORS, 409: {"description": "The job already finished (its state named)"}},
-    summary="Cancel a queued or running job",
+    responses={
+        **_ERRORS,
+        202: {
+            "model": JobStatus,
+            "description": "Another node runs the job and has not confirmed the cancel yet "
+            "(cancel_requested: true; it stops at its next heartbeat)",
+        },
+        409: {
+            "description": "The job already finished (its state named); with purge=true: "
+            "the job is not finished"
+        },
+    },
+    summary="Cancel a queued or running job; purge=true: remove a finished job's files",
 )
-async def cancel_job(job_id: str, request: Request) -> JobStatus:
-    """Stops the job's workers; the shots already analysed stay in the session."""
-    return await _jobs(request).cancel(job_id)
+async def cancel_job(
+    job_id: str,
+    request: Request,
+    purge: bool = Query(False, description="Remove a finished job's upload and results"),
+) -> Any:
+    """Stops the job's workers wherever it runs (200 once cancelled; the shots already
+    analysed stay in the session). ``purge=true`` on a done, failed or cancelled job removes
+    its files under jobs.dir instead (its session and status stay)."""
+    jobs = _jobs(request)
+    if purge:
+        return await jobs.purge(job_id)
+    status, confirmed = await jobs.cancel(job_id)
+    if confirmed:
+        return status
+    return JSONResponse(status.model_dump(mode="json"), status_code=202)
 
 
 @router.get(
@@ -292,9 +316,18 @@ async def job_results(
     if status.state not in allowed:
         hint = "" if partial or status.state not in ("cancelled", "failed") else " (?partial=1)"
         raise Conflict(f"job {job_id} is {status.state}: no results to download{hint}")
+    if status.purged_at is not None:
+        raise Conflict(f"job {job_id}'s files were purged at {status.purged_at}")
     folder = jobs.paths(job_id)[2]
     if not folder.is_dir():
-        raise NotFound(f"job {job_id} has no results folder (it never started)")
+        if status.started_at is None:
+            raise NotFound(f"job {job_id} has no results folder (it never started)")
+        # It ran on a node whose jobs.dir this node does not see (not shared storage).
+        raise Conflict(
+            f"job {job_id}'s results folder is not visible from node {jobs.node} (the job ran "
+            f"on node {status.node}): jobs.dir must be storage shared by every node, or "
+            "download from that node"
+        )
     return StreamingResponse(
         tar_stream(folder),
         media_type="application/x-tar",
