@@ -15,9 +15,9 @@ the matcher's state, and with it the set of tokens it admits next, is a function
   characters, since the repetition is unbounded);
 * after it: the attribute index ``i``, how many bytes of ``L_i`` are written and the score's
   digits so far, up to equivalence: two digit strings are the same state when they admit the
-  same continuations (``"1"`` and ``"2"`` differ, ``"1"`` may become ``"100"``; ``"35"`` and
-  ``"78"`` do not). Key order is forced by the grammar, so ``i`` is found by walking the
-  literals in order.
+  same continuations (``"1"`` and ``"2"`` differ, ``"1"`` may become ``"100"``; ``"35"``,
+  ``"78"`` and ``"100"`` are one state). Key order is forced by the grammar, so ``i`` is found
+  by walking the literals in order.
 
 The caption bound (``caption_limit``) is applied on top of the grammar's mask and depends only
 on the caption bytes written (``CaptionLimit.level``), so it joins the key as a number.
@@ -25,6 +25,10 @@ on the caption bytes written (``CaptionLimit.level``), so it joins the key as a 
 Any byte that does not fit this walk (it cannot happen for a token the matcher accepted, but
 the walk checks the literals anyway) marks the row as unknown: its masks are then always filled
 fresh by xgrammar, never cached or read from the cache.
+
+``AnswerLayout`` belongs to the engine-wide ``GrammarCache`` and is shared by every replica:
+its ``moves`` memo is only ever extended with values that are a pure function of their key, so
+concurrent replicas at worst compute an entry twice (dict reads and writes are atomic).
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from collections.abc import Sequence
 from .caption_limit import CaptionLimit
 from .output_parsing import SCORE_MAX
 
-_NEWLINE = 0x0A
 _DIGITS = range(0x30, 0x3A)
 
 # A row's state key: hashable and small. ``None``: unknown, fill it fresh.
