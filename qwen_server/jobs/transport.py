@@ -34,7 +34,8 @@ POLL_S = 0.2
 
 
 class JobStopped(Exception):
-    """The job was told to stop (``reason``: "cancelled" or "shutdown")."""
+    """The job was told to stop (``reason``: "cancelled", "shutdown", or "lost": another node
+    took the job over)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"job stopped ({reason})")
