@@ -22,7 +22,9 @@ part is xgrammar's fused kernel on a GPU. Figures: µs per step (mean over the w
 median and best of ``--repeats`` runs); the target is accept + fill <= 1 ms per step at batch
 64 (10 % of a 2B decode step). The apply column is a CPU figure (a pass over a 64 x 151,936
 float32 tensor is memory-bound at tens of ms on this shared CPU; on a GPU it is the fused
-kernel), measured once.
+kernel), measured once; "+apply" is accept + fill in that run: the pass evicts the CPU caches,
+which makes the next accept + fill 2-5x slower (a CPU-only server; on a GPU the apply is on
+the device).
 
 Tokenizers, most realistic first: ``--tokenizer DIR`` (a Hugging Face tokenizer, e.g. a local
 Qwen2-VL checkpoint), ``--qwen-tiktoken FILE`` (Qwen's byte-level BPE ranks, 151,643 tokens, the
@@ -240,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     plain = GrammarWorkspace(threads=args.threads, mask_cache_entries=0)
     print(f"tokenizer: {label}; logits width {vocab}; fill threads {plain.threads}; ", end="")
     print(f"torch threads {torch.get_num_threads()}; caption <= {args.caption_max_chars} chars")
-    header = f"{'attrs':>5} {'batch':>5} {'steps':>5} | {'old a+f':>8} | {'ws med/min':>11} | "
-    header += f"{'cached cold':>11} {'hit':>5} | {'warm med/min':>12} {'hit':>5} | "
-    header += f"{'apply(CPU)':>10} | {'entries':>7} | target"
+    header = f"{'attrs':>5} {'batch':>5} {'steps':>5} | {'old a+f':>8} | {'ws med/min':>11} "
+    header += f"{'+apply':>6} | {'cached cold':>11} {'hit':>5} | {'warm med/min':>12} {'hit':>5} "
+    header += f"{'+apply':>6} | {'apply(CPU)':>10} | {'entries':>7} | target"
     print(header)
     median = statistics.median
     for names in (ATTRIBUTES, trailer):
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                 replay("new", grammars, seqs, vocab, plain, stop, apply=False)[0]
                 for _ in range(args.repeats)
             ]
+            ws_thrashed, _, _ = replay("new", grammars, seqs, vocab, plain, stop)
             # A workspace per row of the table, its matcher pool warm and its mask cache
             # emptied: the first timed call is the cold-cache figure.
             ws = GrammarWorkspace(threads=args.threads)
@@ -274,21 +277,23 @@ def main(argv: list[str] | None = None) -> int:
             warm = [cached_run(served, seqs, vocab, ws, stop) for _ in range(args.repeats)]
             warm_us, warm_hit = median(w[0] for w in warm), warm[-1][1]
             warm_min = min(w[0] for w in warm)
-            _, apply_us, steps = replay("new", grammars, seqs, vocab, ws, stop)
+            warm_thrashed, apply_us, steps = replay("new", grammars, seqs, vocab, ws, stop)
             entries = len(ws.mask_cache) if ws.mask_cache is not None else 0
             ws.close()
             verdict = ("ok" if warm_us <= TARGET_US else "over") if batch == 64 else ""
             print(
                 f"{len(names):>5} {batch:>5} {steps:>5} | {old} | "
-                f"{median(ws_runs):5.0f}/{min(ws_runs):5.0f} | "
+                f"{median(ws_runs):5.0f}/{min(ws_runs):5.0f} {ws_thrashed:6.0f} | "
                 f"{cold_us:11.0f} {cold_hit:5.0%} | "
-                f"{warm_us:6.0f}/{warm_min:5.0f} {warm_hit:5.0%} | "
+                f"{warm_us:6.0f}/{warm_min:5.0f} {warm_hit:5.0%} {warm_thrashed:6.0f} | "
                 f"{apply_us:10.0f} | {entries:>7} | {verdict}"
             )
     plain.close()
     print(
         "µs per decode step (accept + fill), mean over the whole answer; med/min: median and "
         f"best of {args.repeats} runs (the CPU is shared: the best is the least disturbed). "
+        "+apply: one run with the CPU apply between steps, as on a CPU-only server (the "
+        "memory-bound pass evicts the CPU caches; on a GPU the apply is on the device). "
         "old: before the workspace (caption bound in the grammar); ws: "
         "workspace, every row filled by xgrammar; cached: the workspace's mask cache. "
         "target: cached warm <= 1000 µs at batch 64; accept + fill runs during the forward pass "
