@@ -1,13 +1,10 @@
 """``JobManager``: the film jobs of this node, from queued to a final state.
 
-* **One implementation.** A job runs the client's own ``client.pipeline.run.analyze`` (its
-  ``Run``, ``ShotSource`` and ``Poster``, the results folder ``jobs.dir/<id>/results`` written
-  exactly as ``qwen-client analyze`` writes it), with ``InProcessServers`` in place of the HTTP
-  server pool: batches go straight to the engine's queue and into the session.
-* **Off the event loop.** Each running job has its own thread (the client pipeline is
-  blocking); decoding runs in ``jobs.decode_workers`` worker processes (the client's
-  ``ChunkedShotSource``; with 1, the one-pass ``ShotSource`` in its own thread). The loop only
-  schedules, answers status and runs ``analyze_shots`` for the job's batches.
+* **One implementation.** A job runs the client's own ``client.pipeline.run.analyze`` (the
+  results folder ``jobs.dir/<id>/results`` as ``qwen-client analyze`` writes it) with
+  ``InProcessServers`` for the HTTP pool: batches go straight to the engine and the session.
+* **Off the event loop.** Each running job has its own thread; decoding runs in
+  ``jobs.decode_workers`` processes (the client's ``ChunkedShotSource``; 1: ``ShotSource``).
 * **Shared table, claimed work.** The jobs live in the configured store's ``jobs`` table: the
   SQLite file of one box, or the PostgreSQL database every node shares. Each manager has a node
   id (``jobs.node_id``, default host name + a random suffix per start). A node with a free
@@ -17,8 +14,8 @@
   node died is taken over once its lease (``jobs.lease_s``) runs out.
 * **Heartbeat.** About once a second the owner saves each running job's counters and renews its
   lease in one write; the same write reads ``cancel_requested`` (a cancel asked on another node)
-  and tells the owner whether it still owns the job (if not, a node that saw the lease expire
-  took it: this node stops it without writing anything more).
+  and tells the owner whether it still owns the job (if not, another node took it over after
+  its lease expired: this node stops it without writing more).
 * **Stop.** Cancel and shutdown set the job's ``StopFlag``: the decode thread stops at its next
   frame (``JobProgress.frame``), the batch in the engine is cancelled, every thread of the run
   is joined. A cancelled job keeps the shots already stored in its session; its upload is
@@ -180,6 +177,10 @@ class JobManager:
         runs out)."""
         live = self._live.get(job_id)
         if live is not None:
+            try:  # durable: should this node die before the job stops, its next node cancels it
+                await asyncio.to_thread(self._table().request_cancel, job_id, now_iso())
+            except QwenServerError as exc:
+                log.warning("job %s: cancel request not stored (%s)", job_id, exc.message)
             live.stop.set("cancelled")
             if live.thread is not None:
                 await asyncio.to_thread(live.thread.join, JOIN_TIMEOUT_S)
