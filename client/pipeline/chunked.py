@@ -92,8 +92,12 @@ class ChunkedScanner:
         stop: threading.Event | None = None,
         borders: list[int] | None = None,
         context: str = "spawn",
+        one_pass_here: bool = True,
     ) -> None:
         self.info = info
+        # False: a film decoded in one chunk (one worker, or too short to split) is still
+        # decoded in a worker process (a server job: decoding never runs in the server).
+        self.one_pass_here = one_pass_here
         self.options = options
         self.workers = max(1, workers)
         self.on_frame = on_frame
@@ -113,7 +117,7 @@ class ChunkedScanner:
 
     # --- plan -----------------------------------------------------------------------------------
     def _why_not(self) -> str | None:
-        if self.workers <= 1:
+        if self.workers <= 1 and self.one_pass_here:
             return "one worker"
         if multiprocessing.current_process().daemon:
             return "this process is a daemonic process, which may not start decode processes"
@@ -137,11 +141,15 @@ class ChunkedScanner:
             warm = warm_frames(self.options, self.info.fps, self._one.capacity)
             if self.borders is not None:
                 plan = chunks_from_borders(index, self.borders, warm)
+            elif self.workers <= 1:
+                plan = chunks_from_borders(index, [], warm)  # the whole film, one process
             else:
                 # A chunk decodes on past its end to the first shot start there, and the
                 # shot after it (the seam check): about 3 s of a film cut every few seconds.
                 plan = plan_chunks(index, self.workers, warm, round(3 * float(self.info.fps)))
-            if len(plan) < 2:
+            if len(plan) < 2 and not self.one_pass_here:
+                plan = chunks_from_borders(index, [], warm)
+            elif len(plan) < 2:
                 reason = f"the film is too short to split ({index.frames} frames)"
         if reason is not None:
             self.fallback_reason = reason
@@ -296,7 +304,9 @@ class ChunkedShotSource(ShotSource):
     ``info`` from ``client.media.probe.probe``, ``options`` the run's ``ExtractOptions``,
     ``skip`` the shot ids already done (resume), ``progress`` a ``client.progress.Progress``
     (its frame count is the frames decoded by every worker), ``stop`` an event that ends the
-    run early. ``workers=1`` decodes in one pass in a thread, like ``ShotSource``. Iterate it
+    run early. ``workers=1`` decodes in one pass in a thread, like ``ShotSource``, unless
+    ``one_pass_here`` is False: then a film decoded in one chunk (one worker, or too short to
+    split) is decoded in one worker process all the same (server jobs). Iterate it
     once, and ``close()`` it (a ``Run`` does): that stops and joins every worker process.
     Use it in a main or non-daemonic process (a daemonic ``multiprocessing`` process may not
     start processes: the film is then decoded in one pass, and ``fallback_reason`` says so).
@@ -314,11 +324,18 @@ class ChunkedShotSource(ShotSource):
         stop: threading.Event | None = None,
         queue_size: int = 16,
         borders: list[int] | None = None,
+        one_pass_here: bool = True,
     ) -> None:
         super().__init__(info, options, skip, progress, stop, queue_size)
         self.workers = max(1, workers)
         self.scanner: ChunkedScanner = ChunkedScanner(  # type: ignore[assignment]
-            info, options, self.workers, on_frame=self._on_frame, stop=self.stop, borders=borders
+            info,
+            options,
+            self.workers,
+            on_frame=self._on_frame,
+            stop=self.stop,
+            borders=borders,
+            one_pass_here=one_pass_here,
         )
 
     def close(self) -> None:

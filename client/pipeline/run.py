@@ -131,7 +131,8 @@ class Run:
     """One command's pass: ``outputs`` is the results folder, ``sink`` consumes the source
     (``FramesWriter`` or ``Poster``); ``on_start`` runs once the run is known to need the
     source (e.g. dropping unreachable servers). ``workers`` > 1 decodes in that many processes
-    (``ChunkedShotSource``: the same shots); 1 is the one-pass ``ShotSource``."""
+    (``ChunkedShotSource``: the same shots); 1 is the one-pass ``ShotSource``, decoded in this
+    process unless ``decode_in_process`` is False (one worker process: a server job)."""
 
     command: str
     info: VideoInfo
@@ -142,12 +143,18 @@ class Run:
     force: bool = False
     on_start: Callable[[], None] | None = None
     workers: int = 1
+    decode_in_process: bool = True
 
     def source(self, done: set[int] | frozenset[int]) -> ShotSource:
         """The run's shot source (resume: ``done`` shots are detected, not prepared)."""
-        if self.workers > 1:
+        if self.workers > 1 or not self.decode_in_process:
             return ChunkedShotSource(
-                self.info, self.options, self.workers, skip=done, progress=self.progress
+                self.info,
+                self.options,
+                self.workers,
+                skip=done,
+                progress=self.progress,
+                one_pass_here=self.decode_in_process,
             )
         return ShotSource(self.info, self.options, skip=done, progress=self.progress)
 
@@ -244,6 +251,7 @@ def analyze(
     attributes: AttributeRequest | None = None,
     frames: bool = True,
     workers: int = 1,
+    decode_in_process: bool = True,
 ) -> RunReport:
     """The ``analyze`` command: extract shots and have the servers analyse them in batches,
     writing results as they come (resumable; see the module doc).
@@ -252,7 +260,7 @@ def analyze(
     sent: a resume with another vocabulary, order, description or evidence is refused like any
     other change of settings (``--force`` starts over). ``frames`` False (``--no-frames``)
     writes no JPEGs to frames/; it is a setting too (records then have no ``images``).
-    ``workers``: decode processes (``Run.workers``).
+    ``workers``: decode processes (``Run.workers``, ``Run.decode_in_process``).
     """
     settings = {
         **options.output_settings(),
@@ -276,5 +284,6 @@ def analyze(
         force,
         on_start=servers.drop_unreachable,
         workers=workers,
+        decode_in_process=decode_in_process,
     )
     return dataclasses.replace(run.execute(), servers=servers.summary())

@@ -320,7 +320,7 @@ class JobManager:
             live.stop,
         )
         # Decoding: jobs.decode_workers processes (the client's ChunkedShotSource, the same
-        # shots as one pass); 1 is the one-pass ShotSource in a thread of this job.
+        # shots as one pass); 1 is one worker process decoding the film in one pass.
         analyze(
             info,
             results,
@@ -332,6 +332,7 @@ class JobManager:
             attributes=options.attribute_request(),
             frames=True,
             workers=jobs.workers(),
+            decode_in_process=False,  # one worker is one process too: never in the server
         )
         live.stop.check()
         self._finish(live, "done", None)

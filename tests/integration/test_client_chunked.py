@@ -191,6 +191,21 @@ def _workers(source: ChunkedShotSource) -> list[Any]:
     return [state.process for state in source.scanner._states]
 
 
+def test_one_worker_process_when_decoding_must_leave_this_process(
+    info: VideoInfo, one_pass: tuple[list[tuple[Any, ...]], dict[str, Any]]
+) -> None:
+    """A server job decodes in a worker process even with one worker (never in the server):
+    one chunk, the whole film, the one pass's shots."""
+    source = ChunkedShotSource(info, ExtractOptions(), workers=1, one_pass_here=False)
+    records = _records(source)
+    assert source.scanner.fallback_reason is None
+    frames = build_index(info.path).frames
+    assert [(c.seek, c.start, c.end) for c in source.scanner.plan] == [(0, 0, frames)]
+    assert len(_workers(source)) == 1 and all(p.exitcode == 0 for p in _workers(source))
+    assert records == one_pass[0]
+    assert source.scanner.stats.as_record() == one_pass[1]
+
+
 def test_close_mid_film_stops_every_worker(info: VideoInfo) -> None:
     source = ChunkedShotSource(info, ExtractOptions(), workers=3)
     for _ in source:
