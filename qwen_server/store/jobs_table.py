@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,49 @@ class JobRow:
     cancel_requested: bool = False
     purged_at: str | None = None
 
+    def insert_values(self) -> tuple[Any, ...]:
+        """The values of ``INSERT_COLUMNS``, in order (both backends)."""
+        return (
+            self.job_id,
+            self.state,
+            self.source_kind,
+            self.source_name,
+            self.source_path,
+            self.session_id,
+            self.title,
+            json.dumps(self.options),
+            json.dumps(self.progress),
+            self.error,
+            self.created_at,
+            self.started_at,
+            self.finished_at,
+        )
+
+    @classmethod
+    def from_columns(
+        cls, r: Sequence[Any], to_iso: Callable[[Any], str | None] = lambda v: v
+    ) -> JobRow:
+        """A row read back as ``COLUMNS`` (both backends); ``to_iso`` turns the backend's
+        timestamps into ISO text (SQLite stores the text itself)."""
+        return cls(
+            job_id=r[0],
+            state=r[1],
+            source_kind=r[2],
+            source_name=r[3],
+            source_path=r[4],
+            session_id=r[5],
+            title=r[6],
+            options=json.loads(r[7]),
+            progress=json.loads(r[8] or "{}"),
+            error=r[9],
+            created_at=to_iso(r[10]) or "",
+            started_at=to_iso(r[11]),
+            finished_at=to_iso(r[12]),
+            owner=r[13],
+            cancel_requested=bool(r[14]),
+            purged_at=to_iso(r[15]),
+        )
+
 
 # Columns a job manager may set with ``update`` (``progress`` is stored as JSON).
 UPDATABLE = frozenset({"state", "error", "started_at", "finished_at", "progress", "purged_at"})
@@ -106,24 +150,7 @@ _COLUMNS = _INSERT_COLUMNS + ", owner, cancel_requested, purged_at"
 
 
 def _row(r: tuple[Any, ...]) -> JobRow:
-    return JobRow(
-        job_id=r[0],
-        state=r[1],
-        source_kind=r[2],
-        source_name=r[3],
-        source_path=r[4],
-        session_id=r[5],
-        title=r[6],
-        options=json.loads(r[7]),
-        progress=json.loads(r[8] or "{}"),
-        error=r[9],
-        created_at=r[10],
-        started_at=r[11],
-        finished_at=r[12],
-        owner=r[13],
-        cancel_requested=bool(r[14]),
-        purged_at=r[15],
-    )
+    return JobRow.from_columns(r)
 
 
 class JobsTable:
@@ -139,21 +166,7 @@ class JobsTable:
                 conn.execute(
                     f"INSERT INTO jobs ({_INSERT_COLUMNS}, seq) VALUES ({', '.join('?' * 13)},"
                     " (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs))",
-                    (
-                        row.job_id,
-                        row.state,
-                        row.source_kind,
-                        row.source_name,
-                        row.source_path,
-                        row.session_id,
-                        row.title,
-                        json.dumps(row.options),
-                        json.dumps(row.progress),
-                        row.error,
-                        row.created_at,
-                        row.started_at,
-                        row.finished_at,
-                    ),
+                    row.insert_values(),
                 )
         except sqlite3.Error as exc:
             raise StoreError(f"job store: creating a job failed ({exc})") from None

@@ -39,24 +39,7 @@ def _time(value: Any) -> str | None:
 
 
 def _row(r: Any) -> JobRow:
-    return JobRow(
-        job_id=r[0],
-        state=r[1],
-        source_kind=r[2],
-        source_name=r[3],
-        source_path=r[4],
-        session_id=r[5],
-        title=r[6],
-        options=json.loads(r[7]),
-        progress=json.loads(r[8] or "{}"),
-        error=r[9],
-        created_at=_time(r[10]) or "",
-        started_at=_time(r[11]),
-        finished_at=_time(r[12]),
-        owner=r[13],
-        cancel_requested=bool(r[14]),
-        purged_at=_time(r[15]),
-    )
+    return JobRow.from_columns(r, _time)
 
 
 def _sets(fields: dict[str, Any]) -> tuple[list[str], list[Any]]:
@@ -89,21 +72,7 @@ class PgJobsTable:
             with self.store._write() as conn:
                 conn.execute(
                     f"INSERT INTO jobs ({_INSERT_COLUMNS}) VALUES ({marks})",
-                    (
-                        row.job_id,
-                        row.state,
-                        row.source_kind,
-                        row.source_name,
-                        row.source_path,
-                        row.session_id,
-                        row.title,
-                        json.dumps(row.options),
-                        json.dumps(row.progress),
-                        row.error,
-                        row.created_at,
-                        row.started_at,
-                        row.finished_at,
-                    ),
+                    row.insert_values(),
                 )
         except psycopg.Error as exc:
             raise self._failed("creating a job", exc) from None
