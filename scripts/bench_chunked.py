@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -41,27 +40,14 @@ MIN_KEYINT = 25
 
 def make_film(seconds: float, path: Path, grain: int, seed: int = 1) -> None:
     """The benchmark film (see module doc)."""
-    from tests.film_factory import PATTERNS, ShotSpec
+    from tests.bench_films import random_cut_shots
     from tests.film_factory import make_film as write
 
-    rng = random.Random(seed)
-    total = int(seconds * FPS)
-    shots, cuts, at = [], [], 0
-    while total > 0:
-        frames = min(total, rng.randint(25, 150))
-        shots.append(
-            ShotSpec(
-                frames=frames,
-                brightness=rng.uniform(0.1, 0.9),
-                pattern=rng.choice(PATTERNS[1:]),
-                audio=rng.choice(["tone", "noise", "silence"]),
-                tone_hz=rng.choice([220.0, 440.0, 880.0]),
-                drift=rng.choice([0.5, 1.0, 2.0]),
-            )
-        )
-        at += frames
+    shots = random_cut_shots(seconds, FPS, seed)
+    cuts, at = [], 0
+    for shot in shots:
+        at += shot.frames
         cuts.append(at)
-        total -= frames
     keyframes, last = [], 0
     for frame in range(1, at):  # x264's choice, made explicit
         if frame in cuts and frame - last >= MIN_KEYINT or frame - last >= GOP:

@@ -35,7 +35,6 @@ import argparse
 import hashlib
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -85,24 +84,10 @@ def make_test_film(seconds: float, path: Path, grain: int, seed: int = 1) -> Pat
     """A 1080p25 H.264 + AAC film with hard cuts every 1-6 s, a film-like 10 s keyframe
     interval and ``grain`` levels of film grain (0: clean, quick to decode; 6: a film-like
     bitrate). The same seed gives the same shots whatever the grain."""
-    from tests.film_factory import PATTERNS, ShotSpec, make_film
+    from tests.bench_films import random_cut_shots
+    from tests.film_factory import make_film
 
-    rng = random.Random(seed)
-    total = int(seconds * 25)
-    shots = []
-    while total > 0:
-        frames = min(total, rng.randint(25, 150))
-        shots.append(
-            ShotSpec(
-                frames=frames,
-                brightness=rng.uniform(0.1, 0.9),
-                pattern=rng.choice(PATTERNS[1:]),
-                audio=rng.choice(["tone", "noise", "silence"]),
-                tone_hz=rng.choice([220.0, 440.0, 880.0]),
-                drift=rng.choice([0.5, 1.0, 2.0]),
-            )
-        )
-        total -= frames
+    shots = random_cut_shots(seconds, seed=seed)
     t0 = time.perf_counter()
     truth = make_film(
         path, shots, size=(1920, 1080), gop=250, preset="veryfast", crf=20, grain=grain
