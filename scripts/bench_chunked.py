@@ -9,7 +9,11 @@ The film (made once, then reused from ``$TMP``) is a generated 1080p25 H.264 + A
 (``tests/film_factory.py``) with hard cuts every 1-6 s, film grain (a film-like bitrate) and the
 keyframe layout of a real encode: an IDR keyframe at every cut at least 1 s after the last
 keyframe, else every 10 s (x264's keyint 250 / min-keyint 25 with scene-cut detection; fixed
-here so the layout does not depend on the grain).
+here so the layout does not depend on the grain). Two films by default (``--slices``): one slice
+per frame, as the x264 and FFmpeg command lines encode (streaming and web films; the one pass
+then decodes each frame on one core), and several slices per frame, as PyAV's slice-threaded
+encoder writes (like Blu-ray's four slices: FFmpeg's slice threads then already spread each frame
+over the cores, so on 2 cores the one pass leaves little for a second worker).
 
 Each mode runs the same extraction the CLI does (``ShotSource`` / ``ChunkedShotSource``: cuts,
 transitions, samples encoded to JPEG, audio features unless ``--no-audio``), timed from start to
@@ -38,7 +42,7 @@ GOP = 250
 MIN_KEYINT = 25
 
 
-def make_film(seconds: float, path: Path, grain: int, seed: int = 1) -> None:
+def make_film(seconds: float, path: Path, grain: int, one_slice: bool, seed: int = 1) -> None:
     """The benchmark film (see module doc)."""
     from tests.bench_films import random_cut_shots
     from tests.film_factory import make_film as write
@@ -64,10 +68,12 @@ def make_film(seconds: float, path: Path, grain: int, seed: int = 1) -> None:
         grain=grain,
         scenecut=False,
         keyframes=keyframes,
+        one_slice=one_slice,
     )
     print(
         f"made {path}: {at} frames 1920x1080, {len(cuts) - 1} cuts, {len(keyframes) + 1} "
-        f"keyframes, grain {grain}, {path.stat().st_size / 1e6:.1f} MB in "
+        f"keyframes, grain {grain}, {'one slice' if one_slice else 'several slices'} per "
+        f"frame, {path.stat().st_size / 1e6:.1f} MB in "
         f"{time.perf_counter() - t0:.0f} s",
         file=sys.stderr,
     )
@@ -130,7 +136,24 @@ def main() -> int:
     parser.add_argument("--no-audio", action="store_true", help="skip audio features")
     parser.add_argument("--hours", type=float, default=2.0, help="projected film length")
     parser.add_argument("--cores", type=int, default=16, help="projected worker count")
+    parser.add_argument(
+        "--slices",
+        nargs="+",
+        choices=["one", "several"],
+        default=["one", "several"],
+        help="films to make: one slice per frame (x264/FFmpeg command-line encodes: the one "
+        "pass decodes a frame on one core) and several (PyAV's slice-threaded encoder, like "
+        "Blu-ray's four slices: FFmpeg's slice threads already spread a frame over the cores)",
+    )
     args = parser.parse_args()
+    films = [args.film] if args.film else [None]
+    kinds = args.slices if not args.film else ["given"]
+    identical = [bench(args, films[0], kind) for kind in kinds]
+    return 0 if all(identical) else 1
+
+
+def bench(args: argparse.Namespace, film: Path | None, kind: str) -> bool:
+    """One film: 1 worker vs ``args.workers``, printed; whether the shots were identical."""
 
     from dataclasses import replace
 
@@ -139,11 +162,11 @@ def main() -> int:
     from client.pipeline.chunked import ChunkedShotSource
     from client.pipeline.source import ShotSource
 
-    film = args.film or Path(tempfile.gettempdir()) / (
-        f"bench_chunked_1080p_{args.seconds:g}s_grain{args.grain}.mp4"
+    film = film or Path(tempfile.gettempdir()) / (
+        f"bench_chunked_1080p_{args.seconds:g}s_grain{args.grain}_{kind}_slice.mp4"
     )
     if not film.exists():
-        make_film(args.seconds, film, args.grain)
+        make_film(args.seconds, film, args.grain, one_slice=kind == "one")
     if args.repeat > 1:
         long = film.with_name(f"{film.stem}_x{args.repeat}{film.suffix}")
         if not long.exists():
@@ -153,7 +176,10 @@ def main() -> int:
     options = ExtractOptions()
     if args.no_audio:
         options = replace(options, audio=AudioOptions(enabled=False))
-    print(f"film: {film} ({info.frame_estimate} frames {info.width}x{info.height})")
+    print(
+        f"\n== film: {film} ({info.frame_estimate} frames {info.width}x{info.height}, "
+        f"{kind} slice(s) per frame)"
+    )
     print(f"before: {uptime()}")
     one, t1, cpu1, _ = timed(ShotSource(info, options))
     chunked = ChunkedShotSource(info, options, workers=args.workers)
@@ -207,7 +233,7 @@ def main() -> int:
         f"of decode, {per_seam:.0f} extra frames per seam (1 worker: "
         f"{film_frames / per_core_1 / 60:.1f} min)"
     )
-    return 0 if one == many else 1
+    return one == many
 
 
 if __name__ == "__main__":

@@ -215,6 +215,7 @@ def make_film(
     joins: Sequence[Join | None] | None = None,
     keyframes: Sequence[int] = (),
     scenecut: bool = True,
+    one_slice: bool = False,
 ) -> FilmTruth:
     """Write a film with the given shots and return its ground truth.
 
@@ -227,7 +228,10 @@ def make_film(
     black; None or missing: a hard cut); their frames are added between the shots.
     ``keyframes``: frame numbers forced to be IDR keyframes (libx264); ``scenecut`` False
     keeps the encoder from adding keyframes at cuts (then the keyframes are every ``gop``
-    frames and ``keyframes``, exactly).
+    frames and ``keyframes``, exactly). ``one_slice``: one slice per frame (x264 frame
+    threads), as the x264 and FFmpeg command lines encode by default; PyAV's default encoder
+    threading is slice threads, whose several slices per frame let FFmpeg decode one frame on
+    several cores (like Blu-ray's four slices).
     """
     path = Path(path)
     if isinstance(fps, Fraction) and fps.denominator == 1:
@@ -261,8 +265,11 @@ def make_film(
         vstream.options = {"crf": str(crf), "preset": preset, "bf": "0"}
         if keyframes:
             vstream.options["forced-idr"] = "1"
-        if not scenecut:
-            vstream.options["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
+        params = [f"keyint={gop}:min-keyint={gop}:scenecut=0"] if not scenecut else []
+        if one_slice:
+            params.append("sliced-threads=0")
+        if params:
+            vstream.options["x264-params"] = ":".join(params)
     forced = set(keyframes)
     astream = None
     if has_audio:
