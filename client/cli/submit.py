@@ -191,8 +191,8 @@ def run(args: argparse.Namespace) -> int:
                     )
                     return EXIT_INTERRUPTED
         job_id = str(created["job_id"])
-        print(f"job {job_id} queued on {url} (session {created.get('session_id')})")
-        try:
+        try:  # from here on, Ctrl-C leaves a job behind: say how to follow it
+            print(f"job {job_id} queued on {url} (session {created.get('session_id')})")
             follow_and_fetch(
                 client,
                 job_id,

@@ -84,7 +84,9 @@ def _wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-
 
 
 def test_ctrl_c_stops_every_worker_and_the_run_resumes(tmp_path: Path) -> None:
-    film = _film(tmp_path / "long.mp4", 60)
+    # Long enough that the run is still going when the signal lands, however loaded the
+    # machine: after the first shots the parent still has ~150 shots to prepare and write.
+    film = _film(tmp_path / "long.mp4", 160)
     reference = run_cli("shots", str(film), "--out", str(tmp_path / "ref"), "--quiet")
     assert reference.returncode == 0, reference.stderr
     out = tmp_path / "out"
