@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,14 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def as_in_a_terminal() -> None:
+    """``preexec_fn`` of a client that a test interrupts with SIGINT.
+
+    A command started from a background job (`bash .ci/run &`, nohup) inherits SIGINT
+    *ignored*, and Python then installs no KeyboardInterrupt handler, so a test's SIGINT would
+    be lost (the run then simply finishes). In a terminal, where a user presses Ctrl-C, SIGINT is
+    never ignored: give the client that disposition, as the process it stands for would have it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

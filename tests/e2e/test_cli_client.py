@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import run_cli
+from tests.cli_runner import as_in_a_terminal, run_cli
 from tests.fake_analysis_server import FakeAnalysisServer, free_port
 from tests.film_factory import FilmTruth, ShotSpec, make_film, standard_shots
 
@@ -30,14 +30,6 @@ def cli(*args: str, token: str | None = TOKEN, timeout: float = 300) -> subproce
     return run_cli(*args, token=token, timeout=timeout)
 
 
-def _as_in_a_terminal() -> None:
-    # A command started from a background job (`bash .ci/run &`, nohup) inherits SIGINT
-    # *ignored*, and Python then installs no KeyboardInterrupt handler, so a test's SIGINT would
-    # be lost. In a terminal, where a user presses Ctrl-C, SIGINT is never ignored: give the
-    # client that disposition, as the process it stands for would have it.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def start_cli(*args: str) -> subprocess.Popen:
     env = dict(os.environ, QWEN_SERVER_TOKEN=TOKEN)
     return subprocess.Popen(
@@ -47,7 +39,7 @@ def start_cli(*args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_as_in_a_terminal,
+        preexec_fn=as_in_a_terminal,
     )
 
 

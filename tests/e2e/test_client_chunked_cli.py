@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import REPO, run_cli
+from tests.cli_runner import REPO, as_in_a_terminal, run_cli
 from tests.film_factory import ShotSpec, make_film
 
 PATTERNS = ("bars", "checker", "circles", "noise", "gradient")
@@ -84,9 +84,9 @@ def _wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-
 
 
 def test_ctrl_c_stops_every_worker_and_the_run_resumes(tmp_path: Path) -> None:
-    # Long enough that the run is still going when the signal lands, however loaded the
-    # machine: after the first shots the parent still has ~150 shots to prepare and write.
-    film = _film(tmp_path / "long.mp4", 160)
+    # Long enough that the run is still going when the signal lands on a loaded machine: after
+    # the first shots the parent still has ~100 shots to prepare and write.
+    film = _film(tmp_path / "long.mp4", 100)
     reference = run_cli("shots", str(film), "--out", str(tmp_path / "ref"), "--quiet")
     assert reference.returncode == 0, reference.stderr
     out = tmp_path / "out"
@@ -98,6 +98,7 @@ def test_ctrl_c_stops_every_worker_and_the_run_resumes(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=as_in_a_terminal,
     )
     try:
         jsonl = out / "shots.jsonl"

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cli_runner import REPO, run_cli
+from tests.cli_runner import REPO, as_in_a_terminal, run_cli
 from tests.conftest import LiveServer, run_server, test_settings
 from tests.film_factory import FilmTruth, ShotSpec, make_film
 
@@ -74,6 +74,7 @@ def _spawn(server: LiveServer, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=as_in_a_terminal,
     )
 
 
