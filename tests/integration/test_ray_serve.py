@@ -213,7 +213,7 @@ def test_killing_a_replica_mid_load_loses_no_request(ray_app: str) -> None:
     replica, or 503 + Retry-After that the client retries)."""
     ingress = serve.get_deployment_handle("Ingress", app_name=APP)
     lost_before = ingress.engine_stats.remote().result()["replicas_lost"]
-    per_client, clients = 5, 5
+    per_client, clients = 10, 5  # runway: calls are still in flight when the kill lands
     done: list[int] = []
     served: list[str] = []
     refused: list[int] = []
@@ -239,6 +239,10 @@ def test_killing_a_replica_mid_load_loses_no_request(ray_app: str) -> None:
         except BaseException as exc:
             errors.append(exc)
 
+    # The replicas' actors looked up before the load, so the kill follows the choice at once (a
+    # Ray call made then can take seconds on a loaded machine, and the calls in flight end).
+    replicas = ingress.engine_stats.remote().result()["engine_replicas"]
+    actors = {name: ray.get_actor(r["actor"], namespace="serve") for name, r in replicas.items()}
     threads = [threading.Thread(target=client_loop, args=(c,)) for c in range(clients)]
     for t in threads:
         t.start()
@@ -248,8 +252,7 @@ def test_killing_a_replica_mid_load_loses_no_request(ray_app: str) -> None:
     with lock:
         latest = served[-clients:]
     victim = max(set(latest), key=latest.count)
-    actor = ingress.engine_stats.remote().result()["engine_replicas"][victim]["actor"]
-    ray.kill(ray.get_actor(actor, namespace="serve"), no_restart=True)
+    ray.kill(actors[victim], no_restart=True)
     for t in threads:
         t.join(300)
     assert not errors, errors
