@@ -2,13 +2,15 @@
 
 ``ShotScanner`` decodes the video stream once, front to back (no seeking), with FFmpeg's slice
 threading (deterministic even on damaged files, see ``ShotScanner.__iter__``); corrupt packets and
-frames that could not be decoded are counted in ``ScanStats``. Each frame is shrunk once for the
-detector; frames are held back ``ScanStats.hold_frames`` frames (the detector's delay, 2 for the
-adaptive detector, or the transition finder's lookahead, ~22 at 25 fps, when longer), so when a
-frame is committed to the open shot its cut, if any, is already known. The open shot keeps a
-bounded set of sample candidates (``client.media.frames.ShotReservoir``); shots are closed with
-their picked frames and yielded while decoding goes on, so they stream out and memory does not
-grow with the film's length.
+frames that could not be decoded are counted in ``ScanStats`` (``client.media.scan_stats``). Each
+frame is shrunk once for the detector and analysed on a worker thread a few frames behind the
+decoder (``client.media.frame_analysis``: decoding and analysis overlap; what is done with the
+results stays in the decode thread, in frame order); frames are held back ``ScanStats.hold_frames``
+frames (the detector's delay, 2 for the adaptive detector, or the transition finder's lookahead,
+~22 at 25 fps, when longer), so when a frame is committed to the open shot its cut, if any, is
+already known. The open shot keeps a bounded set of sample candidates
+(``client.media.frames.ShotReservoir``); shots are closed with their picked frames and yielded
+while decoding goes on, so they stream out and memory does not grow with the film's length.
 
 Transitions (``DetectionOptions.transitions``): a ``TransitionFinder`` is fed the same small
 pictures; frames are then held back its ``lookahead`` (about half the longest dissolve) before
@@ -43,7 +45,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import av
 
@@ -52,82 +54,24 @@ from client.media.assembly import ScannedShot, ShotAssembler
 from client.media.boundaries import BoundaryPlanner, ShotEdges
 from client.media.clip import RangeClipper
 from client.media.detection import CutFinder, make_detector, min_shot_frames
+from client.media.frame_analysis import (
+    PIPELINE_LAG,
+    AnalysisPipeline,
+    FrameAnalyser,
+    FrameAnalysis,
+)
 from client.media.frames import Candidate, FrameConverter, candidate_capacity, output_size
 from client.media.probe import VideoInfo, find_video_stream, open_container
+from client.media.scan_stats import ScanStats
 from client.media.seams import DecodeWindow, sync_key
 from client.media.transitions import TransitionFinder
 from client.options import ExtractOptions, TimeRange
 
+__all__ = ["ScanStats", "ShotScanner"]
+
 log = logging.getLogger("client.media.scan")
 
 MAX_CORRUPT_WARNINGS = 5
-REORDER_SLACK = 16  # frames a decoder may still hold back when a pass stops mid-film
-
-
-@dataclass
-class ScanStats:
-    """Counters of one decode pass.
-
-    ``packets`` counts the video packets read that carry data (one coded frame each);
-    ``declared_frames`` is the container's frame count when it has one (MP4/MOV do, WebM and
-    MKV usually not); without one, ``duration_frames`` estimates it from the declared duration
-    and frame rate (a damaged WebM cluster is skipped by the demuxer without any error, so the
-    packets read alone would not show the loss). Frames expected but not decoded are
-    ``dropped_frames``; the duration estimate only counts beyond a tolerance of 1 % + 2
-    frames (durations are rounded, and audio can outlast the picture). A pass that ended at
-    its time range's end (``range_stopped``) only expects the packets it read, less the
-    decoder's reorder delay (``REORDER_SLACK`` frames still inside the decoder).
-    """
-
-    frames: int = 0
-    corrupt_packets: int = 0
-    packets: int = 0
-    declared_frames: int | None = None
-    duration_frames: int | None = None  # duration x frame rate, when no count is declared
-    first_time: float | None = None
-    last_frame: int = -1
-    stopped_early: bool = False
-    read_stopped: bool = False  # a read error ended the pass before the end of the file
-    range_stopped: bool = False  # the pass ended after the --end of the run's time range
-    # Frames held back before being committed to a shot: the detector's delay, or the
-    # transition finder's lookahead when longer (a pass with a range decodes this far past it).
-    hold_frames: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def expected_frames(self) -> int:
-        """How many frames the film should have yielded (see the class doc)."""
-        if self.range_stopped:
-            return max(self.frames, self.packets - REORDER_SLACK)
-        expected = max(self.packets, self.declared_frames or 0)
-        estimate = self.duration_frames
-        if (
-            self.declared_frames is None
-            and estimate is not None
-            and estimate - expected > 2 + 0.01 * estimate
-        ):
-            expected = estimate
-        return expected
-
-    @property
-    def dropped_frames(self) -> int:
-        """Frames expected but not decoded."""
-        return max(0, self.expected_frames - self.frames)
-
-    def as_record(self, max_errors: int = 20) -> dict[str, object]:
-        """The decode report written to run.json (the first ``max_errors`` messages)."""
-        expected = self.expected_frames
-        return {
-            "expected_frames": expected,
-            "frames_decoded": self.frames,
-            "video_packets": self.packets,
-            "declared_frames": self.declared_frames,
-            "dropped_frames": self.dropped_frames,
-            "dropped_fraction": round(self.dropped_frames / expected, 6) if expected else 0.0,
-            "corrupt_packets": self.corrupt_packets,
-            "read_stopped": self.read_stopped,
-            "errors": self.errors[:max_errors],
-        }
 
 
 class ShotScanner:
@@ -337,43 +281,42 @@ class ShotScanner:
             self._held_frames = held
             prev_t: float | None = None
             nominal = 1.0 / float(fps)
-
-            for frame in self._decoded_frames(container, stream):
-                # Frame numbers are the decoded frame index (see client.media.shot); times are the
-                # frames' timestamps, kept increasing (a frame without one, or with one that
-                # goes back, is placed one nominal frame after the previous).
-                frame_no = self.stats.frames if window is None else window.number(frame)
-                t = float(frame.time) if frame.time is not None else None
-                if prev_t is None:
-                    t = t if t is not None else 0.0
-                    self.stats.first_time = t
-                elif t is None or t <= prev_t:
-                    t = prev_t + nominal
-                prev_t = t
-                self.stats.frames += 1
-                small = self._converter.detection_frame(frame)
-                planner.add_cuts(finder.process(frame_no, small))
-                planner.frame_time(frame_no, t)
-                if transitions is not None:
-                    planner.add_groups(transitions.process(frame_no, small))
-                held.append((frame_no, t, frame))
-                while len(held) > hold:
-                    self._commit(shots, clip, *held.popleft())
-                yield from self._release(
-                    transitions.settled if transitions is not None else math.inf
-                )
-                if self.on_frame is not None:
-                    self.on_frame(frame_no, t)
-                if clip is not None and clip.done:
-                    tail = clip.tail()
-                    if tail is not None:
-                        self._wait(tail, None, final=True)
-                    if transitions is not None:
-                        planner.add_groups(transitions.finish())
-                    yield from self._release(math.inf)
-                    self.stats.range_stopped = True
-                    self.stats.last_frame = clip.last[0] if clip.last is not None else -1
+            # The analysis trails the decoder on its own thread (client.media.frame_analysis),
+            # except where a step needs the analysers' state at exactly its frame: a range's
+            # end closes the transition finder there, a chunk worker reads sync keys.
+            lag = 0 if span is not None or window is not None else PIPELINE_LAG
+            analysis = AnalysisPipeline(FrameAnalyser(self._converter, finder, transitions), lag)
+            pending: deque[tuple[int, float, av.VideoFrame]] = deque()
+            step = _Step(self, shots, clip, held, hold)
+            decoded = 0
+            try:
+                for frame in self._decoded_frames(container, stream):
+                    # Frame numbers are the decoded frame index (see client.media.shot); times
+                    # are the frames' timestamps, kept increasing (a frame without one, or with
+                    # one that goes back, is placed one nominal frame after the previous).
+                    frame_no = decoded if window is None else window.number(frame)
+                    decoded += 1
+                    t = float(frame.time) if frame.time is not None else None
+                    if prev_t is None:
+                        t = t if t is not None else 0.0
+                        self.stats.first_time = t
+                    elif t is None or t <= prev_t:
+                        t = prev_t + nominal
+                    prev_t = t
+                    analysis.submit(frame_no, frame)
+                    pending.append((frame_no, t, frame))
+                    while len(pending) > lag:
+                        yield from step.run(*pending.popleft(), analysis.result())
+                        if step.range_done:
+                            return
+                if self.stop.is_set():
                     return
+                while pending:
+                    yield from step.run(*pending.popleft(), analysis.result())
+                    if step.range_done:
+                        return
+            finally:
+                analysis.close()
             if self.stop.is_set():
                 return
             planner.add_cuts(finder.finish())
@@ -396,6 +339,55 @@ class ShotScanner:
             yield from self._release(math.inf)
         finally:
             container.close()
+
+
+class _Step:
+    """The scanner's work for one analysed frame, in the decode thread (see ``__iter__``):
+    the analysis results to the planner, the frame held back, older frames committed to
+    shots, settled shots yielded. ``range_done``: the pass reached its time range's end."""
+
+    def __init__(
+        self,
+        scanner: ShotScanner,
+        shots: ShotAssembler,
+        clip: RangeClipper | None,
+        held: deque[tuple[int, float, av.VideoFrame]],
+        hold: int,
+    ) -> None:
+        self.scanner = scanner
+        self.shots = shots
+        self.clip = clip
+        self.held = held
+        self.hold = hold
+        self.range_done = False
+
+    def run(
+        self, frame_no: int, t: float, frame: av.VideoFrame, found: FrameAnalysis
+    ) -> Iterator[ScannedShot]:
+        scanner = self.scanner
+        planner, transitions, held = scanner._planner, scanner._transitions, self.held
+        scanner.stats.frames += 1
+        planner.add_cuts(found.cuts)
+        planner.frame_time(frame_no, t)
+        if transitions is not None:
+            planner.add_groups(found.groups)
+        held.append((frame_no, t, frame))
+        while len(held) > self.hold:
+            scanner._commit(self.shots, self.clip, *held.popleft())
+        yield from scanner._release(found.settled)
+        if scanner.on_frame is not None:
+            scanner.on_frame(frame_no, t)
+        clip = self.clip
+        if clip is not None and clip.done:
+            tail = clip.tail()
+            if tail is not None:
+                scanner._wait(tail, None, final=True)
+            if transitions is not None:
+                planner.add_groups(transitions.finish())
+            yield from scanner._release(math.inf)
+            scanner.stats.range_stopped = True
+            scanner.stats.last_frame = clip.last[0] if clip.last is not None else -1
+            self.range_done = True
 
 
 def _describe(span: TimeRange | None) -> str:
