@@ -93,7 +93,7 @@ def _join_background_threads() -> None:
     """Stop and join the client's own background threads before the process may exit.
 
     A thread left running in native code (formerly the librosa/numba warm-up inside LLVM; now
-    the audio code's imports and warm-up: scipy, onnxruntime) while the interpreter shuts down
+    the audio code's imports and warm-up: onnxruntime, OpenBLAS) while the interpreter shuts down
     aborts the process (exit 134) even though the results are complete.
     """
     loading = sys.modules.get("client.media.feature_loading")

@@ -2,7 +2,7 @@
 
 The audio feature code is imported and warmed up on background threads
 (``client.media.feature_loading``, ``client.media.features``). Those threads are not daemons,
-because a thread still importing native code (scipy, BLAS, onnxruntime) at interpreter exit can
+because a thread still importing native code (BLAS, onnxruntime) at interpreter exit can
 abort the process, so each must be joined on every exit path: ``stop`` sets the job's stop flag
 (the target checks it between steps) and joins the thread; after it returns no thread of the
 job is running. Both modules share this one implementation of start/stop.

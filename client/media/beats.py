@@ -18,7 +18,8 @@ known, which keeps the Python loop to a few hundred iterations per audio minute.
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
+
+from client.media import spectral
 
 START_BPM = 120.0
 MAX_TEMPO = 320.0
@@ -53,13 +54,13 @@ def _mean_tempogram(onset: np.ndarray, win: int) -> np.ndarray:
     half = win // 2
     padded = np.pad(onset.astype(np.float64), (half, half), mode="linear_ramp", end_values=(0, 0))
     window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(win) / win)
-    n_fft = scipy.fft.next_fast_len(2 * win - 1, real=True)
+    n_fft = spectral.next_fast_len(2 * win - 1)
     total = np.zeros(win)
     frames = np.lib.stride_tricks.sliding_window_view(padded, win)[:n]
     for first in range(0, n, TEMPOGRAM_BLOCK):
         block = frames[first : first + TEMPOGRAM_BLOCK] * window
-        spectrum = scipy.fft.rfft(block, n=n_fft, axis=1)
-        ac = scipy.fft.irfft(np.abs(spectrum) ** 2, n=n_fft, axis=1)[:, :win]
+        spectrum = spectral.rfft(block, n=n_fft, axis=1)
+        ac = spectral.irfft(np.abs(spectrum) ** 2, n=n_fft, axis=1)[:, :win]
         peak = np.max(np.abs(ac), axis=1, keepdims=True)
         total += (ac / np.where(peak < np.finfo(np.float64).tiny, 1.0, peak)).sum(axis=0)
     return total / max(1, n)

@@ -1,7 +1,7 @@
 """Per-shot audio features, named exactly as the contract's ``audio_features``.
 
 All spectral features come from one magnitude STFT (n_fft 2048, hop 512) of the shot's slice of
-the mono track, so a shot costs one STFT; they are computed with numpy/scipy
+the mono track, so a shot costs one STFT; they are computed with numpy
 (``client.media.spectral``, ``client.media.beats``), reproducing librosa 0.11's definitions
 (the unit tests compare with librosa itself), without librosa's numba JIT on the run path.
 Speech comes from silero-vad (``client.media.speech``), loudness from pyloudnorm's K-weighting
@@ -33,9 +33,10 @@ of the window's duration. The thresholds were set on the shared test media (spee
 song, two film excerpts): tonal animal song such as the humpback recording counts as music by
 this rule, which hears pitch and pulse, not intent.
 
-Start-up cost is small (scipy.fft and the filter banks, onnxruntime and the VAD session,
-pyloudnorm): ``warm_up_in_background`` still runs a tiny extraction in a thread at start so it
-overlaps with opening and decoding the film instead of delaying the first shot.
+Start-up cost is small (no scipy is imported; the filter banks, onnxruntime and the VAD
+session, the K-weighting FIR): ``warm_up_in_background`` still runs a tiny extraction in a
+thread at start so it overlaps with opening and decoding the film instead of delaying the first
+shot.
 
 The warm-up thread is *not* a daemon and must never outlive the command: a thread still inside
 native code (onnxruntime, BLAS, and formerly numba/llvmlite) when the interpreter exits makes
@@ -83,15 +84,14 @@ _blas_limited = False
 
 
 def limit_blas_threads() -> None:
-    """Run BLAS (numpy's and scipy's OpenBLAS) on one thread in this process, once.
+    """Run BLAS (numpy's OpenBLAS) on one thread in this process, once.
 
     The features' matrix products are small (a shot's spectrogram times a filter bank) and run
     on several worker threads next to the decoder: OpenBLAS's own threads then only wait for
     each other and for the decoder. Measured on the 2-core test machine: a 5 s shot's mel and
     chroma products took 11 ms with 2 BLAS threads and 0.6 ms with one; the whole feature set
-    87 ms and 21 ms. scipy.signal (and so scipy's OpenBLAS) is imported first, so both
-    libraries are limited. Uses threadpoolctl when installed (it comes with scikit-learn,
-    which librosa needs); without it nothing changes.
+    87 ms and 21 ms. Uses threadpoolctl when installed (it comes with scikit-learn, which
+    librosa needs); without it nothing changes.
     """
     global _blas_limited
     with _blas_lock:
@@ -99,7 +99,6 @@ def limit_blas_threads() -> None:
             return
         _blas_limited = True
         try:
-            import scipy.signal  # noqa: F401  # loads scipy's OpenBLAS before the limit
             from threadpoolctl import threadpool_limits
         except ImportError:  # pragma: no cover - threadpoolctl is optional
             log.debug("threadpoolctl not installed: BLAS keeps its default threads")
@@ -273,7 +272,7 @@ def shot_audio_features(
 
 
 def _warm_up_steps(sr: int = 22050) -> list[Callable[[], object]]:
-    """The warm-up as short steps (filter banks, the VAD session, pyloudnorm's filters, the
+    """The warm-up as short steps (filter banks, the VAD session, the K-weighting FIR, the
     feature path without and with beats), each touching code a real shot will run."""
     rng = np.random.default_rng(0)
     short = rng.uniform(-0.1, 0.1, sr // 2).astype(np.float32)
@@ -308,7 +307,7 @@ def _warm_up(stop: threading.Event) -> None:
 
 def warm_up_in_background() -> threading.Thread | None:
     """Start (once per process) the thread that loads the audio feature code (filter banks,
-    the VAD model, pyloudnorm) ahead of the first shot.
+    the VAD model, the K-weighting FIR) ahead of the first shot.
 
     The thread is joined by ``stop_warm_up``; callers that start it must call that before the
     process exits (see the module doc for why). Returns the running thread, or None when the

@@ -67,3 +67,41 @@ def test_undefined_measures_are_none() -> None:
     assert silent == {"loudness_lufs": None, "loudness_range_lu": None}  # gated silent
     quiet = measure_loudness(_noise(5, -85), SR)  # below the -70 LUFS absolute gate
     assert quiet == {"loudness_lufs": None, "loudness_range_lu": None}
+
+
+@pytest.mark.parametrize("sr", [8000, 16000, 22050, 44100, 48000])
+def test_k_weighting_is_pyloudnorms_filter(sr: int) -> None:
+    """The same biquads as pyloudnorm's meter, and the FIR of their impulse response filters
+    as scipy's lfilter of those biquads does (zero initial state), to float64 rounding."""
+    from client.media.loudness import k_weighted, k_weighting_biquads
+
+    stages = list(pyloudnorm.Meter(sr)._filters.values())
+    ours = k_weighting_biquads(sr)
+    assert len(ours) == len(stages) == 2
+    for (b, a), stage in zip(ours, stages, strict=True):
+        np.testing.assert_allclose(b, stage.b, rtol=1e-13)
+        np.testing.assert_allclose(a, stage.a, rtol=1e-13)
+    x = np.random.default_rng(sr).normal(0.0, 0.3, int(sr * 2.5))
+    ref = x
+    for stage in stages:
+        ref = stage.apply_filter(ref)
+    np.testing.assert_allclose(k_weighted(x, sr), ref, rtol=0, atol=1e-11)
+
+
+def test_the_audio_features_do_not_import_scipy() -> None:
+    """scipy.signal cost 0.6-0.9 s of CPU per process and scipy.fft 0.3 s: the run path uses
+    numpy's FFT, libswresample and its own K-weighting instead."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from client.media import features\n"
+        "y = np.random.default_rng(0).uniform(-0.2, 0.2, 22050 * 5).astype(np.float32)\n"
+        "out, err = features.shot_audio_features(y, 22050, 2.0)\n"
+        "assert out['loudness_lufs'] is not None and 'speech_ratio' in out, (out, err)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'pyloudnorm')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
