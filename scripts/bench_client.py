@@ -18,6 +18,11 @@ as a real subprocess timed from the outside (wall seconds, and the CPU seconds t
 6. **straightforward**, in-process (``bench_straightforward``): PySceneDetect's ``detect()``,
    a seek per sampled frame, the audio decoded per shot.
 
+The measurements run round robin, ``--repeat`` rounds (each round runs every one of them
+once, bare decodes and ``shots`` alike), and the fastest of each is kept: a shared host speeds
+up and slows down over minutes, by 20 % and more, and a bare decode timed minutes before the
+``shots`` runs would compare one phase of the machine with another.
+
 It prints the ratios the client is judged on, with their targets: bare decode / shots (the
 faster bare decode's wall time over the warm run's; >= 0.80), first run / warm run (<= 1.50)
 and straightforward / shots (>= 4). The load average is printed too: on a shared machine other
@@ -38,6 +43,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,32 +121,38 @@ def test_films(seconds: float, out: Path | None, grains: list[int]) -> list[tupl
     return films
 
 
-def bench_tree(tree: Tree, result: FilmResult, work: Path, args: argparse.Namespace) -> Path | None:
-    """Time ``shots`` of one tree on one film (first run, warm, no audio); returns the warm
-    run's results folder."""
+def tree_runs(
+    tree: Tree, result: FilmResult, work: Path, args: argparse.Namespace
+) -> tuple[list[tuple[str, Callable[[], Timing]]], Path]:
+    """The timed runs of ``shots`` of one tree on one film (first run, warm, no audio), each a
+    callable doing one run, and the results folder the warm runs write."""
     suffix = "" if tree.root == REPO else f"  [{tree.name}]"
     slug = f"{tree.name}-{result.film.stem}"
     out = work / f"out-{slug}"
     cmd = [sys.executable, "-m", "client.cli", "shots", str(result.film), "-o", str(out)]
     cmd += ["--force"]  # with its progress bar (on a pipe) and table, as a user runs it
-    firsts, warms = [], []
-    env: dict[str, str] = {}
-    for i in range(args.repeat if not args.skip_first_run else 1):
-        env = fresh_env(work / f"cache-{slug}-{i}")
-        if not args.skip_first_run:
-            firsts.append(timed(cmd, tree.root, env)[0])
-    if firsts:
-        result.rows["qwen-client shots, first run" + suffix] = fastest(firsts)
-    if args.skip_first_run:
-        timed(cmd, tree.root, env)  # fills the caches: every timed run below is warm
-    for _ in range(args.repeat):
-        warms.append(timed(cmd, tree.root, env)[0])
-    result.rows["qwen-client shots (warm)" + suffix] = fastest(warms)
+    firsts = iter(range(1_000_000))
+    warm_env = fresh_env(work / f"cache-{slug}-warm")
+    timed(cmd, tree.root, warm_env)  # fills the caches: every warm run below is warm
+
+    def first() -> Timing:
+        return timed(cmd, tree.root, fresh_env(work / f"cache-{slug}-{next(firsts)}"))[0]
+
+    runs: list[tuple[str, Callable[[], Timing]]] = []
+    if not args.skip_first_run:
+        runs.append(("qwen-client shots, first run" + suffix, first))
+    runs.append(("qwen-client shots (warm)" + suffix, lambda: timed(cmd, tree.root, warm_env)[0]))
     if not args.skip_no_audio:
-        quiet = [timed([*cmd, "--no-audio"], tree.root, env)[0] for _ in range(args.repeat)]
-        result.rows["qwen-client shots --no-audio (warm)" + suffix] = fastest(quiet)
-        timed(cmd, tree.root, env)  # leave the folder with audio features for the comparison
-    return out
+        quiet = [*cmd, "--no-audio"]
+        runs.append(
+            (
+                "qwen-client shots --no-audio (warm)" + suffix,
+                lambda: timed(quiet, tree.root, warm_env)[0],
+            )
+        )
+        # The last run of the round leaves the folder with audio features for the comparison.
+        runs.append(("", lambda: timed(cmd, tree.root, warm_env)[0]))
+    return runs, out
 
 
 def compare_outputs(new: Path, old: Path) -> str:
@@ -194,16 +206,34 @@ def bench_film(
         f"audio: {info.audio_codec})",
         flush=True,
     )
-    for thread_type in ("SLICE", "AUTO"):
-        runs = []
-        for _ in range(args.repeat):
+
+    def bare(thread_type: str) -> Callable[[], Timing]:
+        def run() -> Timing:
             cmd = [sys.executable, "-c", BARE_DECODE, str(film), thread_type]
             timing, out = timed(cmd, REPO, dict(os.environ))
-            runs.append(timing)
             result.frames = int(out.strip())
-        result.rows[f"bare PyAV decode, {thread_type} threads"] = fastest(runs)
-    outs = [bench_tree(tree, result, work, args) for tree in trees]
-    if len(trees) > 1 and outs[0] is not None:
+            return timing
+
+        return run
+
+    runs = [(f"bare PyAV decode, {t} threads", bare(t)) for t in ("SLICE", "AUTO")]
+    outs = []
+    for tree in trees:
+        tree_rows, out = tree_runs(tree, result, work, args)
+        runs += tree_rows
+        outs.append(out)
+    # Round robin: every repeat runs each measurement once, so a machine that speeds up or
+    # slows down over minutes (shared hosts do) weighs on all of them alike; the fastest of
+    # each is kept.
+    timings: dict[str, list[Timing]] = {}
+    for _ in range(args.repeat):
+        for name, run in runs:
+            timing = run()
+            if name:
+                timings.setdefault(name, []).append(timing)
+    for name, measured in timings.items():
+        result.rows[name] = fastest(measured)
+    if len(trees) > 1:
         for tree, out in zip(trees[1:], outs[1:], strict=True):
             if out is not None:
                 result.notes.append(f"vs {tree.name}: " + compare_outputs(outs[0], out))
