@@ -51,6 +51,7 @@ import av
 
 from client.errors import InputError, NoFramesDecoded
 from client.media.assembly import ScannedShot, ShotAssembler
+from client.media.audio import discard_other_streams
 from client.media.boundaries import BoundaryPlanner, ShotEdges
 from client.media.clip import RangeClipper
 from client.media.detection import CutFinder, make_detector, min_shot_frames
@@ -235,6 +236,7 @@ class ShotScanner:
             # deterministic, and intact films decode to the same frames either way. (The other
             # half of determinism on damaged files is in _detach.)
             stream.thread_type = "SLICE"
+            discard_other_streams(container, stream)
             window = self.window
             if window is not None:
                 window.seek(container, stream)
