@@ -40,6 +40,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -84,6 +85,24 @@ class FilmResult:
     seconds: float = 0.0
     rows: dict[str, Timing] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Per round: the round's faster bare decode over its warm shots run (and --no-audio).
+    paired: dict[str, list[float]] = field(default_factory=dict)
+
+
+def paired_ratios(timings: dict[str, list[Timing]], tree: Tree) -> dict[str, list[float]]:
+    """bare decode / shots within each round (the runs of a round are minutes apart at most,
+    so a drifting machine weighs on both sides of each ratio alike)."""
+    tag = "" if tree.root == REPO else f"  [{tree.name}]"
+    bares = [timings.get(f"bare PyAV decode, {t} threads", []) for t in ("SLICE", "AUTO")]
+    out: dict[str, list[float]] = {}
+    for label, row in (
+        ("bare decode / shots", "qwen-client shots (warm)" + tag),
+        ("bare decode / shots --no-audio", "qwen-client shots --no-audio (warm)" + tag),
+    ):
+        for i, shots in enumerate(timings.get(row, [])):
+            bare = min(b[i].wall for b in bares if len(b) > i)
+            out.setdefault(label, []).append(bare / shots.wall)
+    return out
 
 
 def make_test_film(seconds: float, path: Path, grain: int, seed: int = 1) -> Path:
@@ -233,6 +252,7 @@ def bench_film(
                 timings.setdefault(name, []).append(timing)
     for name, measured in timings.items():
         result.rows[name] = fastest(measured)
+    result.paired = paired_ratios(timings, trees[0])
     if len(trees) > 1:
         for tree, out in zip(trees[1:], outs[1:], strict=True):
             if out is not None:
@@ -302,6 +322,18 @@ def print_report(results: list[FilmResult], trees: list[Tree], load: str) -> Non
                 continue
             cells = "".join(f" | {ratio(r, top, bottom)}" for r in results)
             print(f"{(label + tag):<40}{target:>8}{cells}")
+    if any(r.paired for r in results):
+        print("\nthe same ratios round by round (median, then each round's value):")
+        for label in ("bare decode / shots", "bare decode / shots --no-audio"):
+            cells = ""
+            for r in results:
+                values = r.paired.get(label, [])
+                if not values:
+                    cells += f" | {'-':>34}"
+                    continue
+                each = " ".join(f"{v:.2f}" for v in values)
+                cells += f" | {statistics.median(values):5.2f}  ({each})"[:37].ljust(37)
+            print(f"{label:<48}{cells}")
     for r in results:
         for note in r.notes:
             print(f"{r.label}: {note}")
