@@ -43,15 +43,6 @@ def find_audio_stream(container: av.container.InputContainer) -> av.audio.stream
     return streams[0]
 
 
-def discard_other_streams(container: av.container.InputContainer, keep: av.stream.Stream) -> None:
-    """Have the demuxer skip every stream but ``keep``: the audio pass then never reads the
-    video's packets (MP4 and MOV do not even read their bytes; 143 MB for a minute of grainy
-    1080p), and the video pass not the audio's."""
-    for other in container.streams:
-        if other.index != keep.index:
-            other.discard = av.stream.Discard.all
-
-
 class AudioTrack:
     """Background decoder of one audio stream with blocking, bounded random access."""
 
@@ -155,6 +146,9 @@ class AudioTrack:
                 self._cond.notify_all()
 
     def _decode(self) -> None:
+        # probe imports this module (find_audio_stream), so its helper is imported here.
+        from client.media.probe import discard_other_streams
+
         with av.open(self.path) as container:
             stream = find_audio_stream(container)
             if stream is None:

@@ -78,6 +78,15 @@ def open_container(path: str | Path) -> av.container.InputContainer:
         raise VideoOpenFailure(f"cannot open {p.name} as a video: {exc}") from None
 
 
+def discard_other_streams(container: av.container.InputContainer, keep: av.stream.Stream) -> None:
+    """Have the demuxer skip every stream but ``keep``: the audio pass then never reads the
+    video's packets (MP4 and MOV do not even read their bytes; 143 MB for a minute of grainy
+    1080p), and the video pass not the audio's."""
+    for other in container.streams:
+        if other.index != keep.index:
+            other.discard = av.stream.Discard.all
+
+
 def find_video_stream(
     container: av.container.InputContainer, name: str
 ) -> av.video.stream.VideoStream:

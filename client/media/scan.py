@@ -51,7 +51,6 @@ import av
 
 from client.errors import InputError, NoFramesDecoded
 from client.media.assembly import ScannedShot, ShotAssembler
-from client.media.audio import discard_other_streams
 from client.media.boundaries import BoundaryPlanner, ShotEdges
 from client.media.clip import RangeClipper
 from client.media.detection import CutFinder, make_detector, min_shot_frames
@@ -62,7 +61,12 @@ from client.media.frame_analysis import (
     FrameAnalysis,
 )
 from client.media.frames import Candidate, FrameConverter, candidate_capacity, output_size
-from client.media.probe import VideoInfo, find_video_stream, open_container
+from client.media.probe import (
+    VideoInfo,
+    discard_other_streams,
+    find_video_stream,
+    open_container,
+)
 from client.media.scan_stats import ScanStats
 from client.media.seams import DecodeWindow, sync_key
 from client.media.transitions import TransitionFinder
