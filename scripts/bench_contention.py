@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("film", type=Path)
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the fastest is kept")
     args = parser.parse_args(argv)
+    if not args.film.is_file():
+        parser.error(f"no such film: {args.film}")
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         parser.error("needs at least two cores")
