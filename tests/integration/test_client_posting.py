@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -82,12 +82,38 @@ def test_batch_size_groups_shots(film: FilmTruth, servers, tmp_path: Path) -> No
     assert a.recorded.answered == 3  # 5 shots in batches of 2
 
 
+def _release_when(server: FakeAnalysisServer, ready: Callable[[], bool]) -> None:
+    """Release the server's held requests once ``ready()`` holds (at most 60 s, so a broken
+    run fails on its assertions instead of hanging)."""
+    deadline = time.monotonic() + 60
+    while not ready() and time.monotonic() < deadline and not server.behaviour.release.is_set():
+        time.sleep(0.01)
+    server.behaviour.release.set()
+
+
 def test_a_failing_server_leaves_the_rotation(
     film: FilmTruth, servers, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     a, b = servers
     b.behaviour.always_fail = True  # 503 without Retry-After: a hard failure every time
-    report = _run(film, tmp_path, [a.url, b.url], max_consecutive_failures=3)
+    # a holds every batch until b has failed 3 times, and b's retries wait no backoff: so b is
+    # always the idle, ready server the next attempt goes to, and it gets its 3 attempts
+    # whatever the timing (once a answered every shot, b would never be asked again).
+    a.behaviour.hold_after = 0
+    released = threading.Thread(target=_release_when, args=(a, lambda: b.requests >= 3))
+    released.start()
+    try:
+        report = _run(
+            film,
+            tmp_path,
+            [a.url, b.url],
+            max_consecutive_failures=3,
+            backoff_base=0.0,
+            backoff_cap=0.0,
+        )
+    finally:
+        a.behaviour.release.set()
+        released.join()
     assert report.shots == len(film.shots)
     assert b.recorded.answered == 0 and b.requests == 3
     assert sorted(a.shot_ids) == list(range(1, len(film.shots) + 1))
