@@ -291,41 +291,37 @@ def print_report(results: list[FilmResult], trees: list[Tree], load: str) -> Non
             cells += f" | {t.wall:7.2f} {cpu} {share} {others} {rt:4.1f}x"
         print(f"{name:<48}{cells}")
 
-    def ratio(r: FilmResult, top: str, bottom: str) -> str:
+    def ratio(r: FilmResult, top: str, bottom: str, measure: str) -> str:
+        """top / bottom in wall seconds, in CPU seconds, or top's wall time over bottom's CPU
+        floor (its CPU seconds spread over every core)."""
         a, b = r.rows.get(top), r.rows.get(bottom)
-        if top == "bare cpu":
-            return f"{a.cpu / b.cpu:34.2f}" if a and b and b.cpu else f"{'-':>34}"
-        if top == "bare floor":  # against the shots run's CPU seconds spread over every core
-            floor = b.cpu / (os.cpu_count() or 1) if b else 0.0
-            return f"{a.wall / floor:34.2f}" if a and floor else f"{'-':>34}"
-        return f"{a.wall / b.wall:34.2f}" if a and b else f"{'-':>34}"
+        if not (a and b):
+            return f"{'-':>34}"
+        under = {"wall": b.wall, "cpu": b.cpu, "floor": b.cpu / (os.cpu_count() or 1)}[measure]
+        over = a.cpu if measure == "cpu" else a.wall
+        return f"{over / under:34.2f}" if under else f"{'-':>34}"
 
     print(f"\n{'ratio (wall time)':<40}{'target':>8}" + "".join(f" | {'':34}" for _ in results))
     for r in results:  # the faster bare decode is the limit
         bare = [t for n, t in r.rows.items() if n.startswith("bare")]
         r.rows["bare"] = fastest(bare)
         r.rows["bare cpu"] = min(bare, key=lambda t: t.cpu)
-        r.rows["bare floor"] = r.rows["bare"]
     for tree in trees:
         tag = "" if tree.root == REPO else f"  [{tree.name}]"
         warm, first = "qwen-client shots (warm)" + tag, "qwen-client shots, first run" + tag
+        no_audio = "qwen-client shots --no-audio (warm)" + tag
         rows = [
-            ("bare decode / shots", ">= 0.80", "bare", warm),
-            ("  the same in CPU seconds", "", "bare cpu", warm),
-            ("  bare decode / shots' CPU floor", "", "bare floor", warm),
-            (
-                "bare decode / shots --no-audio",
-                "",
-                "bare",
-                "qwen-client shots --no-audio (warm)" + tag,
-            ),
-            ("first run / warm run", "<= 1.50", first, warm),
-            ("straightforward / shots", ">= 4.00", "straightforward (in-process)", warm),
+            ("bare decode / shots", ">= 0.80", "bare", warm, "wall"),
+            ("  the same in CPU seconds", "", "bare cpu", warm, "cpu"),
+            ("  bare decode / shots' CPU floor", "", "bare", warm, "floor"),
+            ("bare decode / shots --no-audio", "", "bare", no_audio, "wall"),
+            ("first run / warm run", "<= 1.50", first, warm, "wall"),
+            ("straightforward / shots", ">= 4.00", "straightforward (in-process)", warm, "wall"),
         ]
-        for label, target, top, bottom in rows:
+        for label, target, top, bottom, measure in rows:
             if not any(top in r.rows and bottom in r.rows for r in results):
                 continue
-            cells = "".join(f" | {ratio(r, top, bottom)}" for r in results)
+            cells = "".join(f" | {ratio(r, top, bottom, measure)}" for r in results)
             print(f"{(label + tag):<40}{target:>8}{cells}")
     if any(r.paired for r in results):
         print("\nthe same ratios round by round (median, then each round's value):")

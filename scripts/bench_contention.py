@@ -26,7 +26,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 # A decode pinned to core 0 (or left on all cores): prints its wall and thread CPU seconds.
@@ -45,11 +44,16 @@ with av.open(sys.argv[1]) as c:
     print(time.perf_counter() - w, time.process_time() - t)
 """
 
-# The neighbours: busy forever until killed, pinned to the given core.
-SPIN = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
+# The neighbours: pinned to the given core, they say "busy" once past their set-up, then run
+# until killed.
+SPIN = (
+    "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\n"
+    "print('busy', flush=True)\nwhile True:\n    pass\n"
+)
 MEMORY = (
     "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nimport numpy as np\n"
-    "a = np.random.default_rng(0).random(8_000_000)\nwhile True:\n    (a * 2.0).sum()\n"
+    "a = np.random.default_rng(0).random(8_000_000)\nprint('busy', flush=True)\n"
+    "while True:\n    (a * 2.0).sum()\n"
 )
 
 
@@ -69,9 +73,13 @@ def beside(neighbour: str | None, film: Path, cores: list[int]) -> tuple[float, 
     """A single-thread decode on ``cores[0]`` with ``neighbour`` busy on ``cores[1]``."""
     if neighbour is None:
         return decode(film, 1, cores[0])
-    proc = subprocess.Popen([sys.executable, "-c", neighbour, str(cores[1])])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", neighbour, str(cores[1])], stdout=subprocess.PIPE, text=True
+    )
     try:
-        time.sleep(0.5)  # the neighbour is past its imports and busy
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "busy":  # the decode starts once it is busy
+            raise RuntimeError(f"the neighbour process ended early (exit {proc.wait()})")
         return decode(film, 1, cores[0])
     finally:
         proc.kill()
