@@ -45,13 +45,15 @@ with av.open(sys.argv[1]) as c:
 """
 
 # The neighbours: pinned to the given core, they say "busy" once past their set-up, then run
-# until killed.
+# until killed. Each command line starts with NEIGHBOUR_TAG so that a check (the tests) can find
+# exactly these processes and no other busy loop on the machine.
+NEIGHBOUR_TAG = "# bench_contention neighbour\n"
 SPIN = (
-    "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\n"
+    NEIGHBOUR_TAG + "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\n"
     "print('busy', flush=True)\nwhile True:\n    pass\n"
 )
 MEMORY = (
-    "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nimport numpy as np\n"
+    NEIGHBOUR_TAG + "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nimport numpy as np\n"
     "a = np.random.default_rng(0).random(8_000_000)\nprint('busy', flush=True)\n"
     "while True:\n    (a * 2.0).sum()\n"
 )
