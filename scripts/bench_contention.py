@@ -53,7 +53,8 @@ SPIN = (
     "print('busy', flush=True)\nwhile True:\n    pass\n"
 )
 MEMORY = (
-    NEIGHBOUR_TAG + "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nimport numpy as np\n"
+    NEIGHBOUR_TAG + "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\n"
+    "import numpy as np\n"
     "a = np.random.default_rng(0).random(8_000_000)\nprint('busy', flush=True)\n"
     "while True:\n    (a * 2.0).sum()\n"
 )
