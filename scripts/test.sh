@@ -19,6 +19,7 @@ case "${1:-}" in -h | --help) print_usage "scripts/${0##*/}"; exit 0 ;; esac
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 VENV=${VENV:-.venv}
+QWEN_VOCAB_WHEEL_VERSION=2.0.2
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating virtualenv $VENV"
@@ -61,6 +62,24 @@ if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
       >/dev/null 2>&1; then
     echo "==> could not install ${missing[*]}; the tests that need them will be skipped"
   fi
+fi
+
+# Qwen2's real 151,643-token vocabulary for the grammar mask-cache tests
+# (tests/unit/test_grammar_mask_cache.py): Qwen's BPE ranks ship as a resource inside the
+# dashscope wheel (pinned, no dependencies, not installed: only the one file is taken out).
+# Tolerant: without it those tests skip with a reason.
+QWEN_VOCAB="$VENV/share/qwen.tiktoken"
+if [ ! -s "$QWEN_VOCAB" ]; then
+  echo "==> fetching Qwen2's vocabulary (qwen.tiktoken from the dashscope wheel) for the grammar tests"
+  wheels=$(mktemp -d)
+  if "${PIP[@]}" download --no-deps "dashscope==$QWEN_VOCAB_WHEEL_VERSION" -d "$wheels" >/dev/null 2>&1 \
+      && "$VENV/bin/python" scripts/lib/extract_wheel_file.py "$wheels" \
+        dashscope/resources/qwen.tiktoken "$QWEN_VOCAB"; then
+    :
+  else
+    echo "==> could not fetch qwen.tiktoken; the Qwen2-vocabulary grammar tests will be skipped"
+  fi
+  rm -rf "$wheels"
 fi
 
 echo "==> running tests"
