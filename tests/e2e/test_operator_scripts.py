@@ -435,6 +435,8 @@ def stub_venv(tmp_path: Path) -> Path:
         exe.chmod(0o755)
     digest = hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
     (venv / f".installed-{digest}").touch()  # test.sh: "installed", go straight to pytest
+    (venv / "share").mkdir()
+    (venv / "share" / "qwen.tiktoken").write_text("x")  # and Qwen2's vocabulary is there
     return venv
 
 
@@ -464,3 +466,18 @@ def test_test_script_passes_its_arguments_to_pytest(ops_env, stub_venv, tmp_path
     assert r.returncode == 0, r.stdout + r.stderr
     ran = (tmp_path / "ran.log").read_text().splitlines()
     assert ran == ["python -m pytest -p no:cacheprovider -x -q tests/unit"]
+
+
+def test_test_script_fetches_qwen2_vocabulary_when_missing(ops_env, stub_venv, tmp_path) -> None:
+    """Without ``share/qwen.tiktoken`` the test setup downloads the pinned dashscope wheel and
+    takes the file out of it, then runs pytest; a failed fetch only skips those tests."""
+    (stub_venv / "share" / "qwen.tiktoken").unlink()
+    r = sh("test.sh", "-q", "tests/unit", env={**ops_env, "VENV": str(stub_venv)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    ran = (tmp_path / "ran.log").read_text().splitlines()
+    assert len(ran) == 3, ran
+    assert ran[0].startswith("python -m pip --disable-pip-version-check -q download --no-deps ")
+    assert "dashscope==" in ran[0]
+    assert ran[1].startswith("python scripts/lib/extract_wheel_file.py ")
+    assert ran[1].endswith(f"dashscope/resources/qwen.tiktoken {stub_venv}/share/qwen.tiktoken")
+    assert ran[2] == "python -m pytest -p no:cacheprovider -q tests/unit"
