@@ -72,11 +72,9 @@ QWEN_VOCAB="$VENV/share/qwen.tiktoken"
 if [ ! -s "$QWEN_VOCAB" ]; then
   echo "==> fetching Qwen2's vocabulary (qwen.tiktoken from the dashscope wheel) for the grammar tests"
   wheels=$(mktemp -d)
-  if "${PIP[@]}" download --no-deps "dashscope==$QWEN_VOCAB_WHEEL_VERSION" -d "$wheels" >/dev/null 2>&1 \
-      && "$VENV/bin/python" scripts/lib/extract_wheel_file.py "$wheels" \
-        dashscope/resources/qwen.tiktoken "$QWEN_VOCAB"; then
-    :
-  else
+  if ! { "${PIP[@]}" download --no-deps "dashscope==$QWEN_VOCAB_WHEEL_VERSION" -d "$wheels" \
+      >/dev/null 2>&1 && "$VENV/bin/python" scripts/lib/extract_wheel_file.py "$wheels" \
+        dashscope/resources/qwen.tiktoken "$QWEN_VOCAB"; }; then
     echo "==> could not fetch qwen.tiktoken; the Qwen2-vocabulary grammar tests will be skipped"
   fi
   rm -rf "$wheels"
